@@ -1,0 +1,1 @@
+"""giantstep: what a two-layer network learns from giant gradient steps."""

@@ -1,0 +1,222 @@
+"""Hermite coefficients against closed forms, activations' derivatives, and the target parser."""
+
+from math import factorial, pi, sqrt
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+from giantstep.activations import Activation, get_activation
+from giantstep.hermite import coefficients, gaussian_expectation, hermite, product_rule
+from giantstep.polynomial import gaussian_moment
+from giantstep.targets import parse_target, teacher_directions
+
+PHI0 = 1 / sqrt(2 * pi)
+K = 12
+
+
+def he_at_zero(m: int) -> float:
+    """``He_m(0)``: 0 for odd m, ``(−1)^{m/2} (m − 1)!!`` for even m."""
+    return 0.0 if m % 2 else (-1) ** (m // 2) * gaussian_moment(m)
+
+
+def relu_closed_form(k: int) -> float:
+    # μ_k(relu) = E[1{g>0} He_{k−1}(g)] = φ(0) He_{k−2}(0) for k ≥ 2 (Stein's lemma).
+    return {0: PHI0, 1: 0.5}.get(k, PHI0 * he_at_zero(k - 2) if k >= 2 else 0.0)
+
+
+def sign_closed_form(k: int) -> float:
+    return 2 * PHI0 * he_at_zero(k - 1) if k >= 1 else 0.0
+
+
+def abs_closed_form(k: int) -> float:
+    return {0: 2 * PHI0, 1: 0.0}.get(k, 2 * PHI0 * he_at_zero(k - 2) if k >= 2 else 0.0)
+
+
+def test_hermite_recurrence_matches_numpy():
+    x = np.linspace(-3, 3, 7)
+    for k in range(10):
+        reference = np.polynomial.hermite_e.hermeval(x, [0] * k + [1])
+        np.testing.assert_allclose(hermite(k, x), reference, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "closed_form"),
+    [
+        ("relu", relu_closed_form),
+        ("sign", sign_closed_form),
+        ("abs", abs_closed_form),
+        ("leaky_relu(0.2)", lambda k: 0.2 * (k == 1) + 0.8 * relu_closed_form(k)),
+    ],
+)
+def test_kinked_activations_match_closed_forms(name, closed_form):
+    mu = get_activation(name).hermite_coefficients(K)
+    expected = np.array([closed_form(k) for k in range(K + 1)])
+    np.testing.assert_allclose(mu, expected, rtol=0, atol=1e-8)
+
+
+def test_relu_sixth_coefficient_that_gauss_hermite_misses():
+    assert abs(get_activation("relu").hermite_coefficients(6)[6] - 3 / sqrt(2 * pi)) < 1e-10
+
+
+def test_tanh_matches_adaptive_quadrature():
+    mu = get_activation("tanh").hermite_coefficients(8)
+    for k in range(9):
+        reference, _ = integrate.quad(
+            lambda g, k=k: np.tanh(g) * hermite(k, g) * np.exp(-g * g / 2) * PHI0,
+            -40,
+            40,
+            epsabs=1e-12,
+            epsrel=1e-12,
+            limit=400,
+        )
+        assert abs(mu[k] - reference) < 1e-9
+
+
+def test_polynomials_are_exact():
+    # x³ = He3 + 3 He1  →  μ_1 = 3, μ_3 = 3! = 6.
+    mu = get_activation("poly(0, 0, 0, 1)").hermite_coefficients(6)
+    np.testing.assert_allclose(mu, [0, 3, 0, 6, 0, 0, 0], atol=1e-10)
+    for k in range(1, 8):
+        mu = get_activation(f"He{k}").hermite_coefficients(9)
+        expected = np.zeros(10)
+        expected[k] = factorial(k)
+        np.testing.assert_allclose(mu, expected, atol=1e-9 * factorial(k))
+
+
+def test_coefficients_of_a_plain_callable():
+    mu = coefficients(lambda x: np.exp(x), 5)
+    # E[e^g He_k(g)] = e^{1/2} for every k.
+    np.testing.assert_allclose(mu, np.full(6, np.exp(0.5)), rtol=1e-12)
+    assert gaussian_expectation(np.abs, kinks=(0.0,)) == pytest.approx(sqrt(2 / pi), abs=1e-13)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tanh",
+        "relu",
+        "leaky_relu",
+        "erf",
+        "sigmoid",
+        "softplus",
+        "gelu",
+        "sin",
+        "abs",
+        "linear",
+        "He3",
+        "poly(1, -2, 0.5, 0.25)",
+    ],
+)
+def test_derivatives_match_finite_differences(name):
+    activation = get_activation(name)
+    x = np.linspace(-3.1, 2.9, 41)  # avoids the kink at 0
+    h = 1e-6
+    numeric = (activation(x + h) - activation(x - h)) / (2 * h)
+    np.testing.assert_allclose(activation.derivative(x), numeric, rtol=1e-6, atol=1e-6)
+    value, slope = activation.value_and_derivative(x)
+    np.testing.assert_array_equal(value, activation(x))
+    np.testing.assert_array_equal(slope, activation.derivative(x))
+
+
+@pytest.mark.parametrize("name", ["tanh", "relu", "gelu", "softplus", "He4", "poly(0, 1, 1)"])
+def test_float32_stays_float32_and_outputs_are_fresh(name):
+    x = np.linspace(-2, 2, 9, dtype=np.float32)
+    before = x.copy()
+    value, slope = get_activation(name).value_and_derivative(x)
+    assert value.dtype == slope.dtype == np.float32
+    value += 1
+    slope += 1
+    np.testing.assert_array_equal(x, before)
+
+
+def test_user_callable_with_and_without_derivative():
+    computed = Activation.from_callable(np.tanh)
+    x = np.linspace(-2, 2, 11)
+    np.testing.assert_allclose(computed.derivative(x), 1 - np.tanh(x) ** 2, atol=1e-9)
+    given = Activation.from_callable(np.sin, np.cos)
+    np.testing.assert_array_equal(given.derivative(x), np.cos(x))
+    np.testing.assert_allclose(
+        get_activation("py:numpy:tanh").hermite_coefficients(4),
+        get_activation("tanh").hermite_coefficients(4),
+        atol=1e-14,
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["nope", "leaky_relu(x)", "poly()", "py:numpy", "py:numpy:nope", "py:no_such_module:f", "He-1"],
+)
+def test_unknown_activations_are_rejected(bad):
+    with pytest.raises(ValueError, match="activation|poly|py:|module|function"):
+        get_activation(bad)
+
+
+def test_target_values_and_polynomials():
+    target = parse_target("z1 + He2(z1)/2 - 3*z2**2 + tanh(z3)")
+    h = np.random.default_rng(0).standard_normal((50, 3))
+    expected = h[:, 0] + (h[:, 0] ** 2 - 1) / 2 - 3 * h[:, 1] ** 2 + np.tanh(h[:, 2])
+    np.testing.assert_allclose(target(h), expected, rtol=1e-13)
+    assert target.rank == 3 and not target.is_polynomial
+
+    poly = parse_target("z1 + He2(z1)/2")
+    assert poly.is_polynomial
+    np.testing.assert_allclose(poly.polynomial(h[:, :1]), poly(h[:, :1]), rtol=1e-13)
+    assert poly.second_moment(noise=0.5) == pytest.approx(1 + 0.5 + 0.25)
+    np.testing.assert_allclose(poly.linear_coefficients(), [1.0])
+
+
+def test_numerical_expectations_of_non_polynomial_targets():
+    # E[tanh(g)^2] by 1-D quadrature, twice (one per coordinate).
+    tanh_sq = integrate.quad(
+        lambda g: np.tanh(g) ** 2 * np.exp(-g * g / 2) * PHI0, -40, 40, epsabs=1e-13
+    )[0]
+    assert parse_target("tanh(z1) + tanh(z2)").second_moment() == pytest.approx(
+        2 * tanh_sq, abs=1e-9
+    )
+    assert parse_target("sign(z1*z2*z3)").second_moment() == pytest.approx(1.0, abs=1e-9)
+    # relu(z1 − 1/2): kink found at 1/2; E[relu(g − t) g] = P(g > t).
+    target = parse_target("relu(z1 - 0.5)")
+    assert 0.5 in target.kinks()
+    from scipy.stats import norm
+
+    assert target.linear_coefficients()[0] == pytest.approx(norm.sf(0.5), abs=1e-10)
+    nodes, weights = product_rule(2)
+    assert weights.sum() == pytest.approx(1.0, abs=1e-12) and nodes.shape[1] == 2
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "__import__('os')",
+        "os.system('ls')",
+        "z1.real",
+        "z1[0]",
+        "open('f')",
+        "lambda: z1",
+        "z1 if z2 else z3",
+        "[z1]",
+        "'a' + z1",
+        "True * z1",
+        "z1 +",
+        "",
+        "3",
+        "z0 + z1",
+        "tanh(z1, z2)",
+        "tanh(x=z1)",
+        "1/0 + z1",
+        "z1 @ z2",
+        "z1 // 2",
+        "(z1 := 2)",
+    ],
+)
+def test_parser_rejects_everything_else(bad):
+    with pytest.raises(ValueError):
+        parse_target(bad)
+
+
+def test_teacher_directions_are_orthonormal_and_seeded():
+    a = teacher_directions(np.random.default_rng(3), 3, 40)
+    b = teacher_directions(np.random.default_rng(3), 3, 40)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a @ a.T, np.eye(3), atol=1e-13)

@@ -1,0 +1,130 @@
+"""Streamed inputs: the rows of stream ``s`` for seed ``k`` are always the same rows.
+
+Rows are drawn in fixed chunks of ``CHUNK_ROWS``; chunk ``c`` of stream ``s`` comes from its own
+counter-based generator (Philox keyed by ``SeedSequence(seed, spawn_key=(DATA, *s, c))``). A block
+in memory is a whole number of chunks, so the block size, the thread count and the number of
+workers change the speed, never the rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from giantstep.config import CHUNK_ROWS
+
+Distribution = Literal["gaussian", "rademacher", "sphere"]
+
+# First entry of every spawn key: what the randomness is for. Fixed forever, so that a seed
+# means the same experiment in every version.
+TEACHER, FIRST_LAYER, SECOND_LAYER, DATA = 0, 1, 2, 3
+
+# Second entry of a data key: which set of samples.
+TRAIN, RIDGE, TEST = 0, 1, 2
+
+
+def generator(seed: int, *key: int) -> np.random.Generator:
+    """The generator for ``(seed, key)``: independent of every other key, reproducible."""
+    return np.random.Generator(np.random.Philox(np.random.SeedSequence(seed, spawn_key=key)))
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows ``start .. start + len(x)`` of a stream.
+
+    x: (rows, dim) inputs. noise: (rows,) standard normal label noise, independent of ``x``.
+    """
+
+    start: int
+    x: np.ndarray
+    noise: np.ndarray
+
+
+@dataclass(frozen=True)
+class SampleStream:
+    """The inputs of one stream (e.g. gradient batch ``t``) of one seed.
+
+    ``blocks(n, size)`` yields rows ``0..n`` in blocks of ``size`` rows, generating the next block
+    in a background thread while the caller computes on the current one (numpy's generators
+    release the GIL while filling arrays).
+    """
+
+    seed: int
+    key: tuple[int, ...]
+    dim: int
+    distribution: Distribution = "gaussian"
+    dtype: np.dtype = np.dtype(np.float64)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))  # accept "float32" too
+
+    def _fill_chunk(self, chunk: int, x: np.ndarray, noise: np.ndarray) -> None:
+        """Write chunk ``chunk`` into ``x`` (CHUNK_ROWS, dim) and ``noise`` (CHUNK_ROWS,)."""
+        rng = generator(self.seed, DATA, *self.key, chunk)
+        if self.distribution == "rademacher":
+            x[...] = rng.integers(0, 2, size=x.shape, dtype=np.int8)
+            x *= 2
+            x -= 1
+        else:
+            rng.standard_normal(out=x, dtype=self.dtype)
+            if self.distribution == "sphere":
+                x *= np.sqrt(self.dim, dtype=self.dtype) / np.linalg.norm(x, axis=1, keepdims=True)
+        rng.standard_normal(out=noise, dtype=self.dtype)
+
+    def rows(self, start: int, stop: int, buffers: Block | None = None) -> Block:
+        """Rows ``start .. stop`` (``start`` a multiple of ``CHUNK_ROWS``).
+
+        ``buffers``, if given, is a block whose arrays are overwritten instead of allocating.
+        """
+        if start % CHUNK_ROWS:
+            raise ValueError(f"start={start} must be a multiple of {CHUNK_ROWS}")
+        n_chunks = math.ceil((stop - start) / CHUNK_ROWS)
+        padded = n_chunks * CHUNK_ROWS
+        if buffers is None or len(buffers.noise) < padded:
+            x = np.empty((padded, self.dim), dtype=self.dtype)
+            noise = np.empty(padded, dtype=self.dtype)
+        else:
+            x, noise = buffers.x, buffers.noise
+        first = start // CHUNK_ROWS
+        for c in range(n_chunks):
+            part = slice(c * CHUNK_ROWS, (c + 1) * CHUNK_ROWS)
+            self._fill_chunk(first + c, x[part], noise[part])
+        rows = stop - start
+        return Block(start=start, x=x[:rows], noise=noise[:rows])
+
+    def blocks(self, n_samples: int, block_size: int) -> Iterator[Block]:
+        """Rows ``0 .. n_samples`` in blocks of ``block_size`` rows, the next one prefetched.
+
+        Two buffers take turns (fresh ones would cost page faults on every block), so a
+        block's arrays are overwritten once the block after the next is requested: copy what
+        must outlive the loop body.
+        """
+        if block_size % CHUNK_ROWS:
+            raise ValueError(f"block_size={block_size} must be a multiple of {CHUNK_ROWS}")
+        starts = list(range(0, n_samples, block_size))
+        if not starts:
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+
+            def submit(k: int, buffers: Block | None):
+                stop = min(starts[k] + block_size, n_samples)
+                return pool.submit(self.rows, starts[k], stop, buffers)
+
+            pending = submit(0, None)
+            previous = None
+            for k in range(len(starts)):
+                current = pending.result()
+                # The caller asked for block k, so it is done with block k - 1: reuse it.
+                pending = submit(k + 1, previous) if k + 1 < len(starts) else None
+                previous = current
+                yield current
+
+
+def block_count(n_samples: int, block_size: int) -> int:
+    """Number of blocks ``SampleStream.blocks`` yields."""
+    return math.ceil(n_samples / block_size)

@@ -1,0 +1,101 @@
+"""The two-layer network ``f(x) = s · Σ_j a_j σ(⟨w_j, x⟩)``: presets, initialisation, forward."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from giantstep.activations import Activation
+from giantstep.data import FIRST_LAYER, SECOND_LAYER, generator
+
+FirstLayerInit = Literal["sphere", "gaussian"]
+SecondLayerInit = Literal["gaussian", "signs", "ones"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Initialisation of a paper. ``output_scale`` is ``s`` as a function of the width ``N``."""
+
+    first_layer: FirstLayerInit
+    second_layer: SecondLayerInit
+    mean_field: bool  # s = 1/N if True, else s = 1
+
+    def output_scale(self, width: int) -> float:
+        return 1.0 / width if self.mean_field else 1.0
+
+
+#: SCIENCE.md §1. moniri: s = 1, w_j ~ Unif(S^{d-1}), a_j ~ N(0, 1/N).
+#: dandi: s = 1/N, w_j ~ Unif(S^{d-1}), a_j = ±1, half each.
+PRESETS: dict[str, Preset] = {
+    "moniri": Preset(first_layer="sphere", second_layer="gaussian", mean_field=False),
+    "dandi": Preset(first_layer="sphere", second_layer="signs", mean_field=True),
+}
+
+
+@dataclass(frozen=True)
+class TwoLayerNetwork:
+    """first_layer: (N, d) rows ``w_j``; second_layer: (N,) ``a``; output_scale: ``s``."""
+
+    first_layer: np.ndarray
+    second_layer: np.ndarray
+    output_scale: float
+    activation: Activation
+
+    @property
+    def width(self) -> int:
+        return self.first_layer.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.first_layer.shape[1]
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """``σ(x Wᵀ)``: (rows, N) for x (rows, d), in x's dtype."""
+        return self.activation(x @ self.first_layer.T.astype(x.dtype, copy=False))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``f(x)``: (rows,) for x (rows, d)."""
+        return self.output_scale * (self.features(x) @ self.second_layer.astype(x.dtype))
+
+    def with_first_layer(self, first_layer: np.ndarray) -> TwoLayerNetwork:
+        return replace(self, first_layer=first_layer)
+
+
+def initial_first_layer(seed: int, width: int, dim: int, kind: FirstLayerInit) -> np.ndarray:
+    """(N, d): rows uniform on the unit sphere, or i.i.d. ``N(0, 1/d)`` entries."""
+    w = generator(seed, FIRST_LAYER).standard_normal((width, dim))
+    if kind == "sphere":
+        return w / np.linalg.norm(w, axis=1, keepdims=True)
+    return w / np.sqrt(dim)
+
+
+def initial_second_layer(seed: int, width: int, kind: SecondLayerInit) -> np.ndarray:
+    """(N,): ``N(0, 1/N)`` entries, ``±1`` half each (the extra one ``+1`` for odd N), or ones."""
+    if kind == "gaussian":
+        return generator(seed, SECOND_LAYER).standard_normal(width) / np.sqrt(width)
+    if kind == "signs":
+        return np.where(np.arange(width) < (width + 1) // 2, 1.0, -1.0)
+    return np.ones(width)
+
+
+def initialize(
+    seed: int,
+    width: int,
+    dim: int,
+    activation: Activation,
+    preset: str = "moniri",
+    *,
+    output_scale: float | None = None,
+    first_layer: FirstLayerInit | None = None,
+    second_layer: SecondLayerInit | None = None,
+) -> TwoLayerNetwork:
+    """The network at initialisation: the preset's choices, each overridable."""
+    p = PRESETS[preset]
+    return TwoLayerNetwork(
+        first_layer=initial_first_layer(seed, width, dim, first_layer or p.first_layer),
+        second_layer=initial_second_layer(seed, width, second_layer or p.second_layer),
+        output_scale=p.output_scale(width) if output_scale is None else output_scale,
+        activation=activation,
+    )

@@ -1,0 +1,40 @@
+"""How the first layer lines up with the target directions."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+
+def direction_alignment(first_layer: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """``sqrt(mean_j cos²(w_j, W*_k))`` for each target direction k: (r,).
+
+    first_layer: (N, d) rows ``w_j``; directions: (r, d) orthonormal rows ``W*_k``.
+    Random rows give about ``1/sqrt(d)``; a population along ``W*_k`` gives 1.
+    """
+    cosines = (first_layer @ directions.T) / np.linalg.norm(first_layer, axis=1, keepdims=True)
+    return np.sqrt(np.mean(cosines**2, axis=0))
+
+
+def top_right_singular_vector(matrix: np.ndarray) -> np.ndarray:
+    """The top right singular vector (d,) of matrix (N, d), from the smaller Gram matrix."""
+    rows, cols = matrix.shape
+    if cols <= rows:
+        gram = matrix.T @ matrix
+        _, vec = scipy.linalg.eigh(gram, subset_by_index=[cols - 1, cols - 1])
+        return vec[:, 0]
+    gram = matrix @ matrix.T
+    _, vec = scipy.linalg.eigh(gram, subset_by_index=[rows - 1, rows - 1])
+    right = matrix.T @ vec[:, 0]
+    return right / np.linalg.norm(right)
+
+
+def update_cosine(update: np.ndarray, direction: np.ndarray) -> float:
+    """``|cos|`` between the top right singular vector of update (N, d) and direction (d,).
+
+    The sign of a singular vector is arbitrary, hence the absolute value.
+    """
+    if not np.any(update):
+        return 0.0
+    v = top_right_singular_vector(update)
+    return float(abs(v @ direction) / np.linalg.norm(direction))

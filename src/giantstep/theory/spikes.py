@@ -1,0 +1,16 @@
+"""Moniri et al.: the spikes a giant step adds to the features, and where they point."""
+
+from __future__ import annotations
+
+import math
+
+
+def direction_cosine(linear_coefficient: float, second_moment: float, dim: int, n: int) -> float:
+    """``γ = μ_1(σ*) / sqrt(μ_1(σ*)² + E[y²]·d/n)``: the limit of ``cos(ζ, β)``, ``ζ = Xᵀy/n``.
+
+    This is the direction of the one-step update with residual ``y`` (the setting of the
+    theory). With residual ``y − f`` at ``moniri`` initialisation the update also carries the
+    network's own direction ``W_0ᵀa`` and its cosine with ``β`` is lower.
+    """
+    mu1 = linear_coefficient
+    return abs(mu1) / math.sqrt(mu1**2 + second_moment * dim / n)

@@ -1,1 +1,11 @@
-"""giantstep: what a two-layer network learns from giant gradient steps."""
+"""giantstep: what a two-layer network learns from giant gradient steps.
+
+``giantstep.run(config)`` runs one experiment (a dict of config tables or an
+``ExperimentConfig``) and returns a typed ``RunResult``.
+"""
+
+from giantstep.config import ConfigError, ExperimentConfig, load_config
+from giantstep.experiment import RunResult, run
+from giantstep.train import DivergenceError
+
+__all__ = ["ConfigError", "DivergenceError", "ExperimentConfig", "RunResult", "load_config", "run"]

@@ -1,0 +1,3 @@
+from giantstep.cli import main
+
+main()

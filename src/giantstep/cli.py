@@ -1,0 +1,172 @@
+"""The ``giantstep`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from giantstep.config import ConfigError, load_config
+from giantstep.train import DivergenceError
+
+#: Exit code for bad input and diverging runs (the same as click's usage errors).
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str) -> None:
+    click.echo(f"giantstep: error: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def reports_bad_input(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn config errors and divergence into a one-line message and exit code 2."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (ConfigError, DivergenceError) as err:
+            _fail(str(err))
+
+    return wrapper
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file: the file is whole or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _run_table(result: Any) -> Table:
+    table = Table(title="ridge readout (mean squared error)")
+    table.add_column("ridge λ", justify="right")
+    table.add_column("train error", justify="right")
+    table.add_column("test error", justify="right")
+    for e in result.errors:
+        table.add_row(f"{e.ridge:g}", f"{e.train_error:.4f}", f"{e.test_error:.4f}")
+    return table
+
+
+def _alignment_table(result: Any) -> Table:
+    rank = len(result.alignment[0].direction_alignment)
+    table = Table(title="first layer vs target directions")
+    table.add_column("step", justify="right")
+    for k in range(rank):
+        table.add_column(f"align z{k + 1}", justify="right")
+    table.add_column("update cosine", justify="right")
+    for a in result.alignment:
+        cosine = "—" if a.update_cosine is None else f"{a.update_cosine:.4f}"
+        table.add_row(str(a.step), *(f"{v:.4f}" for v in a.direction_alignment), cosine)
+    return table
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="giantstep")
+def main() -> None:
+    """Simulate, measure and predict what two-layer networks learn from giant gradient steps."""
+
+
+@main.command()
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key; VALUE is a TOML literal, else a string.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write result.json into this directory.",
+)
+@reports_bad_input
+def run(config_file: str | None, overrides: tuple[str, ...], as_json: bool, out: Path | None):
+    """Run one experiment (the built-in default if no CONFIG_FILE is given)."""
+    from giantstep.experiment import run as run_experiment
+
+    config = load_config(config_file, overrides)
+    result = run_experiment(config, progress=not as_json and sys.stderr.isatty())
+    text = result.model_dump_json(indent=2)
+    if out is not None:
+        write_atomically(out / "result.json", text + "\n")
+    if as_json:
+        click.echo(text)
+        return
+    console = Console()
+    c = result.config
+    console.print(
+        f"[bold]giantstep[/bold] {c.preset} · σ = {c.activation} · target {c.target.expression}"
+        f" · d = {c.dim}, N = {c.width}, n = {c.train.batch_size}, T = {c.train.steps}"
+        f" · residual {c.train.residual}"
+    )
+    console.print(f"step size η = {result.step_size:.6g}")
+    console.print(_alignment_table(result))
+    if result.predicted_update_cosine is not None:
+        console.print(
+            f"predicted update cosine γ = {result.predicted_update_cosine:.4f} "
+            "(the theory's limit for residual y after one step)"
+        )
+    console.print(_run_table(result))
+    console.print(
+        f"{result.seconds:.1f} s · peak memory {result.peak_memory_bytes / 2**20:.0f} MiB"
+    )
+
+
+@main.group()
+def theory() -> None:
+    """Predictions of the papers, without simulating."""
+
+
+@theory.command()
+@click.argument("activation")
+@click.option("--max-degree", default=8, show_default=True, type=click.IntRange(min=0))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def hermite(activation: str, max_degree: int, as_json: bool) -> None:
+    """Hermite coefficients μ_k = E[σ(g) He_k(g)] of an activation."""
+    from giantstep.activations import get_activation
+
+    try:
+        coefficients = get_activation(activation).hermite_coefficients(max_degree)
+    except ValueError as err:
+        _fail(f"activation: {err}")
+    if as_json:
+        click.echo(json.dumps({"activation": activation, "coefficients": coefficients.tolist()}))
+        return
+    table = Table(title=f"Hermite coefficients of {activation}")
+    table.add_column("k", justify="right")
+    table.add_column("μ_k", justify="right")
+    for k, mu in enumerate(coefficients):
+        # Below the quadrature's accuracy a coefficient is zero (tanh has no even ones).
+        table.add_row(str(k), f"{mu:.12g}" if abs(mu) > 1e-12 else "0")
+    Console().print(table)
+    click.echo("μ_k = E[σ(g) He_k(g)], g ~ N(0,1); σ = Σ_k μ_k He_k / k!")
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="A small workload (seconds) instead of n = 10^6.")
+@click.option(
+    "--dtype",
+    "dtypes",
+    multiple=True,
+    type=click.Choice(["float64", "float32"]),
+    help="Only these dtypes (default: both).",
+)
+def bench(quick: bool, dtypes: tuple[str, ...]) -> None:
+    """Measure this machine's GEMM rate and the reference workload's speed and memory."""
+    from giantstep.bench import run_benchmark
+
+    run_benchmark(quick=quick, dtypes=dtypes or ("float64", "float32"))

@@ -1,0 +1,197 @@
+"""A validated config -> one run -> one result record."""
+
+from __future__ import annotations
+
+import resource
+import time
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+import psutil
+from pydantic import BaseModel
+from tqdm.auto import tqdm
+
+from giantstep.activations import get_activation
+from giantstep.alignment import direction_alignment, update_cosine
+from giantstep.config import ConfigError, ExperimentConfig, validate_config
+from giantstep.data import RIDGE, TEST, SampleStream, block_count
+from giantstep.model import TwoLayerNetwork, initialize
+from giantstep.readout import feature_statistics, ridge_path
+from giantstep.targets import Teacher
+from giantstep.theory.spikes import direction_cosine
+from giantstep.train import DivergenceError, StepPlan, giant_steps
+
+
+class RidgeErrors(BaseModel):
+    """Mean squared errors of the ridge readout for one ridge value."""
+
+    ridge: float
+    train_error: float
+    test_error: float
+
+
+class StepAlignment(BaseModel):
+    """Alignment of the first layer after ``step`` steps (step 0 is the initialisation).
+
+    direction_alignment: ``sqrt(mean_j cos²(w_j, W*_k))`` for each target direction k.
+    update_cosine: ``|cos|`` of the top right singular vector of ``W_t − W_0`` with ``W*_1``.
+    """
+
+    step: int
+    direction_alignment: list[float]
+    update_cosine: float | None
+
+
+class RunResult(BaseModel):
+    """Everything one run measured, with the theory's prediction beside it where there is one.
+
+    predicted_update_cosine: ``γ`` of SCIENCE.md §3 (rank-1 targets; describes residual ``y``).
+    peak_memory_bytes: peak resident memory of the process running it.
+    """
+
+    config: ExperimentConfig
+    version: str
+    step_size: float
+    errors: list[RidgeErrors]
+    alignment: list[StepAlignment]
+    predicted_update_cosine: float | None
+    seconds: float
+    peak_memory_bytes: int
+
+
+def memory_estimate(config: ExperimentConfig) -> dict[str, int]:
+    """Bytes the run needs, by the key that controls them (the largest is the one to lower)."""
+    n, d = config.width, config.dim
+    item = np.dtype(config.compute.dtype).itemsize
+    rows = config.compute.block_size
+    return {
+        # W_0, W_t, the gradient sum, its block product and the cast copy used by BLAS.
+        "width × dim (first layer)": 5 * 8 * n * d,
+        # Train and test Gram matrices, eigenvectors and their workspace.
+        "width (Gram matrices)": 4 * 8 * n * n,
+        # Current and prefetched input blocks; pre-activations, values and slopes of one block.
+        "compute.block_size": item * rows * (3 * d + 4 * n),
+    }
+
+
+def check_memory(config: ExperimentConfig) -> None:
+    """Raise ConfigError before any work if the run cannot fit in memory."""
+    parts = memory_estimate(config)
+    need = sum(parts.values())
+    limit = config.compute.memory_limit or psutil.virtual_memory().available
+    if need > limit:
+        worst = max(parts, key=parts.get)
+        source = "compute.memory_limit" if config.compute.memory_limit else "available memory"
+        raise ConfigError(
+            f"{worst.split()[0]}: the run needs about {need / 2**30:.1f} GiB "
+            f"but {source} is {limit / 2**30:.1f} GiB; most of it goes to {worst} — lower it"
+        )
+
+
+def build(config: ExperimentConfig) -> tuple[TwoLayerNetwork, Teacher]:
+    """The initial network and the teacher of a config (deterministic in ``config.seed``)."""
+    activation = get_activation(config.activation)
+    teacher = Teacher.draw(config.seed, config.target.expression, config.dim, config.target.noise)
+    network = initialize(
+        config.seed,
+        config.width,
+        config.dim,
+        activation,
+        config.preset,
+        output_scale=config.model.output_scale,
+        first_layer=config.model.first_layer,
+        second_layer=config.model.second_layer,
+    )
+    return network, teacher
+
+
+def measure_alignment(
+    step: int, network: TwoLayerNetwork, initial: TwoLayerNetwork, teacher: Teacher
+) -> StepAlignment:
+    update = network.first_layer - initial.first_layer
+    return StepAlignment(
+        step=step,
+        direction_alignment=direction_alignment(network.first_layer, teacher.directions).tolist(),
+        update_cosine=update_cosine(update, teacher.directions[0]) if step else None,
+    )
+
+
+def predicted_update_cosine(config: ExperimentConfig, teacher: Teacher) -> float | None:
+    """``γ`` for rank-1 targets, else None."""
+    if teacher.target.rank != 1:
+        return None
+    mu1 = float(teacher.target.linear_coefficients()[0])
+    second_moment = teacher.target.second_moment(config.target.noise)
+    return direction_cosine(mu1, second_moment, config.dim, config.train.batch_size)
+
+
+def run(config: ExperimentConfig | dict[str, Any], progress: bool = False) -> RunResult:
+    """Run one experiment: ``T`` giant steps, then the ridge readout for every ridge value.
+
+    Raises ConfigError (before any work) for a config that is invalid or cannot fit in memory,
+    and DivergenceError if the weights or errors stop being finite.
+    """
+    if not isinstance(config, ExperimentConfig):
+        config = validate_config(config)
+    check_memory(config)
+    started = time.perf_counter()
+    eta = config.step_size()
+    initial, teacher = build(config)
+    c = config.compute
+    plan = StepPlan(
+        config.train.batch_size, c.block_size, config.train.residual, config.train.reuse_batch
+    )
+
+    def stream(kind: int) -> SampleStream:
+        return SampleStream(config.seed, (kind, 0), config.dim, config.data.distribution, c.dtype)
+
+    total_blocks = (
+        config.train.steps * block_count(config.train.batch_size, c.block_size)
+        + block_count(config.readout.samples, c.block_size)
+        + block_count(config.test.samples, c.block_size)
+    )
+    with tqdm(total=total_blocks, unit="block", disable=not progress, leave=False) as bar:
+        alignment = [measure_alignment(0, initial, initial, teacher)]
+        network = initial
+        for t, network in enumerate(
+            giant_steps(
+                initial,
+                teacher,
+                plan,
+                config.train.steps,
+                eta,
+                config.seed,
+                config.data.distribution,
+                c.dtype,
+                bar.update,
+            ),
+            start=1,
+        ):
+            bar.set_description(f"step {t}/{config.train.steps}")
+            alignment.append(measure_alignment(t, network, initial, teacher))
+        bar.set_description("readout")
+        train_stats = feature_statistics(
+            network, teacher, stream(RIDGE), config.readout.samples, c.block_size, bar.update
+        )
+        coefficients = ridge_path(train_stats, config.readout.ridge)
+        test_stats = feature_statistics(
+            network, teacher, stream(TEST), config.test.samples, c.block_size, bar.update
+        )
+    train_errors = train_stats.mean_squared_error(coefficients)
+    test_errors = test_stats.mean_squared_error(coefficients)
+    if not (np.isfinite(train_errors).all() and np.isfinite(test_errors).all()):
+        raise DivergenceError(config.train.steps, "the readout errors")
+    return RunResult(
+        config=config,
+        version=version("giantstep"),
+        step_size=eta,
+        errors=[
+            RidgeErrors(ridge=lam, train_error=float(tr), test_error=float(te))
+            for lam, tr, te in zip(config.readout.ridge, train_errors, test_errors, strict=True)
+        ],
+        alignment=alignment,
+        predicted_update_cosine=predicted_update_cosine(config, teacher),
+        seconds=time.perf_counter() - started,
+        peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    )

@@ -1,0 +1,122 @@
+"""The command line as a user meets it: real subprocesses, exit codes and messages."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SMALL = [
+    "--set",
+    "dim=40",
+    "--set",
+    "width=30",
+    "--set",
+    "train.batch_size=600",
+    "--set",
+    "readout.samples=500",
+    "--set",
+    "test.samples=300",
+]
+
+
+def giantstep(*args, check=False):
+    return subprocess.run(
+        [sys.executable, "-m", "giantstep", *args], capture_output=True, text=True, check=check
+    )
+
+
+def test_run_json_has_the_documented_fields(tmp_path):
+    out = giantstep(
+        "run",
+        *SMALL,
+        "--set",
+        "readout.ridge=[0.001,0.01]",
+        "--set",
+        "target.expression=z1*z2",
+        "--set",
+        "train.steps=2",
+        "--json",
+        "--out",
+        str(tmp_path),
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    assert out.stderr == ""  # no progress bar with --json
+    for key in ("config", "step_size", "errors", "alignment", "seconds", "peak_memory_bytes"):
+        assert key in result
+    assert result["config"]["target"]["expression"] == "z1*z2"
+    assert [e["ridge"] for e in result["errors"]] == [0.001, 0.01]
+    assert set(result["errors"][0]) == {"ridge", "train_error", "test_error"}
+    assert len(result["alignment"]) == 3 and len(result["alignment"][1]["direction_alignment"]) == 2
+    assert json.loads((tmp_path / "result.json").read_text()) == result
+
+
+def test_run_with_config_file_prints_a_table(tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_text(
+        "dim = 40\nwidth = 30\n[train]\nbatch_size = 600\n[readout]\nsamples = 500\n"
+        "[test]\nsamples = 300\n"
+    )
+    out = giantstep("run", str(config), check=True)
+    assert "test error" in out.stdout and "update cosine" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("dim=-3", "dim"),
+        ("width=0", "width"),
+        ("dim='big'", "dim"),
+        ("activation=swish", "activation"),
+        ("preset=lecun", "preset"),
+        ("target.expression=__import__('os')", "target.expression"),
+        ("target.expression=z1+", "target.expression"),
+        ("train.step_size.scale=inf", "train.step_size.scale"),
+        ("train.step_size.batch_exponent=1e6", "train.step_size"),
+        ("train.residual=z", "train.residual"),
+        ("readout.ridge=[]", "readout.ridge"),
+        ("readout.ridge=[-1.0]", "readout.ridge"),
+        ("compute.dtype=float16", "compute.dtype"),
+        ("compute.block_size=1000", "compute.block_size"),
+        ("data.distribution=cauchy", "data.distribution"),
+        ("colour=blue", "colour"),
+        ("width=10000000", "width"),
+    ],
+)
+def test_bad_input_names_the_key_and_exits_2(override, key, tmp_path):
+    out = giantstep("run", *SMALL, "--set", override, "--out", str(tmp_path / "never"))
+    assert out.returncode == 2, out.stderr
+    assert f"error: {key}" in out.stderr
+    assert not (tmp_path / "never").exists()  # nothing half-written
+
+
+def test_missing_and_malformed_config_files_exit_2(tmp_path):
+    assert giantstep("run", str(tmp_path / "none.toml")).returncode == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text("dim = = 3\n")
+    out = giantstep("run", str(bad))
+    assert out.returncode == 2 and "bad.toml" in out.stderr
+
+
+def test_diverging_run_exits_2_and_says_where():
+    out = giantstep(
+        "run",
+        *SMALL,
+        "--set",
+        "activation=poly(0,0,0,1)",
+        "--set",
+        "train.step_size.scale=1e120",
+        "--set",
+        "train.steps=3",
+    )
+    assert out.returncode == 2 and "diverged at step" in out.stderr
+
+
+def test_theory_hermite():
+    out = giantstep("theory", "hermite", "relu", "--max-degree", "6", "--json", check=True)
+    mu = json.loads(out.stdout)["coefficients"]
+    assert mu[1] == pytest.approx(0.5) and mu[6] == pytest.approx(
+        3 / (2 * 3.141592653589793) ** 0.5
+    )
+    assert giantstep("theory", "hermite", "swish").returncode == 2

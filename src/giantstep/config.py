@@ -46,7 +46,6 @@ class StepSizeConfig(_Section):
     dim_exponent: FiniteFloat = 0.0
 
 
-
 class TrainConfig(_Section):
     steps: Annotated[int, Field(ge=0)] = 1
     batch_size: PositiveInt = 4000
@@ -58,7 +57,6 @@ class TrainConfig(_Section):
 class TargetConfig(_Section):
     expression: str = "z1 + He2(z1)/2"
     noise: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
-
 
     @field_validator("expression")
     @classmethod
@@ -75,7 +73,6 @@ class ModelConfig(_Section):
     output_scale: FiniteFloat | None = None
     first_layer: Literal["sphere", "gaussian"] | None = None
     second_layer: Literal["gaussian", "signs", "ones"] | None = None
-
 
 
 class DataConfig(_Section):

@@ -170,3 +170,41 @@ def bench(quick: bool, dtypes: tuple[str, ...]) -> None:
     from giantstep.bench import run_benchmark
 
     run_benchmark(quick=quick, dtypes=dtypes or ("float64", "float32"))
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--quick", is_flag=True, help="Small sizes (CI); the default sizes are a paper's.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reproduce-out"),
+    show_default=True,
+    help="Where the figures go.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def reproduce(name: str | None, quick: bool, out: Path, as_json: bool) -> None:
+    """Reproduce a paper's claim: measured vs predicted, a figure, exit 1 if a prediction fails.
+
+    Without NAME, list the reproductions.
+    """
+    from giantstep.reproduce import reproductions
+
+    available = reproductions()
+    if name is None:
+        for key, function in available.items():
+            click.echo(f"{key:24s} {(function.__doc__ or '').strip().splitlines()[0]}")
+        return
+    if name not in available:
+        _fail(f"reproduce: unknown reproduction '{name}'; one of {', '.join(available)}")
+    report = available[name](quick, out)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        console = Console()
+        console.print(report.table())
+        for figure in report.figures:
+            console.print(f"figure: {figure}")
+        verdict = "all predictions hold" if report.ok else "a prediction FAILED"
+        console.print(f"{report.seconds:.0f} s · {verdict}")
+    sys.exit(0 if report.ok else 1)

@@ -1,0 +1,49 @@
+"""What a reproduction reports: each prediction beside its measurement, and the figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.table import Table
+
+
+@dataclass(frozen=True)
+class Check:
+    """One prediction checked: ``holds`` says whether the measurement agrees with it."""
+
+    claim: str
+    measured: str
+    predicted: str
+    holds: bool
+
+
+@dataclass
+class Report:
+    """The outcome of one reproduction: its checks, figures written and wall time."""
+
+    name: str
+    checks: list[Check] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(check.holds for check in self.checks)
+
+    def table(self) -> Table:
+        table = Table(title=f"{self.name}: measured vs predicted")
+        for column in ("claim", "measured", "predicted", "holds"):
+            table.add_column(column)
+        for c in self.checks:
+            table.add_row(c.claim, c.measured, c.predicted, "yes" if c.holds else "[red]NO[/red]")
+        return table
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "seconds": self.seconds,
+            "figures": [str(p) for p in self.figures],
+            "checks": [c.__dict__ for c in self.checks],
+        }

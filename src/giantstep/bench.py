@@ -98,7 +98,8 @@ def timed_run(config: ExperimentConfig) -> tuple[float, int]:
 
 def run_benchmark(quick: bool = False, dtypes: tuple[str, ...] = ("float64", "float32")) -> None:
     """Measure and print the machine's rates and the reference workload's speed and memory."""
-    console = Console()
+    # Wide enough for the nine columns even in a pipe (rich's default there is 80).
+    console = Console(width=max(Console().width, 130))
     table = Table(title="giantstep bench: one step + readout" + (" (quick)" if quick else ""))
     for column in (
         "dtype",

@@ -101,9 +101,11 @@ def giant_steps(
     """
     for t in range(steps):
         stream = plan.stream(seed, t, network.dim, distribution, dtype)
-        grad = gradient(
-            network, teacher, stream, plan.batch_size, plan.block_size, plan.residual, progress
-        )
+        # Overflow is not an error here: non-finite weights are reported below, with the step.
+        with np.errstate(over="ignore", invalid="ignore"):
+            grad = gradient(
+                network, teacher, stream, plan.batch_size, plan.block_size, plan.residual, progress
+            )
         network = network.with_first_layer(network.first_layer - step_size * grad)
         if not np.isfinite(network.first_layer).all():
             raise DivergenceError(t + 1, "the first-layer weights")

@@ -4,6 +4,8 @@ from math import factorial, pi, sqrt
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import integrate
 
 from giantstep.activations import Activation, get_activation
@@ -220,3 +222,54 @@ def test_teacher_directions_are_orthonormal_and_seeded():
     b = teacher_directions(np.random.default_rng(3), 3, 40)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(a @ a.T, np.eye(3), atol=1e-13)
+
+
+_atoms = st.sampled_from(["z1", "z2", "z3", "2", "0.5", "-1.5"])
+
+
+def _expressions(depth: int = 3):
+    return st.recursive(
+        _atoms,
+        lambda inner: st.one_of(
+            st.tuples(inner, st.sampled_from(["+", "-", "*"]), inner).map(
+                lambda t: f"({t[0]} {t[1]} {t[2]})"
+            ),
+            st.tuples(st.sampled_from(["He1", "He2", "He3"]), inner).map(
+                lambda t: f"{t[0]}({t[1]})"
+            ),
+            st.tuples(inner, st.sampled_from(["2", "3"])).map(lambda t: f"({t[0]})**{t[1]}"),
+        ),
+        max_leaves=6,
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(_expressions())
+def test_polynomial_expansion_agrees_with_evaluation(expression):
+    if not any(z in expression for z in ("z1", "z2", "z3")):
+        return
+    target = parse_target(expression)
+    assert target.is_polynomial
+    h = np.random.default_rng(1).uniform(-1.5, 1.5, (20, target.rank))
+    np.testing.assert_allclose(target.polynomial(h), target(h), rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="z12+-*/()._'\"[]:=,abcdefghijklmnopqrstuvwxyz ", max_size=30))
+def test_parser_raises_only_value_errors(text):
+    try:
+        parse_target(text)
+    except ValueError:
+        pass
+
+
+@pytest.mark.parametrize("bad", ["2**9999 * z1", "(-8)**0.5 * z1", "0**-1 * z1", "10**400 + z1"])
+def test_constant_parts_must_be_finite_real_numbers(bad):
+    with pytest.raises(ValueError, match="finite real"):
+        parse_target(bad)
+
+
+def test_constant_functions_fold_into_polynomials():
+    target = parse_target("tanh(1) * z1 + He2(2)")
+    assert target.is_polynomial
+    assert target.linear_coefficients()[0] == pytest.approx(np.tanh(1.0), abs=1e-15)

@@ -117,6 +117,20 @@ class _Compiler:
         return ValueError(f"{why}: '{snippet}' in '{self.expression}'")
 
     def compile(self, node: ast.AST) -> tuple[Evaluator, Polynomial | None]:
+        evaluate, polynomial = self.compile_node(node)
+        if any(isinstance(n, ast.Name) for n in ast.walk(node)):
+            return evaluate, polynomial
+        # A constant part is folded now, so '2**9999' or '(-8)**0.5' fail here and not mid-run.
+        try:
+            with np.errstate(all="raise"):
+                value = complex(evaluate(np.zeros((1, self.rank))))
+        except (ArithmeticError, ValueError, TypeError, FloatingPointError):
+            value = complex("nan")
+        if value.imag or not np.isfinite(value.real):
+            raise self.reject(node, "not a finite real number")
+        return (lambda h: value.real), Polynomial.constant(self.rank, value.real)
+
+    def compile_node(self, node: ast.AST) -> tuple[Evaluator, Polynomial | None]:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, int | float):
                 raise self.reject(node, "only numbers are allowed as constants")

@@ -118,7 +118,7 @@ class _Compiler:
 
     def compile(self, node: ast.AST) -> tuple[Evaluator, Polynomial | None]:
         evaluate, polynomial = self.compile_node(node)
-        if any(isinstance(n, ast.Name) for n in ast.walk(node)):
+        if any(isinstance(n, ast.Name) and _variable_index(n.id) for n in ast.walk(node)):
             return evaluate, polynomial
         # A constant part is folded now, so '2**9999' or '(-8)**0.5' fail here and not mid-run.
         try:

@@ -101,8 +101,8 @@ class SampleStream:
         """Rows ``0 .. n_samples`` in blocks of ``block_size`` rows, the next one prefetched.
 
         Two buffers take turns (fresh ones would cost page faults on every block), so a
-        block's arrays are overwritten once the block after the next is requested: copy what
-        must outlive the loop body.
+        block's arrays are overwritten as soon as the next block is requested: copy what must
+        outlive the loop body.
         """
         if block_size % CHUNK_ROWS:
             raise ValueError(f"block_size={block_size} must be a multiple of {CHUNK_ROWS}")

@@ -1,14 +1,17 @@
 """Which target directions a few giant steps learn: the rules of Dandi et al. (SCIENCE.md §3 [D]).
 
-**Hermite tensors.** For a target ``g*`` of the coordinates ``h ∈ R^r``, ``C_n = E[g*(h) He_n(h)]``
-is the symmetric tensor (r,)*n whose entry at indices ``(i_1..i_n)`` is ``E[g*(h) Π_i He_{α_i}(h_i)]``
-with ``α`` the multiplicities of the indices. Polynomial targets (``Target.polynomial``) get their
-tensors exactly, with :class:`giantstep.polynomial.Polynomial`, up to their degree (all higher
-ones vanish). Other targets are integrated numerically with the tensor-product quadrature of
+**Hermite tensors.** For a target ``g*`` of the coordinates ``h ∈ R^r``,
+``C_n = E[g*(h) He_n(h)]`` is the symmetric tensor (r,)*n whose entry at indices ``(i_1..i_n)``
+is ``E[g*(h) Π_i He_{α_i}(h_i)]`` with ``α`` the multiplicities of the indices.
+Polynomial targets (``Target.polynomial``) get their tensors exactly, with
+:class:`giantstep.polynomial.Polynomial`, up to their degree (all higher ones vanish).
+Other targets are integrated numerically with the tensor-product quadrature of
 :func:`giantstep.hermite.product_rule` (rank ≤ 4, split at the coordinate hyperplanes where
-relu/sign/abs have kinks), up to degree ``NUMERICAL_MAX_DEGREE``; the entries are then accurate
-to about ``1e-9`` (checked in the tests against closed forms), and terms of higher degree are
-ignored — a direction that first appears above that degree is not predicted.
+relu/sign/abs have kinks), up to degree ``NUMERICAL_MAX_DEGREE``. The entries are accurate to
+about ``1e-12`` for smooth targets and kinks on coordinate hyperplanes (``sign(z1*z2*z3)``),
+and to about ``1e-5`` when a kink is tilted (``relu(z1 - 0.5*z2)``) — checked in the tests
+against closed forms. Terms of higher degree are ignored: a direction that first appears above
+that degree is not predicted.
 
 **Rules** (batch ``n = Θ(d^κ)`` with the matching step size; ``μ_n = μ_n(σ)`` the student's
 Hermite coefficients at unit variance):
@@ -26,10 +29,11 @@ The projections make every rule independent of the basis of the coordinates. The
 parity) and so hold at any pre-activation variance; an activation whose ``μ_n`` vanishes only
 at unit variance is a corner these rules do not cover.
 
-**Tolerance.** A tensor's range keeps the singular values above ``RANGE_TOLERANCE ·
-sqrt(n! E[g*²])`` (``‖C_n‖_F² ≤ n! E[g*²]``), and ``μ_n`` counts as non-zero when
-``|μ_n| > RANGE_TOLERANCE · sqrt(n! E[σ(g)²])`` — far above the quadrature error (~1e-12),
-far below any coefficient that matters.
+**Tolerance.** A tensor's range keeps the singular values above ``tol · sqrt(n! E[g*²])``
+(``‖C_n‖_F² ≤ n! E[g*²]``) with ``tol = RANGE_TOLERANCE`` (1e-7) for polynomial targets and
+``NUMERICAL_TOLERANCE`` (1e-4, above the quadrature error of tilted kinks) otherwise; ``μ_n``
+counts as non-zero when ``|μ_n| > RANGE_TOLERANCE · sqrt(n! Σ_k μ_k²/k!)`` — far above the
+quadrature error of the activation's coefficients (~1e-12), far below any that matters.
 
 **Leap index.** The smallest ``κ`` for which the rules, with an activation whose every ``μ_n`` is
 non-zero, reach every direction the target depends on (the sum of the ranges of all ``C_n``).
@@ -53,6 +57,8 @@ from giantstep.targets import Target, parse_target
 NUMERICAL_MAX_DEGREE = 6
 #: Relative size below which a singular value or a Hermite coefficient is zero.
 RANGE_TOLERANCE = 1e-7
+#: The same for targets integrated numerically (their tilted kinks cost accuracy).
+NUMERICAL_TOLERANCE = 1e-4
 #: Largest tensor (entries) built; a polynomial of high degree in many coordinates is refused.
 MAX_TENSOR_ENTRIES = 2_000_000
 
@@ -109,6 +115,12 @@ def _coefficients_of(expression: str) -> tuple[dict, int, float]:
         degree = NUMERICAL_MAX_DEGREE
         coefficients = _numerical_coefficients(target, degree)
     return coefficients, degree, target.second_moment()
+
+
+def _scale(target: Target) -> float:
+    """``tol · sqrt(E[g*²])``: the size below which a singular value of ``C_n/sqrt(n!)`` is 0."""
+    tol = RANGE_TOLERANCE if target.polynomial is not None else NUMERICAL_TOLERANCE
+    return tol * np.sqrt(_coefficients_of(target.expression)[2])
 
 
 def hermite_coefficients(target: Target | str) -> dict[tuple[int, ...], float]:
@@ -201,7 +213,7 @@ def step_rule(
     for n in range(1, len(tensors)):
         if not support[n]:
             continue
-        tolerance = RANGE_TOLERANCE * np.sqrt(factorial(n)) * scale
+        tolerance = np.sqrt(factorial(n)) * scale
         for k in range(1, min(batch_exponent, n) + 1):
             if n - k and not learned.shape[1]:
                 continue  # a term needing learned coordinates when none are learned
@@ -274,9 +286,7 @@ def relevant_subspace(tensors: list[np.ndarray], scale: float) -> np.ndarray:
     """Orthonormal basis (r, k) of every direction the target depends on (Σ_n range C_n)."""
     rank = tensors[1].shape[0] if len(tensors) > 1 else 1
     columns = [
-        _orthonormal_range(
-            tensors[n].reshape(rank, -1), RANGE_TOLERANCE * np.sqrt(factorial(n)) * scale
-        )
+        _orthonormal_range(tensors[n].reshape(rank, -1), np.sqrt(factorial(n)) * scale)
         for n in range(1, len(tensors))
     ]
     if not columns:
@@ -288,7 +298,7 @@ def leap_index(target: Target | str) -> int | None:
     """The target's leap index (module docstring); None if above the degree integrated."""
     target = parse_target(target) if isinstance(target, str) else target
     tensors = hermite_tensors(target)
-    scale = np.sqrt(_coefficients_of(target.expression)[2])
+    scale = _scale(target)
     needed = relevant_subspace(tensors, scale).shape[1]
     if needed == 0:
         return 0
@@ -314,7 +324,7 @@ def predict(
     degree = len(tensors) - 1
     mu = get_activation(activation).hermite_coefficients(max(degree, 1))
     support = activation_support(activation, max(degree, 1))
-    scale = np.sqrt(_coefficients_of(target.expression)[2])
+    scale = _scale(target)
     rank = target.rank
     added = _iterate(tensors, batch_exponent, steps, support, scale) if degree else []
     added += [np.zeros((0, rank))] * (steps - len(added))

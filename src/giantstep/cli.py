@@ -156,6 +156,75 @@ def hermite(activation: str, max_degree: int, as_json: bool) -> None:
     click.echo("μ_k = E[σ(g) He_k(g)], g ~ N(0,1); σ = Σ_k μ_k He_k / k!")
 
 
+@theory.command()
+@click.argument("expression")
+@click.option(
+    "--batch-exponent",
+    "-k",
+    required=True,
+    type=click.IntRange(min=1),
+    help="κ of the batch size n = Θ(d^κ).",
+)
+@click.option("--steps", "-T", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option("--activation", default="relu", show_default=True, help="The student's σ.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def learnable(expression: str, batch_exponent: int, steps: int, activation: str, as_json: bool):
+    """The target directions T giant steps learn at n = Θ(d^κ) (Dandi et al.'s rules)."""
+    from giantstep.activations import get_activation
+    from giantstep.targets import parse_target
+    from giantstep.theory.learnable import activation_support, predict
+
+    try:
+        parse_target(expression)
+    except ValueError as err:
+        _fail(f"expression: {err}")
+    try:
+        get_activation(activation)
+    except ValueError as err:
+        _fail(f"activation: {err}")
+    try:
+        prediction = predict(expression, batch_exponent, steps, activation)
+    except ValueError as err:
+        _fail(f"expression: {err}")
+    if as_json:
+        click.echo(json.dumps(prediction.to_dict()))
+        return
+    names = [f"z{i + 1}" for i in range(prediction.rank)]
+
+    def vector(v: Any) -> str:
+        return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+
+    table = Table(
+        title=f"{expression}: learned subspace, n = Θ(d^{batch_exponent}), σ = {activation}"
+    )
+    table.add_column("step", justify="right")
+    table.add_column("dim", justify="right")
+    table.add_column(f"added directions in ({', '.join(names)})")
+    table.add_column("basis of the learned subspace")
+    for t, basis in enumerate(prediction.subspaces):
+        added = prediction.added[t - 1] if t else basis
+        table.add_row(
+            str(t),
+            str(basis.shape[0]),
+            " ".join(vector(v) for v in added) or "—",
+            " ".join(vector(v) for v in basis) or "{0}",
+        )
+    Console().print(table)
+    exact = (
+        "exact (polynomial)"
+        if prediction.exact
+        else f"numerical, degrees ≤ {prediction.max_degree}"
+    )
+    click.echo(f"leap index {prediction.leap_index} · Hermite tensors {exact}")
+    support = activation_support(activation, len(prediction.coefficients) - 1)
+    mu = ", ".join(
+        f"μ{k}={m:.3g}" if support[k] else f"μ{k}=0"
+        for k, m in enumerate(prediction.coefficients)
+        if k
+    )
+    click.echo(f"σ = {activation}: {mu}")
+
+
 @main.command()
 @click.option("--quick", is_flag=True, help="A small workload (seconds) instead of n = 10^6.")
 @click.option(

@@ -134,9 +134,9 @@ def measure_alignment(
     measure = measure or MeasureConfig()
     w = network.first_layer
     update = w - initial.first_layer
-    summary = summarize(w, teacher.directions)
+    m, q = overlaps(w, teacher.directions)
+    summary = summarize(m, q)
     subspace = learned_subspace(w, teacher.directions, measure.learned_threshold)
-    full = overlaps(w, teacher.directions) if measure.overlap_matrices else None
     return StepAlignment(
         step=step,
         direction_alignment=direction_alignment(w, teacher.directions).tolist(),
@@ -144,8 +144,8 @@ def measure_alignment(
         overlap_m_rms=summary.m_rms,
         overlap_q_diagonal=summary.q_diagonal_mean,
         overlap_q_offdiagonal=summary.q_offdiagonal_rms,
-        m=full[0].tolist() if full else None,
-        q=full[1].tolist() if full else None,
+        m=m.tolist() if measure.overlap_matrices else None,
+        q=q.tolist() if measure.overlap_matrices else None,
         subspace_eigenvalues=subspace.eigenvalues.tolist(),
         learned=subspace.learned.tolist(),
         predicted=predicted,

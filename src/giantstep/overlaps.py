@@ -57,9 +57,8 @@ class OverlapSummary:
     q_offdiagonal_rms: float
 
 
-def summarize(first_layer: np.ndarray, directions: np.ndarray) -> OverlapSummary:
-    """OverlapSummary of W (N, d) against W* (r, d)."""
-    m, q = overlaps(first_layer, directions)
+def summarize(m: np.ndarray, q: np.ndarray) -> OverlapSummary:
+    """OverlapSummary from ``M`` (N, r) and ``Q`` (N, N) (see :func:`overlaps`)."""
     width = q.shape[0]
     diagonal = np.diag(q)
     off = (np.sum(q * q) - np.sum(diagonal**2)) / max(width * (width - 1), 1)

@@ -7,9 +7,12 @@ Every case runs the ``dandi`` preset (``s = 1/N``, ``a_j = ±1``, rows on the sp
 - the **learned subspace** (eigenvectors of ``M̂ᵀM̂/N`` above ``10/d``, at the largest ``d``, every
   seed) with the subspace :func:`giantstep.theory.learnable.predict` gives, and
 - the **separation as d grows**: inside the predicted subspace the smallest eigenvalue of
-  ``M̂ᵀM̂/N`` restricted to it, in units of ``1/d``, must grow at least like ``sqrt`` of the ratio of
-  the ``d`` (a learned direction has an ``O(1)`` eigenvalue, i.e. ``∝ d`` in these units); outside
-  it the largest must grow less than that (an unlearned direction stays ``O(2^t/d)``).
+  ``M̂ᵀM̂/N`` restricted to it, in units of ``1/d`` and averaged over seeds, must grow with a
+  log-log slope in ``d`` of at least ``SLOPE_CUT = 1/2`` (a learned direction has an ``O(1)``
+  eigenvalue: slope 1 in these units); outside it the largest must have a slope below 1/2 (an
+  unlearned direction stays ``O(2^t/d)``: slope 0). A slope over all ``d`` rather than the ratio
+  of the end points, and several seeds, because an unlearned eigenvalue is dominated by one
+  ``χ²_1``-like draw (the batch's noise direction shared by every neuron) and varies ×3 by seed.
 
 The eigenvalues (in units of 1/d) against the steps are drawn, one panel per case.
 """
@@ -27,6 +30,8 @@ from giantstep.overlaps import LEARNED_THRESHOLD, same_subspace
 from giantstep.reproduce.report import Check, Report
 
 WIDTH = 64
+#: Log-log slope of eigenvalue·d against d separating learned (slope 1) from not (slope 0).
+SLOPE_CUT = 0.5
 
 
 @dataclass(frozen=True)
@@ -141,9 +146,8 @@ def _vectors(rows: np.ndarray) -> str:
 def case_checks(case: Case, data: Measured) -> list[Check]:
     """Learned vs predicted at the largest d, and the widening separation, for every step."""
     checks = []
-    big, small = max(data.dims), min(data.dims)
+    big = max(data.dims)
     rank = data.overlap[big][0].shape[1]
-    growth = np.sqrt(big / small)
     label = f"{case.expression}, n ∝ d^{case.kappa}"
     measure_name = "M̂ᵀM̂/N" if case.normalized else "MᵀM/N (raw overlaps)"
     for t in range(1, case.steps + 1):
@@ -171,19 +175,19 @@ def case_checks(case: Case, data: Measured) -> list[Check]:
         for name, basis, smallest in (("learned", predicted, True), ("rest", rest, False)):
             if basis.shape[0] == 0:
                 continue
-            scaled = {
-                d: d * np.mean([restricted(s[t], basis, smallest) for s in data.overlap[d]])
+            scaled = [
+                d * np.mean([restricted(s[t], basis, smallest) for s in data.overlap[d]])
                 for d in data.dims
-            }
-            ratio = scaled[big] / scaled[small]
-            ok &= ratio >= growth if smallest else ratio < growth
-            trail = " → ".join(f"{scaled[d]:.1f}" for d in data.dims)
-            parts.append(f"{name}: {trail} (×{ratio:.2f})")
+            ]
+            slope = float(np.polyfit(np.log(data.dims), np.log(scaled), 1)[0])
+            ok &= slope >= SLOPE_CUT if smallest else slope < SLOPE_CUT
+            trail = " → ".join(f"{v:.1f}" for v in scaled)
+            parts.append(f"{name}: {trail} (slope {slope:.2f})")
         checks.append(
             Check(
                 claim=f"{label}: step {t}, eigenvalue·d as d = {'/'.join(map(str, data.dims))}",
                 measured="; ".join(parts),
-                predicted=f"learned ×≥{growth:.2f} (∝ d), rest ×<{growth:.2f} (O(1))",
+                predicted=f"learned ∝ d (slope 1), rest O(1) (slope 0); cut at {SLOPE_CUT}",
                 holds=bool(ok),
             )
         )
@@ -228,7 +232,7 @@ def draw(cases: list[Case], measured: list[Measured], path: Path, title: str) ->
 
 def reproduce(name: str, cases: list[Case], quick: bool, out: Path, title: str) -> Report:
     started = time.perf_counter()
-    seeds = 2 if quick else 3
+    seeds = 2 if quick else 5
     measured = [measure(case, quick, seeds) for case in cases]
     checks = [
         check

@@ -66,10 +66,29 @@ def _alignment_table(result: Any) -> Table:
     for k in range(rank):
         table.add_column(f"align z{k + 1}", justify="right")
     table.add_column("update cosine", justify="right")
+    # The learned subspace (giantstep.overlaps) beside the predictor's (theory.learnable).
+    dim = result.config.dim
+    table.add_column("eigenvalues × d", justify="right")
+    table.add_column("learned", justify="right")
+    table.add_column("predicted", justify="right")
     for a in result.alignment:
         cosine = "—" if a.update_cosine is None else f"{a.update_cosine:.4f}"
-        table.add_row(str(a.step), *(f"{v:.4f}" for v in a.direction_alignment), cosine)
+        values = " ".join(f"{v * dim:.3g}" for v in a.subspace_eigenvalues)
+        predicted = "—" if a.predicted is None else _span(a.predicted)
+        table.add_row(
+            str(a.step),
+            *(f"{v:.4f}" for v in a.direction_alignment),
+            cosine,
+            values,
+            _span(a.learned),
+            predicted,
+        )
     return table
+
+
+def _span(rows: list[list[float]]) -> str:
+    """Directions as rows in target coordinates, e.g. ``(1, 0) (0, 1)``; ``{0}`` if none."""
+    return " ".join("(" + ", ".join(f"{x:.2g}" for x in r) + ")" for r in rows) or "{0}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,6 +134,10 @@ def run(config_file: str | None, overrides: tuple[str, ...], as_json: bool, out:
     )
     console.print(f"step size η = {result.step_size:.6g}")
     console.print(_alignment_table(result))
+    console.print(
+        f"learned: eigenvalues of M̂ᵀM̂/N above {c.measure.learned_threshold:g}/d · predicted: "
+        f"Dandi et al.'s rules for n = Θ(d^{c.batch_exponent()}) (set theory.batch_exponent)"
+    )
     if result.predicted_update_cosine is not None:
         console.print(
             f"predicted update cosine γ = {result.predicted_update_cosine:.4f} "

@@ -134,9 +134,11 @@ def measure_alignment(
     measure = measure or MeasureConfig()
     w = network.first_layer
     update = w - initial.first_layer
-    m, q = overlaps(w, teacher.directions)
-    summary = summarize(m, q)
-    subspace = learned_subspace(w, teacher.directions, measure.learned_threshold)
+    # Weights about to diverge overflow here; the divergence itself is reported by the caller.
+    with np.errstate(over="ignore", invalid="ignore"):
+        m, q = overlaps(w, teacher.directions)
+        summary = summarize(m, q)
+        subspace = learned_subspace(w, teacher.directions, measure.learned_threshold)
     return StepAlignment(
         step=step,
         direction_alignment=direction_alignment(w, teacher.directions).tolist(),

@@ -108,11 +108,15 @@ def _numerical_coefficients(target: Target, max_degree: int) -> dict:
 @lru_cache(maxsize=64)
 def _coefficients_of(expression: str) -> tuple[dict, int, float]:
     target = parse_target(expression)
+    degree = target.polynomial.degree if target.polynomial is not None else NUMERICAL_MAX_DEGREE
+    if target.rank**degree > MAX_TENSOR_ENTRIES:
+        raise ValueError(
+            f"'{expression}': C_{degree} in {target.rank} coordinates has "
+            f"{target.rank**degree} entries, more than {MAX_TENSOR_ENTRIES}"
+        )
     if target.polynomial is not None:
-        degree = target.polynomial.degree
         coefficients = _polynomial_coefficients(target.polynomial, degree)
     else:
-        degree = NUMERICAL_MAX_DEGREE
         coefficients = _numerical_coefficients(target, degree)
     return coefficients, degree, target.second_moment()
 
@@ -134,11 +138,6 @@ def hermite_tensors(target: Target | str) -> list[np.ndarray]:
     target = parse_target(target) if isinstance(target, str) else target
     coefficients, degree, _ = _coefficients_of(target.expression)
     rank = target.rank
-    if rank**degree > MAX_TENSOR_ENTRIES:
-        raise ValueError(
-            f"'{target.expression}': C_{degree} in {rank} coordinates has {rank**degree} "
-            f"entries, more than {MAX_TENSOR_ENTRIES}"
-        )
     tensors = []
     for n in range(degree + 1):
         tensor = np.empty((rank,) * n)

@@ -89,3 +89,10 @@ def test_quick_reproduction_holds(name, tmp_path):
     assert not failed, failed
     assert len(report.checks) >= 4
     assert all(p.exists() and p.stat().st_size > 0 for p in report.figures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(REPRODUCTIONS))
+def test_default_size_reproduction_holds(name, tmp_path):
+    report = REPRODUCTIONS[name](False, tmp_path)
+    assert report.ok, [c for c in report.checks if not c.holds]

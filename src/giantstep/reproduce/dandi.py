@@ -235,7 +235,8 @@ def draw(cases: list[Case], measured: list[Measured], path: Path, title: str) ->
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel("eigenvalue × d")
-        ax.set_title(f"{case.expression}, n ∝ d^{case.kappa}", fontsize=9)
+        raw = "" if case.normalized else " — raw MᵀM/N"
+        ax.set_title(f"{case.expression}, n ∝ d^{case.kappa}{raw}", fontsize=9)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)

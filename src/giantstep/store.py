@@ -27,8 +27,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import sqlite3
 import time
+import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from giantstep.config import ConfigError
 
 OK, DIVERGED, FAILED = "ok", "diverged", "failed"
 #: Statuses a rerun skips by default.
@@ -301,7 +305,7 @@ class Store:
         return out
 
 
-class StoreError(ValueError):
+class StoreError(ConfigError):
     """The file is not a results store (or cannot be opened)."""
 
 
@@ -357,3 +361,83 @@ def load(path: str | Path, arrays: bool = True):
                 row.setdefault(name, value)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    if isinstance(wanted, list):
+        return isinstance(value, list | tuple | np.ndarray) and list(value) == wanted
+    if isinstance(wanted, bool) or isinstance(value, bool):
+        return value is wanted or str(value).lower() == str(wanted).lower()
+    if isinstance(wanted, int | float) and isinstance(value, int | float | np.number):
+        return math.isclose(float(value), float(wanted), rel_tol=1e-12, abs_tol=0.0)
+    return str(value) == str(wanted)
+
+
+def select(frame, filters: Iterable[str]):
+    """The rows of ``frame`` matching every ``key=value`` (value a TOML literal, else a string).
+
+    Raises ConfigError naming a filter that is malformed or names no column.
+    """
+    for item in filters:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"filter {item!r}: expected key=value")
+        if key not in frame.columns:
+            raise ConfigError(f"filter {item!r}: no column {key!r} in the store")
+        try:
+            wanted = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            wanted = raw.strip()
+        frame = frame[frame[key].map(lambda v, w=wanted: _matches(v, w))]
+    return frame
+
+
+#: Metrics listed by ``giantstep results`` when no columns are asked for (the last step's).
+_HEADLINE = ("update_cosine", "test_error", "predicted_update_cosine")
+
+
+def summary_columns(frame) -> list[str]:
+    """Columns worth listing: the key, status, the config keys that vary, headline metrics."""
+    from giantstep.config import ExperimentConfig
+
+    config_keys = [c for c in flatten_config(ExperimentConfig().model_dump()) if c in frame]
+    varying = [c for c in config_keys if frame[c].astype(str).nunique() > 1]
+    metrics = []
+    for leaf in _HEADLINE:
+        named = [c for c in frame.columns if c == leaf or c.endswith("." + leaf)]
+        if named:
+            metrics.append(named[-1] if leaf != "test_error" else named[0])
+    cols = ["key", "status", *varying, *metrics]
+    if "error" in frame and frame["error"].notna().any():
+        cols.append("error")
+    return [c for c in dict.fromkeys(cols) if c in frame]
+
+
+def export(frame, path: str | Path, fmt: str) -> Path:
+    """Write runs to csv (arrays as JSON lists) or parquet (arrays as lists)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(plain)
+            if fmt == "csv":
+                frame[column] = frame[column].map(
+                    lambda v: json.dumps(v) if isinstance(v, list | dict) else v
+                )
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        raise ConfigError(f"--export: unknown format {fmt!r} (csv or parquet)")
+    return path

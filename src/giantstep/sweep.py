@@ -326,16 +326,19 @@ def run_sweep(
     client=None,
     retry: bool = False,
     callback: Callback | None = None,
+    name: str | None = None,
 ) -> SweepSummary:
     """Run the sweep's runs not yet in ``store``; store each as it finishes.
 
     executor: ``"inprocess"``, ``"processes"`` (``workers`` processes, default the cores) or
     ``"dask"`` (``client``, or a new client for ``scheduler``). ``retry`` also reruns
-    ``diverged`` runs (``failed`` ones are always rerun).
+    ``diverged`` runs (``failed`` ones are always rerun). ``name`` is recorded with each run
+    (default: the sweep's own).
     """
     started = time.perf_counter()
     runs = sweep.expand() if isinstance(sweep, Sweep) else list(sweep)
-    name = sweep.name if isinstance(sweep, Sweep) else None
+    if name is None and isinstance(sweep, Sweep):
+        name = sweep.name
     if executor != "dask":
         from giantstep.experiment import check_memory
 

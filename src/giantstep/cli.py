@@ -272,6 +272,13 @@ def _sweep_progress():
     default=None,
     help="Where runs execute (default: dask with --scheduler, else processes).",
 )
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the Dask scheduler.",
+)
 @click.option("--retry", is_flag=True, help="Also rerun diverged runs (failed ones always are).")
 @click.option("--dry-run", is_flag=True, help="Validate and list the runs; run nothing.")
 @reports_bad_input
@@ -281,6 +288,7 @@ def sweep(
     workers: int | None,
     scheduler: str | None,
     executor: str | None,
+    connect_timeout: float,
     retry: bool,
     dry_run: bool,
 ) -> None:
@@ -309,7 +317,7 @@ def sweep(
 
         if scheduler is None:
             _fail("--executor dask needs --scheduler ADDRESS")
-        client = connect(scheduler)
+        client = connect(scheduler, connect_timeout)
     progress, callback = _sweep_progress()
     try:
         with Store(store_path) as store, progress:

@@ -110,7 +110,7 @@ def giant_steps(
             grad = gradient(
                 network, teacher, stream, plan.batch_size, plan.block_size, plan.residual, progress
             )
-        network = network.with_first_layer(network.first_layer - step_size * grad)
+            network = network.with_first_layer(network.first_layer - step_size * grad)
         if not np.isfinite(network.first_layer).all():
             raise DivergenceError(t + 1, "the first-layer weights")
         yield network

@@ -1,0 +1,173 @@
+"""Dask, for real: a local scheduler and two worker processes started here, shared by the module.
+
+One run spread over the workers equals the local run; a sweep on the cluster stores the same
+numbers as in-process and local processes; a worker killed mid-sweep costs nothing.
+"""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import giantstep
+from giantstep.cli import main
+from giantstep.distributed import _pieces, run_spread, spread_over
+from giantstep.store import OK, Store, load
+from giantstep.sweep import parse_sweep, run_sweep
+
+distributed = pytest.importorskip("distributed")
+
+TIMING = {"seconds", "peak_memory_bytes", "finished"}
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+def numbers(path) -> dict:
+    frame = load(path, arrays=True)
+    frame = frame[frame["status"] == OK].drop(columns=[c for c in TIMING if c in frame])
+    out = {}
+    for _, row in frame.iterrows():
+        out[row["key"]] = {
+            k: (v.tolist() if isinstance(v, np.ndarray) else v)
+            for k, v in row.drop(["key", "sweep"]).items()
+        }
+    return out
+
+
+SPREAD_CONFIG = {
+    "dim": 40,
+    "width": 30,
+    "activation": "tanh",
+    "target": {"expression": "z1 + z1*z2", "noise": 0.1},
+    "preset": "dandi",
+    "train": {"steps": 2, "batch_size": 2800, "step_size": {"scale": 2.0, "width_exponent": 1}},
+    "readout": {"samples": 1500, "ridge": [1e-3, 1e-1]},
+    "test": {"samples": 1000},
+    "compute": {"block_size": 512},
+}
+
+
+def test_pieces_are_whole_blocks():
+    assert _pieces(2800, 512, 2) == [(0, 1024), (1024, 1024), (2048, 752)]
+    assert _pieces(2800, 512, 8) == [(0, 2800)]
+
+
+def test_a_run_spread_over_the_workers_equals_the_local_run(client):
+    local = giantstep.run(SPREAD_CONFIG)
+    for blocks_per_task in (1, 2):
+        spread = run_spread(SPREAD_CONFIG, client, blocks_per_task)
+        for a, b in zip(local.errors, spread.errors, strict=True):
+            assert b.train_error == pytest.approx(a.train_error, rel=1e-10, abs=1e-12)
+            assert b.test_error == pytest.approx(a.test_error, rel=1e-10, abs=1e-12)
+        for a, b in zip(local.alignment, spread.alignment, strict=True):
+            np.testing.assert_allclose(b.direction_alignment, a.direction_alignment, rtol=1e-10)
+            if a.update_cosine is not None:
+                assert b.update_cosine == pytest.approx(a.update_cosine, rel=1e-10)
+    # The additions follow a fixed tree over the pieces: the same numbers every time, whichever
+    # worker finishes first.
+    assert timeless(run_spread(SPREAD_CONFIG, client, 1)) == timeless(
+        run_spread(SPREAD_CONFIG, client, 1)
+    )
+
+
+def timeless(result):
+    return result.model_dump(exclude={"seconds", "peak_memory_bytes"})
+
+
+def test_spread_is_scoped(client):
+    from giantstep.distributed import active_spread
+
+    assert active_spread() is None
+    with spread_over(client, 3) as spread:
+        assert active_spread() is spread and spread.blocks_per_task == 3
+    assert active_spread() is None
+
+
+SWEEP = {
+    "name": "executors",
+    "base": {
+        "dim": 16,
+        "width": 12,
+        "train": {"steps": 2, "batch_size": 512, "residual": "y"},
+        "readout": {"samples": 512, "ridge": [0.001, 0.1]},
+        "test": {"samples": 256},
+        "compute": {"block_size": 256},
+    },
+    "grid": {"seed": [0, 1, 2], "activation": ["relu", "tanh"]},
+}
+
+
+def test_executors_store_identical_numbers(client, tmp_path):
+    sweep = parse_sweep(SWEEP)
+    stores = {}
+    for executor in ("inprocess", "processes", "dask"):
+        path = tmp_path / f"{executor}.sqlite"
+        with Store(path) as store:
+            summary = run_sweep(sweep, store, executor=executor, workers=2, client=client)
+        assert (summary.done, summary.failed) == (6, 0)
+        stores[executor] = numbers(path)
+    assert len(stores["inprocess"]) == 6
+    assert stores["processes"] == stores["inprocess"]
+    assert stores["dask"] == stores["inprocess"]
+
+    # The command line, given the scheduler's address, skips what is there and adds the rest.
+    sweep_file = tmp_path / "sweep.toml"
+    sweep_file.write_text(
+        'name = "executors"\n'
+        "[base]\ndim = 16\nwidth = 12\n"
+        'train = { steps = 2, batch_size = 512, residual = "y" }\n'
+        "readout = { samples = 512, ridge = [0.001, 0.1] }\n"
+        "test.samples = 256\ncompute.block_size = 256\n"
+        '[grid]\nseed = [0, 1, 2, 3]\nactivation = ["relu", "tanh"]\n'
+    )
+    out = CliRunner().invoke(
+        main,
+        [
+            "sweep",
+            str(sweep_file),
+            "--store",
+            str(tmp_path / "dask.sqlite"),
+            "--scheduler",
+            client.scheduler.address,
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert "8 runs: 2 done, 6 already in" in out.output
+    cli = numbers(tmp_path / "dask.sqlite")
+    assert len(cli) == 8 and all(cli[k] == v for k, v in stores["inprocess"].items())
+
+
+def test_a_worker_lost_mid_sweep_costs_nothing(client, tmp_path):
+    sweep = parse_sweep(
+        {
+            **SWEEP,
+            "base": {**SWEEP["base"], "train": {"steps": 2, "batch_size": 4096}},
+            "grid": {"seed": list(range(8))},
+        }
+    )
+    pids = client.run(os.getpid)
+    victim = sorted(pids.values())[0]
+    killed = []
+
+    def kill_after_first(summary, planned, outcome):
+        if planned is not None and not killed:
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+
+    with Store(tmp_path / "r.sqlite") as store:
+        summary = run_sweep(sweep, store, executor="dask", client=client, callback=kill_after_first)
+        assert killed
+        assert (summary.done, summary.failed) == (8, 0)
+        assert set(store.status().values()) == {OK} and len(store) == 8
+    client.wait_for_workers(2, timeout=30)  # the nanny brings the worker back
+    assert victim not in client.run(os.getpid).values()

@@ -171,3 +171,28 @@ def test_a_worker_lost_mid_sweep_costs_nothing(client, tmp_path):
         assert set(store.status().values()) == {OK} and len(store) == 8
     client.wait_for_workers(2, timeout=30)  # the nanny brings the worker back
     assert victim not in client.run(os.getpid).values()
+
+
+def test_run_command_spreads_over_a_scheduler(client):
+    import json
+
+    args = ["run", "--json", *(f"--set={k}={v}" for k, v in SMALL_RUN.items())]
+    local = json.loads(CliRunner().invoke(main, args).output)
+    out = CliRunner().invoke(main, [*args, "--scheduler", client.scheduler.address])
+    assert out.exit_code == 0, out.output
+    spread = json.loads(out.output)
+    for a, b in zip(local["errors"], spread["errors"], strict=True):
+        assert b["test_error"] == pytest.approx(a["test_error"], rel=1e-10)
+    assert spread["alignment"][1]["update_cosine"] == pytest.approx(
+        local["alignment"][1]["update_cosine"], rel=1e-10
+    )
+
+
+SMALL_RUN = {
+    "dim": 32,
+    "width": 24,
+    "train.batch_size": 1500,
+    "readout.samples": 1000,
+    "test.samples": 600,
+    "compute.block_size": 256,
+}

@@ -93,13 +93,32 @@ def main() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Also write result.json into this directory.",
 )
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    default=None,
+    help="Spread the run's sample blocks over a Dask cluster's workers (tcp://host:port).",
+)
 @reports_bad_input
-def run(config_file: str | None, overrides: tuple[str, ...], as_json: bool, out: Path | None):
+def run(
+    config_file: str | None,
+    overrides: tuple[str, ...],
+    as_json: bool,
+    out: Path | None,
+    scheduler: str | None,
+):
     """Run one experiment (the built-in default if no CONFIG_FILE is given)."""
     from giantstep.experiment import run as run_experiment
 
     config = load_config(config_file, overrides)
-    result = run_experiment(config, progress=not as_json and sys.stderr.isatty())
+    progress = not as_json and sys.stderr.isatty()
+    if scheduler is None:
+        result = run_experiment(config, progress=progress)
+    else:
+        from giantstep.distributed import connect, run_spread
+
+        with connect(scheduler) as client:
+            result = run_spread(config, client, progress=progress)
     text = result.model_dump_json(indent=2)
     if out is not None:
         write_atomically(out / "result.json", text + "\n")
@@ -361,7 +380,15 @@ def results(
     columns: str | None,
 ) -> None:
     """List the runs of a results store, those matching every KEY=VALUE (e.g. seed=0)."""
-    from giantstep.store import export, load, select, summary_columns
+    import numpy as np
+
+    from giantstep.store import (
+        export,
+        load,
+        select,
+        summary_columns,
+        varying_config_columns,
+    )
 
     frame = select(load(store_path, arrays=export_format == "parquet"), filters)
     if export_format is not None:
@@ -374,12 +401,18 @@ def results(
     missing = [c for c in shown if c not in frame.columns]
     if missing:
         _fail(f"--columns: no column {missing[0]!r} in the store")
+    order = [c for c in varying_config_columns(frame) if frame[c].map(np.isscalar).all()]
+    try:  # rows in the order of the varied keys, for reading
+        frame = frame.sort_values(order, kind="stable")
+    except (TypeError, ValueError):  # mixed types in a column: keep the store's order
+        pass
     table = Table(title=f"{store_path}: {len(frame)} runs")
     for c in shown:
-        table.add_column(c, overflow="fold")
+        table.add_column(c, overflow="fold", no_wrap=c != "error")
     for _, row in frame.iterrows():
         table.add_row(*(row[c][:12] if c == "key" else _cell(row[c]) for c in shown))
-    Console().print(table)
+    # Piped output is not cut to 80 columns: the table is read by tools and people alike.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def _cell(value: Any) -> str:

@@ -397,12 +397,17 @@ def select(frame, filters: Iterable[str]):
 _HEADLINE = ("update_cosine", "test_error", "predicted_update_cosine")
 
 
-def summary_columns(frame) -> list[str]:
-    """Columns worth listing: the key, status, the config keys that vary, headline metrics."""
+def varying_config_columns(frame) -> list[str]:
+    """The config columns whose value differs between the runs of ``frame``."""
     from giantstep.config import ExperimentConfig
 
     config_keys = [c for c in flatten_config(ExperimentConfig().model_dump()) if c in frame]
-    varying = [c for c in config_keys if frame[c].astype(str).nunique() > 1]
+    return [c for c in config_keys if frame[c].astype(str).nunique() > 1]
+
+
+def summary_columns(frame) -> list[str]:
+    """Columns worth listing: the key, status, the config keys that vary, headline metrics."""
+    varying = varying_config_columns(frame)
     metrics = []
     for leaf in _HEADLINE:
         named = [c for c in frame.columns if c == leaf or c.endswith("." + leaf)]

@@ -225,6 +225,9 @@ def test_plot_mean_spread_and_theory_overlay(tmp_path):
     )
     assert out.exit_code == 0, out.output
     assert (tmp_path / "g.pdf").read_bytes().startswith(b"%PDF")
+    # A categorical x (here the seed as text would do; the activation is the usual one).
+    labelled = frame.assign(activation=frame["seed"].map({0: "relu", 1: "tanh", 2: "erf"}))
+    assert plot_frame(labelled, "activation", "errors.0.test_error", out=tmp_path / "c.svg")
     out = CliRunner().invoke(
         main, ["plot", str(path), "--x", "train.batch_size", "--y", "nosuch.metric"]
     )

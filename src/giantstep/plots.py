@@ -76,21 +76,29 @@ def plot_frame(
     data = runs.assign(_y=_numeric(runs, y))
     if theory is not None:
         data = data.assign(_theory=_numeric(runs, theory))
+    import pandas as pd
+
+    numeric_x = pd.to_numeric(data[x], errors="coerce")
+    categories: list | None = None
+    if numeric_x.isna().any():  # a categorical x (an activation, a preset): evenly spaced
+        categories = sorted(data[x].astype(str).unique())
+        numeric_x = data[x].astype(str).map({c: i for i, c in enumerate(categories)})
+    data = data.assign(_x=numeric_x.astype(float))
     groups = [(None, data)] if hue is None else list(data.groupby(hue, sort=True, dropna=False))
 
     fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
     for i, (label, group) in enumerate(groups):
         color = f"C{i % 10}"
-        stats = group.groupby(x, sort=True)["_y"].agg(["mean", "std", "count"])
+        stats = group.groupby("_x", sort=True)["_y"].agg(["mean", "std", "count"])
         xs = np.asarray(stats.index, dtype=float)
         mean = stats["mean"].to_numpy()
         spread = np.nan_to_num(stats["std"].to_numpy())
         name = y if hue is None else f"{hue} = {label}"
         ax.plot(xs, mean, "o-", color=color, label=f"{name} (measured)")
         ax.fill_between(xs, mean - spread, mean + spread, color=color, alpha=0.2, lw=0)
-        ax.plot(group[x].astype(float), group["_y"], ".", color=color, alpha=0.35, ms=4)
+        ax.plot(group["_x"], group["_y"], ".", color=color, alpha=0.35, ms=4)
         if theory is not None:
-            predicted = group.groupby(x, sort=True)["_theory"].mean()
+            predicted = group.groupby("_x", sort=True)["_theory"].mean()
             if predicted.notna().any():
                 ax.plot(
                     np.asarray(predicted.index, dtype=float),
@@ -99,7 +107,9 @@ def plot_frame(
                     color=color,
                     label=f"{'' if hue is None else name + ' '}{theory} (theory)",
                 )
-    seeds = data.groupby([c for c in (hue, x) if c is not None])["_y"].count()
+    seeds = data.groupby([c for c in (hue, "_x") if c is not None])["_y"].count()
+    if categories is not None:
+        ax.set_xticks(range(len(categories)), categories)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     from matplotlib.ticker import NullFormatter

@@ -182,6 +182,7 @@ def test_filters_and_exports(tmp_path):
         ["results", str(path), "train.batch_size=256", "--export", "csv", "--out", str(csv)],
     )
     assert out.exit_code == 0 and len(pd.read_csv(csv)) == 3  # two ok, the failed one
+    assert "alignment.2.direction_alignment" in pd.read_csv(csv).columns
     out = runner.invoke(main, ["results", str(path), "bogus=3"])
     assert out.exit_code == 2 and "bogus" in out.output
 

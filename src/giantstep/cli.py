@@ -390,7 +390,7 @@ def results(
         varying_config_columns,
     )
 
-    frame = select(load(store_path, arrays=export_format == "parquet"), filters)
+    frame = select(load(store_path, arrays=export_format is not None), filters)
     if export_format is not None:
         if out is None:
             _fail("--export needs --out FILE")

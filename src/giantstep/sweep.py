@@ -245,6 +245,13 @@ class SweepSummary:
 Callback = Callable[[SweepSummary, PlannedRun | None, Outcome | None], object]
 
 
+def cores() -> int:
+    """The cores this process may use (its CPU affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _watch_parent(parent: int) -> None:
     """In a pool worker: exit when the parent dies (kill -9 leaves no orphan running)."""
 
@@ -365,7 +372,7 @@ def run_sweep(
             client = own_client = connect(scheduler)
         stream: Iterable[tuple[PlannedRun, Outcome]] = _dask(todo, client)
     elif executor == "processes":
-        stream = _processes(todo, workers or os.cpu_count() or 1)
+        stream = _processes(todo, workers or cores())
     elif executor == "inprocess":
         stream = _in_process(todo)
     else:
@@ -373,8 +380,16 @@ def run_sweep(
     try:
         for planned, outcome in stream:
             if outcome.result is not None:
-                store.add_result(outcome.result, sweep=name)
-                summary.done += 1
+                key = store.add_result(outcome.result, sweep=name)
+                if key == planned.key:
+                    summary.done += 1
+                else:  # the worker's giantstep is another version: its result has another key
+                    outcome = Outcome(
+                        error=f"the worker ran giantstep {outcome.result.get('version')}, "
+                        f"this sweep is {library_version()}: install the same version everywhere"
+                    )
+                    store.add_failure(planned.config, outcome.error, sweep=name)
+                    summary.failed += 1
             else:
                 store.add_failure(
                     planned.config, outcome.error or "", diverged=outcome.diverged, sweep=name

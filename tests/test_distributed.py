@@ -151,7 +151,7 @@ def test_a_worker_lost_mid_sweep_costs_nothing(client, tmp_path):
     sweep = parse_sweep(
         {
             **SWEEP,
-            "base": {**SWEEP["base"], "train": {"steps": 2, "batch_size": 4096}},
+            "base": {**SWEEP["base"], "train": {"steps": 2, "batch_size": 16384}},
             "grid": {"seed": list(range(8))},
         }
     )
@@ -169,6 +169,14 @@ def test_a_worker_lost_mid_sweep_costs_nothing(client, tmp_path):
         assert killed
         assert (summary.done, summary.failed) == (8, 0)
         assert set(store.status().values()) == {OK} and len(store) == 8
+    # The killed worker's run in flight went to a worker again (the scheduler's own record).
+    runs = sweep.expand()
+    resent = [
+        p
+        for p in runs
+        if sum(t[2] == "processing" for t in client.story(f"giantstep-{p.key}") if len(t) > 2) > 1
+    ]
+    assert resent
     client.wait_for_workers(2, timeout=30)  # the nanny brings the worker back
     assert victim not in client.run(os.getpid).values()
 

@@ -326,9 +326,14 @@ def sweep(
     plan = load_sweep(sweep_file)
     runs = plan.expand()  # every config validated before any run
     if dry_run:
+        status: dict[str, str] = {}
+        if store_path.exists():
+            with Store(store_path) as store:
+                status = store.status(p.key for p in runs)
         for planned in runs:
-            click.echo(f"{planned.key[:12]}  {planned.label()}")
-        click.echo(f"{len(runs)} runs")
+            state = status.get(planned.key, "to run")
+            click.echo(f"{planned.key[:12]}  {state:8s}  {planned.label()}")
+        click.echo(f"{len(runs)} runs, {len(runs) - len(status)} not in {store_path}")
         return
     client = None
     if executor == "dask":

@@ -402,6 +402,9 @@ def results(
         export(frame, out, export_format)
         click.echo(f"{len(frame)} runs written to {out}")
         return
+    if frame.empty:
+        click.echo(f"{store_path}: no runs" + (" match" if filters else ""))
+        return
     shown = columns.split(",") if columns else summary_columns(frame)
     missing = [c for c in shown if c not in frame.columns]
     if missing:

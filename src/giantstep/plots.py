@@ -64,6 +64,8 @@ def plot_frame(
     out = Path(out)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"--out {out}: the figure must end in .png, .pdf or .svg")
+    if frame.empty:
+        raise ConfigError("the store has no runs to plot")
     for option, column in (("--x", x), ("--y", y), ("--hue", hue), ("--theory", theory)):
         if column is not None and column not in frame.columns:
             known = ", ".join(map(str, frame.columns))

@@ -204,3 +204,82 @@ SMALL_RUN = {
     "test.samples": 600,
     "compute.block_size": 256,
 }
+
+
+@pytest.mark.slow
+def test_documented_commands_with_dask_scheduler_and_worker_processes(tmp_path):
+    """The README's recipe, verbatim: `dask scheduler`, `dask worker`, `giantstep sweep`."""
+    import json
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(giantstep.__file__).parents[1])}
+    info = tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    procs = [
+        subprocess.Popen(
+            [*dask, "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(info)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while not info.exists() or not info.read_text().strip():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        address = json.loads(info.read_text())["address"]
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "distributed.cli.dask_worker", address]
+                    + ["--nthreads", "1", "--dashboard-address", ":0"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        sweep_file = tmp_path / "sweep.toml"
+        sweep_file.write_text(
+            "[base]\ndim = 16\nwidth = 12\ntrain.batch_size = 512\nreadout.samples = 512\n"
+            "test.samples = 256\ncompute.block_size = 256\n[grid]\nseed = [0, 1, 2, 3]\n"
+        )
+        store = tmp_path / "r.sqlite"
+        out = subprocess.run(
+            [sys.executable, "-m", "giantstep", "sweep", str(sweep_file), "--store", str(store)]
+            + ["--scheduler", address],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "4 done" in out.stdout
+        here = tmp_path / "here.sqlite"
+        with Store(here) as local:
+            run_sweep(
+                parse_sweep(
+                    {
+                        "base": {
+                            "dim": 16,
+                            "width": 12,
+                            "train": {"batch_size": 512},
+                            "readout": {"samples": 512},
+                            "test": {"samples": 256},
+                            "compute": {"block_size": 256},
+                        },
+                        "grid": {"seed": [0, 1, 2, 3]},
+                    }
+                ),
+                local,
+                executor="inprocess",
+            )
+        assert numbers(store) == numbers(here)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)

@@ -269,12 +269,29 @@ def _in_process(runs: list[PlannedRun]) -> Iterator[tuple[PlannedRun, Outcome]]:
         yield planned, execute(planned.config.model_dump(mode="json"))
 
 
+#: Thread-count variables of the BLAS libraries numpy may use.
+_BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
 def _processes(runs: list[PlannedRun], workers: int) -> Iterator[tuple[PlannedRun, Outcome]]:
+    import multiprocessing
     from concurrent.futures.process import BrokenProcessPool
 
+    # Each worker gets its share of the cores for BLAS (unless the user set the count): K
+    # workers each running as many BLAS threads as cores oversubscribe the machine, several
+    # times slower. The count is read when BLAS loads, hence fresh (spawned) workers, started
+    # with these variables in their environment.
+    share = str(max(1, cores() // workers))
+    added = [v for v in _BLAS_THREADS if v not in os.environ]
+    os.environ.update({v: share for v in added})
     # A few runs queued per worker: enough to keep them busy, few to redo after a crash.
     pending = iter(runs)
-    pool = ProcessPoolExecutor(workers, initializer=_watch_parent, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_watch_parent,
+        initargs=(os.getpid(),),
+    )
     try:
         futures: dict[Any, PlannedRun] = {}
 
@@ -295,6 +312,8 @@ def _processes(runs: list[PlannedRun], workers: int) -> Iterator[tuple[PlannedRu
             fill()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        for v in added:
+            os.environ.pop(v, None)
 
 
 def connect(scheduler: str, timeout: float = 10.0):

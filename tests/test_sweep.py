@@ -186,7 +186,7 @@ def test_failed_runs_are_retried(tmp_path):
     runs = sweep.expand()
     with Store(tmp_path / "r.sqlite") as store:
         store.add_failure(runs[0].config, "worker lost")
-        summary = run_sweep(sweep, store, executor="processes", workers=2)
+        summary = run_sweep(sweep, store, executor="inprocess")
         assert (summary.done, summary.skipped) == (2, 0)
         assert set(store.status().values()) == {OK}
         assert FAILED not in store.status().values()

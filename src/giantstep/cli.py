@@ -66,10 +66,29 @@ def _alignment_table(result: Any) -> Table:
     for k in range(rank):
         table.add_column(f"align z{k + 1}", justify="right")
     table.add_column("update cosine", justify="right")
+    # The learned subspace (giantstep.overlaps) beside the predictor's (theory.learnable).
+    dim = result.config.dim
+    table.add_column("eigenvalues × d", justify="right")
+    table.add_column("learned", justify="right")
+    table.add_column("predicted", justify="right")
     for a in result.alignment:
         cosine = "—" if a.update_cosine is None else f"{a.update_cosine:.4f}"
-        table.add_row(str(a.step), *(f"{v:.4f}" for v in a.direction_alignment), cosine)
+        values = " ".join(f"{v * dim:.3g}" for v in a.subspace_eigenvalues)
+        predicted = "—" if a.predicted is None else _span(a.predicted)
+        table.add_row(
+            str(a.step),
+            *(f"{v:.4f}" for v in a.direction_alignment),
+            cosine,
+            values,
+            _span(a.learned),
+            predicted,
+        )
     return table
+
+
+def _span(rows: list[list[float]]) -> str:
+    """Directions as rows in target coordinates, e.g. ``(1, 0) (0, 1)``; ``{0}`` if none."""
+    return " ".join("(" + ", ".join(f"{x:.2g}" for x in r) + ")" for r in rows) or "{0}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -134,6 +153,10 @@ def run(
     )
     console.print(f"step size η = {result.step_size:.6g}")
     console.print(_alignment_table(result))
+    console.print(
+        f"learned: eigenvalues of M̂ᵀM̂/N above {c.measure.learned_threshold:g}/d · predicted: "
+        f"Dandi et al.'s rules for n = Θ(d^{c.batch_exponent()}) (set theory.batch_exponent)"
+    )
     if result.predicted_update_cosine is not None:
         console.print(
             f"predicted update cosine γ = {result.predicted_update_cosine:.4f} "
@@ -173,6 +196,75 @@ def hermite(activation: str, max_degree: int, as_json: bool) -> None:
         table.add_row(str(k), f"{mu:.12g}" if abs(mu) > 1e-12 else "0")
     Console().print(table)
     click.echo("μ_k = E[σ(g) He_k(g)], g ~ N(0,1); σ = Σ_k μ_k He_k / k!")
+
+
+@theory.command()
+@click.argument("expression")
+@click.option(
+    "--batch-exponent",
+    "-k",
+    required=True,
+    type=click.IntRange(min=1),
+    help="κ of the batch size n = Θ(d^κ).",
+)
+@click.option("--steps", "-T", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option("--activation", default="relu", show_default=True, help="The student's σ.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def learnable(expression: str, batch_exponent: int, steps: int, activation: str, as_json: bool):
+    """The target directions T giant steps learn at n = Θ(d^κ) (Dandi et al.'s rules)."""
+    from giantstep.activations import get_activation
+    from giantstep.targets import parse_target
+    from giantstep.theory.learnable import activation_support, predict
+
+    try:
+        parse_target(expression)
+    except ValueError as err:
+        _fail(f"expression: {err}")
+    try:
+        get_activation(activation)
+    except ValueError as err:
+        _fail(f"activation: {err}")
+    try:
+        prediction = predict(expression, batch_exponent, steps, activation)
+    except ValueError as err:
+        _fail(f"expression: {err}")
+    if as_json:
+        click.echo(json.dumps(prediction.to_dict()))
+        return
+    names = [f"z{i + 1}" for i in range(prediction.rank)]
+
+    def vector(v: Any) -> str:
+        return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+
+    table = Table(
+        title=f"{expression}: learned subspace, n = Θ(d^{batch_exponent}), σ = {activation}"
+    )
+    table.add_column("step", justify="right")
+    table.add_column("dim", justify="right")
+    table.add_column(f"added directions in ({', '.join(names)})")
+    table.add_column("basis of the learned subspace")
+    for t, basis in enumerate(prediction.subspaces):
+        added = prediction.added[t - 1] if t else basis
+        table.add_row(
+            str(t),
+            str(basis.shape[0]),
+            " ".join(vector(v) for v in added) or "—",
+            " ".join(vector(v) for v in basis) or "{0}",
+        )
+    Console().print(table)
+    exact = (
+        "exact (polynomial)"
+        if prediction.exact
+        else f"numerical, degrees ≤ {prediction.max_degree}"
+    )
+    click.echo(f"leap index {prediction.leap_index} · Hermite tensors {exact}")
+    support = activation_support(activation, len(prediction.coefficients) - 1)
+    mu = ", ".join(
+        f"μ{k}={m:.3g}" if support[k] else f"μ{k}=0"
+        for k, m in enumerate(prediction.coefficients)
+        if k
+    )
+    click.echo(f"σ = {activation}: {mu}")
 
 
 @main.command()

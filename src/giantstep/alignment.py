@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
+
+from giantstep.linalg import symmetric_eigh
 
 
 def direction_alignment(first_layer: np.ndarray, directions: np.ndarray) -> np.ndarray:
@@ -21,10 +22,10 @@ def top_right_singular_vector(matrix: np.ndarray) -> np.ndarray:
     rows, cols = matrix.shape
     if cols <= rows:
         gram = matrix.T @ matrix
-        _, vec = scipy.linalg.eigh(gram, subset_by_index=[cols - 1, cols - 1])
+        _, vec = symmetric_eigh(gram, (cols - 1, cols - 1))
         return vec[:, 0]
     gram = matrix @ matrix.T
-    _, vec = scipy.linalg.eigh(gram, subset_by_index=[rows - 1, rows - 1])
+    _, vec = symmetric_eigh(gram, (rows - 1, rows - 1))
     right = matrix.T @ vec[:, 0]
     return right / np.linalg.norm(right)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from giantstep.data import SampleStream
 from giantstep.distributed import active_spread
+from giantstep.linalg import symmetric_eigh
 from giantstep.model import TwoLayerNetwork
 from giantstep.targets import Teacher
 
@@ -83,7 +84,7 @@ def feature_statistics(
 
 def ridge_path(train: GramStatistics, ridges: Sequence[float]) -> np.ndarray:
     """Ridge coefficients (N, L), one column per λ, from one eigendecomposition of ``FᵀF/m``."""
-    eigenvalues, eigenvectors = np.linalg.eigh(train.gram / train.count)
+    eigenvalues, eigenvectors = symmetric_eigh(train.gram / train.count)
     eigenvalues = np.clip(eigenvalues, 0.0, None)  # FᵀF is PSD; rounding can dip below 0
     projected = eigenvectors.T @ (train.cross / train.count)
     shrink = 1.0 / (eigenvalues[:, None] + np.asarray(ridges)[None, :])

@@ -107,8 +107,8 @@ def test_update_triplet_is_the_top_singular_triplet():
         t = update_triplet(m)
         u, s, vt = np.linalg.svd(m)
         assert t.value == pytest.approx(s[0], rel=1e-12)
-        np.testing.assert_allclose(np.outer(t.left, t.right) * t.value, s[0] * np.outer(u[:, 0], vt[0]),
-                                   atol=1e-12)  # fmt: skip
+        top = s[0] * np.outer(u[:, 0], vt[0])
+        np.testing.assert_allclose(np.outer(t.left, t.right) * t.value, top, atol=1e-12)
 
 
 def test_band_rule():

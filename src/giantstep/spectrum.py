@@ -436,8 +436,14 @@ def target_coefficients(teacher: Teacher, max_degree: int) -> list[float] | None
     ]
 
 
-def measure(config, initial: TwoLayerNetwork, network: TwoLayerNetwork, teacher: Teacher,
-            step_size: float, progress: Progress = None) -> SpectrumMeasurement:
+def measure(
+    config,
+    initial: TwoLayerNetwork,
+    network: TwoLayerNetwork,
+    teacher: Teacher,
+    step_size: float,
+    progress: Progress = None,
+) -> SpectrumMeasurement:
     """Stream the ridge and test sets once each and measure the spectrum of a run's features.
 
     config: the run's ExperimentConfig (``spectrum`` section). ``ζ`` is that of the first

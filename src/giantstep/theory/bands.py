@@ -50,7 +50,9 @@ def spiking_degrees(ell: int, mu: np.ndarray) -> tuple[int, ...]:
 def bands(mu: np.ndarray) -> list[Band]:
     """The bands ``ℓ = 1 .. len(mu) − 1`` for an activation with coefficients ``μ_0..μ_K``."""
     return [
-        Band(ell, separation_threshold(ell), separation_threshold(ell + 1), spiking_degrees(ell, mu))
+        Band(
+            ell, separation_threshold(ell), separation_threshold(ell + 1), spiking_degrees(ell, mu)
+        )
         for ell in range(1, len(mu))
     ]
 

@@ -134,10 +134,12 @@ def test_outlier_rule_ignores_a_shifted_bulk():
 
 def test_run_reports_the_spectrum_and_streams_identically():
     config = {
-        "dim": 200, "width": 200,
-        "train": {"batch_size": 800, "residual": "y",
+        "dim": 120,
+        "width": 100,
+        "train": {"batch_size": 700, "residual": "y",
                   "step_size": {"scale": 2.0, "batch_exponent": 0.3}},
-        "readout": {"samples": 800, "ridge": [1e-3]}, "test": {"samples": 512},
+        "readout": {"samples": 700, "ridge": [1e-3]},
+        "test": {"samples": 600},
         "spectrum": {"enabled": True, "top": 6},
     }  # fmt: skip
     results = []

@@ -91,10 +91,10 @@ def _spectrum_figure(results: dict[float, RunResult], out: Path, name: str) -> P
 def spikes(quick: bool, out: Path) -> Report:
     """One giant step adds ℓ(α) spikes to the spectrum, each aligned with a polynomial feature."""
     started = time.perf_counter()
-    dim, n = (500, 2000) if quick else (2000, 8000)
+    dim, n = (400, 1600) if quick else (2000, 8000)
     alphas = (0.1, 0.2, 0.3)
     report = Report("moniri-spikes")
-    results = {alpha: run(_config(dim, n, alpha)) for alpha in alphas}
+    results = {alpha: run(_config(dim, n, alpha, max_degree=2)) for alpha in alphas}
     for alpha, r in results.items():
         s = r.spectrum
         report.checks.append(Check(
@@ -135,7 +135,7 @@ def spikes(quick: bool, out: Path) -> Report:
         bulk > last.bulk_edge and last.spikes == last.predicted_spikes,
     ))  # fmt: skip
     # Residual y − f: the network's own output; the alignment tells its direction apart.
-    yf = run(_config(dim, n, alphas[-1], residual="y-f")).spectrum
+    yf = run(_config(dim, n, alphas[-1], residual="y-f", max_degree=2)).spectrum
     tilt_y = last.spike_alignment[0].cos2["X̃W0ᵀa"]
     tilt_yf = yf.spike_alignment[0].cos2["X̃W0ᵀa"] if yf.spike_alignment else float("nan")
     report.checks.append(Check(

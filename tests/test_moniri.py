@@ -29,3 +29,18 @@ def test_theory_phases_prints_the_band_table():
     assert text.exit_code == 0 and "1/4" in text.output
     bad = CliRunner().invoke(main, ["theory", "phases", "--activation", "nope"])
     assert bad.exit_code == 2 and "activation" in bad.output
+
+
+def test_run_json_has_the_spectrum_block():
+    args = ["run", "--json", "--set", "spectrum.enabled=true", "--set", "dim=64",
+            "--set", "width=64", "--set", "train.batch_size=512", "--set", "readout.samples=512",
+            "--set", "test.samples=256"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    block = json.loads(result.output)["spectrum"]
+    for key in ("singular_values", "initial_singular_values", "bulk_edge", "spikes", "mean_spike",
+                "spike_alignment", "predicted_spikes", "approximation_error"):  # fmt: skip
+        assert key in block
+    assert block["predicted_spikes"] == 2  # the default run has α = 0.3
+    bad = CliRunner().invoke(main, ["run", "--set", "spectrum.max_degree=0"])
+    assert bad.exit_code == 2 and "spectrum.max_degree" in bad.output

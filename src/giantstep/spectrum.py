@@ -291,7 +291,7 @@ class SpectrumResult(BaseModel):
     (mean spike included). bulk_edge: ``e_0``. spikes: count of learned spikes (mean spike
     excluded); target_spikes / network_spikes: how many of them are the target's / along
     ``X̃W_0ᵀa``. mean_spike: its value (None if ``μ_0(σ) = 0``), mean_spike_cos2 its alignment
-    with 1. predicted_spikes: the band rule at ``α`` (None off ``[0, 1/2)`` or without a step).
+    with 1. predicted_spikes: the band rule at ``α`` (None unless one step with ``0 ≤ α < 1/2``).
     approximation_error: ``‖F − F_ℓ‖_op/sqrt(n)`` for ℓ = 1..K; approximation_singular_values:
     top values of ``F_ℓ/sqrt(n)`` for ℓ = 1..K. approximation_ridge_errors: ridge errors on
     ``F_ℓ``, ℓ = 0..K (0 is ``F_0``), fitted and tested on ``F_ℓ`` of the ridge and test sets.
@@ -486,7 +486,8 @@ def measure(
     )  # fmt: skip
     alpha = config.train.step_size.batch_exponent
     predicted = None
-    if step_size and 0 <= alpha < 0.5:
+    # The band rule is a statement about one step with η = c·n^α.
+    if config.train.steps == 1 and step_size and 0 <= alpha < 0.5:
         ell, boundary = band_index(alpha)
         predicted = (predicted_spikes(alpha, mu), ell, boundary)
     result = analyse(

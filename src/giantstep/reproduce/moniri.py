@@ -206,30 +206,36 @@ def equivalence(quick: bool, out: Path) -> Report:
             f"F_{ell} within 5% of F; F_{ell - 1} worse",
             agree and p_test > 1.1 * f_test,
         ))  # fmt: skip
-    report.figures.append(_equivalence_figure({n: rs[0] for n, rs in runs.items()}, ell, out))
+    report.figures.append(_equivalence_figure(runs, ell, over, out))
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _equivalence_figure(results: dict[int, RunResult], ell: int, out: Path) -> Path:
-    sizes = list(results)
+def _equivalence_figure(runs: dict[int, list[RunResult]], ell: int, over: str, out: Path) -> Path:
+    sizes = list(runs)
+
+    def mean(values) -> float:
+        values = list(values)
+        return sum(values) / len(values)
+
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     for k, style in ((ell - 1, "s--"), (ell, "o-")):
-        left.plot(sizes, [r.spectrum.approximation_error[k - 1] for r in results.values()], style,
-                  label=f"‖F − F_{k}‖")  # fmt: skip
+        norms = [mean(r.spectrum.approximation_error[k - 1] for r in rs) for rs in runs.values()]
+        left.plot(sizes, norms, style, label=f"‖F − F_{k}‖")
     left.set_xscale("log")
     left.set_xlabel("n  (d = N = n/4)")
     left.set_ylabel("‖·‖_op / √n")
     left.legend()
-    right.plot(sizes, [r.errors[0].test_error for r in results.values()], "o-", label="F")
+    right.plot(sizes, [mean(r.errors[0].test_error for r in rs) for rs in runs.values()], "o-",
+               label="F")  # fmt: skip
     for k, style in ((ell, "x--"), (ell - 1, "s:"), (0, "^:")):
-        right.plot(sizes, [_error(r, k)[1] for r in results.values()], style,
-                   label=f"F_{k}" if k else "F₀ (random features)")  # fmt: skip
+        errors = [mean(_error(r, k)[1] for r in rs) for rs in runs.values()]
+        right.plot(sizes, errors, style, label=f"F_{k}" if k else "F₀ (random features)")
     right.set_xscale("log")
     right.set_xlabel("n")
     right.set_ylabel(f"test error (ridge {RIDGE:g})")
     right.legend()
-    fig.suptitle(f"softplus, σ* = {TARGET}, η = {SCALE}·n^0.3, residual y (seed 0)")
+    fig.suptitle(f"softplus, σ* = {TARGET}, η = {SCALE}·n^0.3, residual y ({over})")
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "moniri-equivalence.png"

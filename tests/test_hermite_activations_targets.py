@@ -273,3 +273,24 @@ def test_constant_functions_fold_into_polynomials():
     target = parse_target("tanh(1) * z1 + He2(2)")
     assert target.is_polynomial
     assert target.linear_coefficients()[0] == pytest.approx(np.tanh(1.0), abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("z1**2.5", "fractional power"),
+        ("(z1 + 1)**0.5", "fractional power"),
+        ("z1**z2", "variable exponent"),
+        ("(-2)**z1", "variable exponent"),
+    ],
+)
+def test_powers_that_would_give_nan_labels_are_rejected(bad, why):
+    with pytest.raises(ValueError, match=why):
+        parse_target(bad)
+
+
+@pytest.mark.parametrize("good", ["abs(z1)**1.5", "relu(z1)**0.5", "exp(z1)**0.5", "2**z1"])
+def test_powers_defined_for_every_input_are_accepted(good):
+    target = parse_target(good)
+    h = np.random.default_rng(0).standard_normal((100, 1))
+    assert np.isfinite(target(h)).all()

@@ -128,6 +128,23 @@ class SpectrumConfig(_Section):
     approximation: bool = True
 
 
+class MeasureConfig(_Section):
+    """What each step records besides the alignment (see ``giantstep.overlaps``)."""
+
+    #: Also store the full ``M = W W*ᵀ`` (N × r) and ``Q = W Wᵀ`` (N × N) of every step.
+    overlap_matrices: bool = False
+    #: A direction is learned when its eigenvalue of ``M̂ᵀM̂/N`` exceeds this many times ``1/d``.
+    learned_threshold: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 10.0
+
+
+class TheoryConfig(_Section):
+    """Inputs of the predictions stored beside the measurements."""
+
+    #: ``κ`` of ``n = Θ(d^κ)`` for the learned-subspace prediction; ``None`` derives it as
+    #: ``round(log n / log d)`` (at least 1), which misreads e.g. ``n = 16d`` at small ``d``.
+    batch_exponent: Annotated[int, Field(ge=1)] | None = None
+
+
 class ExperimentConfig(_Section):
     """One experiment of SCIENCE.md §1–2. See the README for every key, its unit and default."""
 
@@ -143,6 +160,8 @@ class ExperimentConfig(_Section):
     readout: ReadoutConfig = ReadoutConfig()
     test: TestConfig = TestConfig()
     compute: ComputeConfig = ComputeConfig()
+    measure: MeasureConfig = MeasureConfig()
+    theory: TheoryConfig = TheoryConfig()
     spectrum: SpectrumConfig = SpectrumConfig()
 
     @field_validator("activation")
@@ -161,6 +180,14 @@ class ExperimentConfig(_Section):
         if rank > self.dim:
             raise ValueError(f"target.expression uses z{rank} but dim is {self.dim}")
         return self
+
+    def batch_exponent(self) -> int:
+        """``κ`` of ``n = Θ(d^κ)``: ``theory.batch_exponent``, else ``round(log n / log d)`` ≥ 1."""
+        if self.theory.batch_exponent is not None:
+            return self.theory.batch_exponent
+        if self.dim < 2:
+            return 1
+        return max(1, round(math.log(self.train.batch_size) / math.log(self.dim)))
 
     def step_size(self) -> float:
         """``η = c · n^α · N^γN · d^γd`` for this config; raises ConfigError if not finite."""

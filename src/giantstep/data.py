@@ -97,8 +97,9 @@ class SampleStream:
         rows = stop - start
         return Block(start=start, x=x[:rows], noise=noise[:rows])
 
-    def blocks(self, n_samples: int, block_size: int) -> Iterator[Block]:
-        """Rows ``0 .. n_samples`` in blocks of ``block_size`` rows, the next one prefetched.
+    def blocks(self, n_samples: int, block_size: int, start: int = 0) -> Iterator[Block]:
+        """Rows ``start .. start + n_samples`` in blocks of ``block_size`` rows, the next one
+        prefetched (``start`` a multiple of ``CHUNK_ROWS``: a worker's share of a stream).
 
         Two buffers take turns (fresh ones would cost page faults on every block), so a
         block's arrays are overwritten as soon as the next block is requested: copy what must
@@ -106,13 +107,14 @@ class SampleStream:
         """
         if block_size % CHUNK_ROWS:
             raise ValueError(f"block_size={block_size} must be a multiple of {CHUNK_ROWS}")
-        starts = list(range(0, n_samples, block_size))
+        stop_row = start + n_samples
+        starts = list(range(start, stop_row, block_size))
         if not starts:
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
 
             def submit(k: int, buffers: Block | None):
-                stop = min(starts[k] + block_size, n_samples)
+                stop = min(starts[k] + block_size, stop_row)
                 return pool.submit(self.rows, starts[k], stop, buffers)
 
             pending = submit(0, None)

@@ -14,9 +14,10 @@ from tqdm.auto import tqdm
 
 from giantstep.activations import get_activation
 from giantstep.alignment import direction_alignment, update_cosine
-from giantstep.config import ConfigError, ExperimentConfig, validate_config
+from giantstep.config import ConfigError, ExperimentConfig, MeasureConfig, validate_config
 from giantstep.data import RIDGE, TEST, SampleStream, block_count
 from giantstep.model import TwoLayerNetwork, initialize
+from giantstep.overlaps import learned_subspace, overlaps, summarize
 from giantstep.readout import feature_statistics, ridge_path
 from giantstep.spectrum import SpectrumResult
 from giantstep.targets import Teacher
@@ -37,11 +38,27 @@ class StepAlignment(BaseModel):
 
     direction_alignment: ``sqrt(mean_j cos²(w_j, W*_k))`` for each target direction k.
     update_cosine: ``|cos|`` of the top right singular vector of ``W_t − W_0`` with ``W*_1``.
+    overlap_m_rms, overlap_q_diagonal, overlap_q_offdiagonal: summaries of ``M = W W*ᵀ`` and
+    ``Q = W Wᵀ`` (see ``giantstep.overlaps.summarize``); m (N × r) and q (N × N) in full only
+    with ``measure.overlap_matrices``.
+    subspace_eigenvalues: eigenvalues (r,) of ``M̂ᵀM̂/N``, descending (about 1/d at random).
+    learned: the directions (rows in target coordinates) whose eigenvalue exceeds
+    ``measure.learned_threshold / d``.
+    predicted: the predictor's learned subspace after this step (orthonormal rows, same form),
+    for ``κ = config.batch_exponent()``; None if the target is beyond the predictor.
     """
 
     step: int
     direction_alignment: list[float]
     update_cosine: float | None
+    overlap_m_rms: list[float] = []
+    overlap_q_diagonal: float | None = None
+    overlap_q_offdiagonal: float | None = None
+    m: list[list[float]] | None = None
+    q: list[list[float]] | None = None
+    subspace_eigenvalues: list[float] = []
+    learned: list[list[float]] = []
+    predicted: list[list[float]] | None = None
 
 
 class RunResult(BaseModel):
@@ -113,14 +130,50 @@ def build(config: ExperimentConfig) -> tuple[TwoLayerNetwork, Teacher]:
 
 
 def measure_alignment(
-    step: int, network: TwoLayerNetwork, initial: TwoLayerNetwork, teacher: Teacher
+    step: int,
+    network: TwoLayerNetwork,
+    initial: TwoLayerNetwork,
+    teacher: Teacher,
+    measure: MeasureConfig | None = None,
+    predicted: list[list[float]] | None = None,
 ) -> StepAlignment:
-    update = network.first_layer - initial.first_layer
+    measure = measure or MeasureConfig()
+    w = network.first_layer
+    update = w - initial.first_layer
+    # Weights about to diverge overflow here; the divergence itself is reported by the caller.
+    with np.errstate(over="ignore", invalid="ignore"):
+        m, q = overlaps(w, teacher.directions)
+        summary = summarize(m, q)
+        subspace = learned_subspace(w, teacher.directions, measure.learned_threshold)
     return StepAlignment(
         step=step,
-        direction_alignment=direction_alignment(network.first_layer, teacher.directions).tolist(),
+        direction_alignment=direction_alignment(w, teacher.directions).tolist(),
         update_cosine=update_cosine(update, teacher.directions[0]) if step else None,
+        overlap_m_rms=summary.m_rms,
+        overlap_q_diagonal=summary.q_diagonal_mean,
+        overlap_q_offdiagonal=summary.q_offdiagonal_rms,
+        m=m.tolist() if measure.overlap_matrices else None,
+        q=q.tolist() if measure.overlap_matrices else None,
+        subspace_eigenvalues=subspace.eigenvalues.tolist(),
+        learned=subspace.learned.tolist(),
+        predicted=predicted,
     )
+
+
+def predicted_subspaces(config: ExperimentConfig) -> list[list[list[float]]] | None:
+    """The predictor's learned subspace after steps 0..T (rows), or None if out of its reach."""
+    from giantstep.theory.learnable import predict
+
+    try:
+        prediction = predict(
+            config.target.expression,
+            config.batch_exponent(),
+            config.train.steps,
+            config.activation,
+        )
+    except ValueError:
+        return None  # e.g. a non-polynomial target of rank > 4
+    return [u.tolist() for u in prediction.subspaces]
 
 
 def predicted_update_cosine(config: ExperimentConfig, teacher: Teacher) -> float | None:
@@ -158,7 +211,14 @@ def run(config: ExperimentConfig | dict[str, Any], progress: bool = False) -> Ru
         + block_count(config.test.samples, c.block_size)
     )
     with tqdm(total=total_blocks, unit="block", disable=not progress, leave=False) as bar:
-        alignment = [measure_alignment(0, initial, initial, teacher)]
+        predicted = predicted_subspaces(config)
+
+        def measured(t: int, net: TwoLayerNetwork) -> StepAlignment:
+            return measure_alignment(
+                t, net, initial, teacher, config.measure, predicted[t] if predicted else None
+            )
+
+        alignment = [measured(0, initial)]
         network = initial
         for t, network in enumerate(
             giant_steps(
@@ -175,7 +235,7 @@ def run(config: ExperimentConfig | dict[str, Any], progress: bool = False) -> Ru
             start=1,
         ):
             bar.set_description(f"step {t}/{config.train.steps}")
-            alignment.append(measure_alignment(t, network, initial, teacher))
+            alignment.append(measured(t, network))
         bar.set_description("readout")
         spectrum = None
         if config.spectrum.enabled:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from giantstep.data import SampleStream
+from giantstep.distributed import active_spread
 from giantstep.model import TwoLayerNetwork
 from giantstep.targets import Teacher
 
@@ -63,7 +64,13 @@ def feature_statistics(
     block_size: int,
     progress: Callable[[int], object] | None = None,
 ) -> GramStatistics:
-    """Gram statistics of ``F = σ(X Wᵀ)`` on rows ``0..n_samples`` of ``stream``."""
+    """Gram statistics of ``F = σ(X Wᵀ)`` on rows ``0..n_samples`` of ``stream``.
+
+    Inside ``distributed.spread_over`` the blocks go to a Dask cluster.
+    """
+    spread = active_spread()
+    if spread is not None:
+        return spread.feature_statistics(network, teacher, stream, n_samples, block_size, progress)
     weights = network.first_layer.T.astype(stream.dtype)
     total = GramStatistics.zeros(network.width)
     for block in stream.blocks(n_samples, block_size):

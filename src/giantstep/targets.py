@@ -168,6 +168,15 @@ class _Compiler:
             return (lambda h: f(h) / g(h)), polynomial
         if isinstance(node.op, ast.Pow):
             power = q.constant_value if q is not None else None
+            base = p.constant_value if p is not None else None
+            if power is None:
+                if base is None or base <= 0:
+                    raise self.reject(node, "a variable exponent needs a positive number as base")
+            elif power != int(power) and base is None and not _non_negative(node.left):
+                # Otherwise half the Gaussian inputs give NaN labels, found only mid-run.
+                raise self.reject(
+                    node, "a fractional power needs a base that is never negative (abs, relu, exp)"
+                )
             polynomial = None
             if p is not None and power is not None and power == int(power):
                 if 0 <= power <= MAX_POLYNOMIAL_POWER:
@@ -189,6 +198,11 @@ class _Compiler:
             self.kinked_arguments.append(f)
         function = {**_SMOOTH, **_KINKED}[name]
         return (lambda h: function(f(h))), None
+
+
+def _non_negative(node: ast.AST) -> bool:
+    """Whether the expression is non-negative by its outer function, whatever its argument."""
+    return isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("abs", "relu", "exp")
 
 
 def _both(p: Polynomial | None, q: Polynomial | None, operation) -> Polynomial | None:

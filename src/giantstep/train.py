@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from giantstep.data import TRAIN, SampleStream
+from giantstep.distributed import active_spread
 from giantstep.model import TwoLayerNetwork
 from giantstep.targets import Teacher
 
@@ -58,8 +59,11 @@ def gradient(
     """``∇_W L`` on rows ``0..n_samples`` of ``stream``: (N, d) float64.
 
     Each block costs two GEMMs in the stream's dtype (``X Wᵀ`` and ``Gᵀ X``); the block sums
-    are added in float64.
+    are added in float64. Inside ``distributed.spread_over`` the blocks go to a Dask cluster.
     """
+    spread = active_spread()
+    if spread is not None:
+        return spread.gradient(network, teacher, stream, n_samples, block_size, residual, progress)
     dtype = stream.dtype
     weights = network.first_layer.astype(dtype)
     second = network.second_layer.astype(dtype)
@@ -106,7 +110,7 @@ def giant_steps(
             grad = gradient(
                 network, teacher, stream, plan.batch_size, plan.block_size, plan.residual, progress
             )
-        network = network.with_first_layer(network.first_layer - step_size * grad)
+            network = network.with_first_layer(network.first_layer - step_size * grad)
         if not np.isfinite(network.first_layer).all():
             raise DivergenceError(t + 1, "the first-layer weights")
         yield network

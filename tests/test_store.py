@@ -1,0 +1,247 @@
+"""The results store: keys, generic flattening, round trips through a real SQLite file, load(),
+filters, exports and figures."""
+
+import json
+import math
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import giantstep
+from giantstep.cli import main
+from giantstep.config import ConfigError, validate_config
+from giantstep.plots import plot_frame, theory_column
+from giantstep.store import (
+    DIVERGED,
+    FAILED,
+    OK,
+    Store,
+    StoreError,
+    export,
+    flatten_result,
+    library_version,
+    load,
+    run_key,
+    select,
+)
+
+TINY = {
+    "dim": 12,
+    "width": 10,
+    "train": {"steps": 2, "batch_size": 256, "residual": "y"},
+    "readout": {"samples": 256, "ridge": [0.001, 0.1]},
+    "test": {"samples": 256},
+    "compute": {"block_size": 256},
+}
+
+
+def tiny(**changes):
+    data = json.loads(json.dumps(TINY))
+    for key, value in changes.items():
+        node = data
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return data
+
+
+@pytest.fixture(scope="module")
+def result():
+    return giantstep.run(tiny())
+
+
+def test_key_is_the_resolved_config_and_version():
+    config = validate_config(tiny())
+    # Written out in full or left to defaults: the same resolved config, the same key.
+    explicit = config.model_dump(mode="json")
+    assert run_key(tiny()) == run_key(config) == run_key(explicit)
+    assert len(run_key(config)) == 64
+    assert run_key(tiny(seed=1)) != run_key(config)
+    assert run_key(tiny(readout__ridge=[0.001])) != run_key(config)
+    assert run_key(config, "0.0.0-other") != run_key(config, library_version())
+
+
+def test_result_round_trip_and_load_columns(tmp_path, result):
+    path = tmp_path / "r.sqlite"
+    with Store(path) as store:
+        key = store.add_result(result, sweep="s")
+        assert key == run_key(result.config)
+        assert store.status() == {key: OK}
+        # WAL journal: readers do not block the sweep's writer.
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    frame = load(path)
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    # The config, flattened into dotted columns.
+    assert row["seed"] == 0 and row["dim"] == 12 and row["train.batch_size"] == 256
+    assert row["train.step_size.scale"] == 1.0 and row["compute.dtype"] == "float64"
+    assert row["readout.ridge"] == (0.001, 0.1)
+    assert row["status"] == OK and row["sweep"] == "s" and row["key"] == key
+    # Scalars as metrics, exactly as the run returned them.
+    assert row["step_size"] == result.step_size
+    assert row["errors.1.test_error"] == result.errors[1].test_error
+    assert row["alignment.2.update_cosine"] == result.alignment[2].update_cosine
+    assert row["alignment.0.update_cosine"] is None or math.isnan(row["alignment.0.update_cosine"])
+    assert row["predicted_update_cosine"] == result.predicted_update_cosine
+    # Lists of numbers as arrays (np.save blobs).
+    stored = row["alignment.1.direction_alignment"]
+    assert isinstance(stored, np.ndarray)
+    np.testing.assert_array_equal(stored, result.alignment[1].direction_alignment)
+    assert "alignment.1.direction_alignment" not in load(path, arrays=False)
+
+
+def test_new_result_fields_need_no_store_change(tmp_path, result):
+    data = result.model_dump(mode="json")
+    data["spectrum"] = {
+        "singular_values": [3.0, 1.5, 1.0],
+        "spikes": 1,
+        "spike_alignment": [[0.9, 0.1], [0.2, 0.3]],
+        "mean_spike": None,
+    }
+    data["alignment"][1]["subspace_eigenvalues"] = [0.5, 0.01]
+    data["alignment"][1]["learned"] = [[1.0, 0.0]]
+    data["alignment"][1]["predicted"] = []
+    data["alignment"][1]["ragged"] = [[1.0], [1.0, 2.0]]
+    data["alignment"][1]["with_none"] = [1.0, None]
+    data["huge"] = math.inf
+    metrics, arrays = flatten_result({k: v for k, v in data.items() if k != "config"})
+    assert metrics["spectrum.spikes"] == 1 and metrics["spectrum.mean_spike"] is None
+    assert arrays["spectrum.spike_alignment"].shape == (2, 2)
+    path = tmp_path / "r.sqlite"
+    with Store(path) as store:
+        key = store.add_result(data)
+        blobs = store.arrays(key)
+    np.testing.assert_array_equal(blobs["spectrum.singular_values"], [3.0, 1.5, 1.0])
+    np.testing.assert_array_equal(blobs["alignment.1.learned"], [[1.0, 0.0]])
+    assert blobs["alignment.1.ragged"] == [[1.0], [1.0, 2.0]]  # kept as JSON
+    assert blobs["alignment.1.with_none"] == [1.0, None]
+    row = load(path).iloc[0]
+    assert row["spectrum.spikes"] == 1 and row["huge"] == math.inf
+    np.testing.assert_array_equal(row["alignment.1.subspace_eigenvalues"], [0.5, 0.01])
+    assert row["alignment.1.predicted"].shape == (0,)
+
+
+def test_failures_are_recorded_and_replaced(tmp_path, result):
+    path = tmp_path / "r.sqlite"
+    with Store(path) as store:
+        key = store.add_failure(result.config, "boom", sweep="s")
+        assert store.status() == {key: FAILED}
+        assert store.add_failure(result.config, "diverged", diverged=True) == key
+        assert store.status() == {key: DIVERGED}
+        store.add_result(result)  # a rerun that succeeds replaces the row, never duplicates it
+        assert store.status() == {key: OK} and len(store) == 1
+        assert store.arrays(key)
+    row = load(path).iloc[0]
+    assert row["status"] == OK and row["error"] is None
+
+
+def test_filters_and_exports(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with Store(path) as store:
+        for seed in (0, 1):
+            for n in (256, 512):
+                store.add_result(giantstep.run(tiny(seed=seed, train__batch_size=n)))
+        store.add_failure(tiny(seed=5), "ValueError: broken")
+    frame = load(path)
+    assert len(select(frame, ["seed=1"])) == 2
+    assert len(select(frame, ["seed=1", "train.batch_size=512"])) == 1
+    assert len(select(frame, ["status=failed"])) == 1
+    assert len(select(frame, ["readout.ridge=[0.001, 0.1]"])) == 5
+    assert len(select(frame, ["train.residual=y"])) == 5
+    with pytest.raises(ConfigError, match="nosuch"):
+        select(frame, ["nosuch=1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        select(frame, ["seed"])
+
+    ok = select(frame, ["status=ok"])
+    csv = export(ok, tmp_path / "runs.csv", "csv")
+    back = pd.read_csv(csv)
+    assert len(back) == 4
+    np.testing.assert_allclose(
+        back["errors.0.test_error"].to_numpy(), ok["errors.0.test_error"].to_numpy(), rtol=1e-15
+    )
+    assert json.loads(back["alignment.1.direction_alignment"].iloc[0]) == pytest.approx(
+        ok["alignment.1.direction_alignment"].iloc[0].tolist()
+    )
+    parquet = export(ok, tmp_path / "runs.parquet", "parquet")
+    back = pd.read_parquet(parquet)
+    assert sorted(back["seed"]) == [0, 0, 1, 1]
+    assert back["errors.1.train_error"].tolist() == ok["errors.1.train_error"].tolist()
+
+    # The same through the command line.
+    runner = CliRunner()
+    out = runner.invoke(main, ["results", str(path), "seed=0", "status=ok"])
+    assert out.exit_code == 0, out.output
+    assert "2 runs" in out.output
+    out = runner.invoke(
+        main,
+        ["results", str(path), "train.batch_size=256", "--export", "csv", "--out", str(csv)],
+    )
+    assert out.exit_code == 0 and len(pd.read_csv(csv)) == 3  # two ok, the failed one
+    assert "alignment.2.direction_alignment" in pd.read_csv(csv).columns
+    out = runner.invoke(main, ["results", str(path), "bogus=3"])
+    assert out.exit_code == 2 and "bogus" in out.output
+
+
+def test_not_a_store_is_bad_input(tmp_path):
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="junk.sqlite"):
+        Store(junk)
+    out = CliRunner().invoke(main, ["results", str(tmp_path / "missing.sqlite")])
+    assert out.exit_code == 2 and "missing.sqlite" in out.output
+
+
+def test_plot_mean_spread_and_theory_overlay(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with Store(path) as store:
+        for seed in (0, 1, 2):
+            for n in (256, 1024):
+                store.add_result(giantstep.run(tiny(seed=seed, train__batch_size=n)))
+    frame = load(path, arrays=False)
+    assert theory_column(frame.columns, "alignment.1.update_cosine") == "predicted_update_cosine"
+    assert theory_column(frame.columns, "errors.0.test_error") is None
+    written = plot_frame(
+        frame, "train.batch_size", "alignment.1.update_cosine", out=tmp_path / "f.png"
+    )
+    assert written.stat().st_size > 1000
+    out = CliRunner().invoke(
+        main,
+        [
+            "plot",
+            str(path),
+            "--x",
+            "train.batch_size",
+            "--y",
+            "errors.0.test_error",
+            "--hue",
+            "seed",
+            "--out",
+            str(tmp_path / "g.pdf"),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "g.pdf").read_bytes().startswith(b"%PDF")
+    # A categorical x (here the seed as text would do; the activation is the usual one).
+    labelled = frame.assign(activation=frame["seed"].map({0: "relu", 1: "tanh", 2: "erf"}))
+    assert plot_frame(labelled, "activation", "errors.0.test_error", out=tmp_path / "c.svg")
+    out = CliRunner().invoke(
+        main, ["plot", str(path), "--x", "train.batch_size", "--y", "nosuch.metric"]
+    )
+    assert out.exit_code == 2 and "nosuch.metric" in out.output
+
+
+def test_store_rows_are_whole_for_a_concurrent_reader(tmp_path, result):
+    """A reader sees a run with all its arrays or not at all (one transaction per run)."""
+    path = tmp_path / "r.sqlite"
+    with Store(path) as store:
+        reader = sqlite3.connect(path)
+        store.add_result(result)
+        runs = reader.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        arrays = reader.execute("SELECT COUNT(*) FROM arrays").fetchone()[0]
+        assert runs == 1 and arrays == len(flatten_result(result.model_dump(exclude={"config"}))[1])
+        reader.close()

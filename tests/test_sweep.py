@@ -1,0 +1,268 @@
+"""Sweeps: parsing and validation, skipping, failures, and a sweep killed with SIGKILL."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+import giantstep
+from giantstep.cli import main
+from giantstep.config import ConfigError
+from giantstep.store import DIVERGED, FAILED, OK, Store, load
+from giantstep.sweep import load_sweep, parse_sweep, run_sweep
+
+BASE = textwrap.dedent(
+    """
+    [base]
+    dim = 12
+    width = 10
+    train = { steps = 2, batch_size = 256, residual = "y" }
+    readout = { samples = 256, ridge = [0.001, 0.1] }
+    test.samples = 256
+    compute.block_size = 256
+    """
+)
+
+#: Columns that measure the machine, not the experiment.
+TIMING = {"seconds", "peak_memory_bytes", "finished"}
+
+
+def write(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def numbers(path) -> dict:
+    """``{key: {column: value}}`` of the ok runs, without timings: what must be reproducible."""
+    frame = load(path, arrays=False)
+    frame = frame[frame["status"] == OK].drop(columns=[c for c in TIMING if c in frame])
+    return {row["key"]: row.drop("key").to_dict() for _, row in frame.iterrows()}
+
+
+def giantstep_env() -> dict:
+    """Environment for a subprocess that imports this very copy of giantstep."""
+    src = str(Path(giantstep.__file__).parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+
+
+# -- the sweep file ---------------------------------------------------------------------------
+
+
+def test_grid_and_zip_expand_in_order(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        name = "demo"
+        """
+        + BASE
+        + """
+        [grid]
+        seed = [0, 1]
+        train.batch_size = [256, 512]     # unquoted dotted key: a nested table in TOML
+        [[zip]]
+        "activation" = ["relu", "tanh", "erf"]
+        "train.step_size.scale" = [1.0, 0.5, 2.0]
+        """,
+    )
+    sweep = load_sweep(path)
+    runs = sweep.expand()
+    assert sweep.name == "demo" and len(runs) == 2 * 2 * 3
+    assert runs[0].values == {
+        "seed": 0,
+        "train.batch_size": 256,
+        "activation": "relu",
+        "train.step_size.scale": 1.0,
+    }
+    assert runs[1].values["activation"] == "tanh" and runs[1].values["train.step_size.scale"] == 0.5
+    assert runs[-1].config.seed == 1 and runs[-1].config.train.batch_size == 512
+    assert runs[-1].config.activation == "erf" and runs[-1].config.dim == 12  # from [base]
+    assert len({r.key for r in runs}) == 12
+
+
+def test_base_file_and_duplicates(tmp_path):
+    write(tmp_path, "dim = 12\nwidth = 10\n[test]\nsamples = 256\n", "base.toml")
+    path = write(
+        tmp_path,
+        """
+        base_file = "base.toml"
+        [base]
+        compute.block_size = 256
+        [grid]
+        seed = [0, 0, 1]
+        """,
+    )
+    runs = load_sweep(path).expand()
+    assert len(runs) == 2  # the same experiment twice is one run
+    assert runs[0].config.dim == 12 and runs[0].config.compute.block_size == 256
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[grid]\ntrain.batch_sizee = [1, 2]", "train.batch_sizee"),
+        ("[grid]\nnosuch = [1]", "nosuch"),
+        ("[grid]\nseed = []", "grid.seed"),
+        ("[grid]\nseed = 3", "grid.seed"),
+        ("[grid]\n", "grid"),
+        ("name = 'x'", "grid"),
+        ("[grdi]\nseed = [1]", "grdi"),
+        ("[grid]\ntrain.batch_size = [256, -4]", "train.batch_size"),
+        ("[grid]\ndim = ['many']", "dim"),
+        ("[grid]\nseed = [1]\n[[zip]]\nseed = [1, 2]", "zip[0].seed"),
+        ("[[zip]]\ndim = [1, 2]\nwidth = [3]", "zip[0]"),
+        ("[grid]\nseed = [1\n", "sweep.toml"),
+        ("base_file = 'absent.toml'\n[grid]\nseed = [1]", "absent.toml"),
+    ],
+)
+def test_bad_sweep_files_name_the_problem(tmp_path, text, named):
+    path = write(tmp_path, text + "\n" + BASE)
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace(".", r"\.")):
+        load_sweep(path).expand()
+
+
+def test_bad_sweep_file_exits_2_before_any_run(tmp_path):
+    store = tmp_path / "r.sqlite"
+    for text, named in [
+        ("[grid]\ntrain.batch_sizee = [256]", "train.batch_sizee"),
+        ("[grid]\nseed = [0, 1]\ntrain.batch_size = [256, 0]", "train.batch_size"),
+        ("[grid\n", "sweep.toml"),
+    ]:
+        path = write(tmp_path, BASE + text)
+        out = CliRunner().invoke(main, ["sweep", str(path), "--store", str(store)])
+        assert out.exit_code == 2, out.output
+        assert named in out.output
+        assert not store.exists() or len(Store(store)) == 0  # nothing ran
+    path = write(tmp_path, BASE + "[grid]\nseed = [0]")
+    out = CliRunner().invoke(
+        main,
+        ["sweep", str(path), "--scheduler", "tcp://127.0.0.1:1", "--connect-timeout", "0.5"],
+    )
+    assert out.exit_code == 2 and "tcp://127.0.0.1:1" in out.output
+
+
+def test_parse_rejects_a_key_varied_twice():
+    with pytest.raises(ConfigError, match="already varied"):
+        parse_sweep({"grid": {"seed": [0]}, "zip": {"seed": [1]}})
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+# Weights of 1e200 after step 1 overflow numpy's row norms (a warning) before step 2 diverges.
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_divergence_is_recorded_and_the_sweep_goes_on(tmp_path):
+    sweep = parse_sweep(
+        {
+            "base": {**_base(), "train": {"steps": 2, "batch_size": 256}},
+            "grid": {"train": {"step_size": {"scale": [1.0, 1e200]}}, "seed": [0, 1]},
+        }
+    )
+    with Store(tmp_path / "r.sqlite") as store:
+        summary = run_sweep(sweep, store, executor="inprocess")
+        assert (summary.done, summary.failed, summary.skipped) == (2, 2, 0)
+        statuses = sorted(store.status().values())
+        assert statuses == [DIVERGED, DIVERGED, OK, OK]
+        # Rerun: diverged runs are final (skipped); --retry reruns them.
+        assert run_sweep(sweep, store, executor="inprocess").skipped == 4
+        again = run_sweep(sweep, store, executor="inprocess", retry=True)
+        assert (again.skipped, again.failed) == (2, 2)
+    frame = load(tmp_path / "r.sqlite")
+    diverged = frame[frame["status"] == DIVERGED]
+    assert diverged["error"].str.contains("diverged at step").all()
+    assert (diverged["train.step_size.scale"] == 1e200).all()
+
+
+def test_failed_runs_are_retried(tmp_path):
+    sweep = parse_sweep({"base": _base(), "grid": {"seed": [0, 1]}})
+    runs = sweep.expand()
+    with Store(tmp_path / "r.sqlite") as store:
+        store.add_failure(runs[0].config, "worker lost")
+        summary = run_sweep(sweep, store, executor="inprocess")
+        assert (summary.done, summary.skipped) == (2, 0)
+        assert set(store.status().values()) == {OK}
+        assert FAILED not in store.status().values()
+
+
+def _base() -> dict:
+    return {
+        "dim": 12,
+        "width": 10,
+        "train": {"steps": 2, "batch_size": 256, "residual": "y"},
+        "readout": {"samples": 256, "ridge": [0.001, 0.1]},
+        "test": {"samples": 256},
+        "compute": {"block_size": 256},
+    }
+
+
+KILL_SWEEP = """
+name = "kill"
+[base]
+dim = 24
+width = 24
+train = { steps = 2, batch_size = 2048, residual = "y" }
+readout = { samples = 512, ridge = [0.001, 0.1] }
+test.samples = 512
+compute.block_size = 256
+[grid]
+seed = [0, 1, 2, 3]
+"train.step_size.scale" = [0.5, 1.0, 2.0]
+"""
+
+
+def _ok_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM runs WHERE status = 'ok'").fetchone()[0]
+    except sqlite3.OperationalError:  # the table is not created yet
+        return 0
+
+
+def test_kill_9_loses_no_finished_run_and_a_rerun_finishes(tmp_path):
+    sweep_file = write(tmp_path, KILL_SWEEP)
+    store = tmp_path / "killed.sqlite"
+    command = [sys.executable, "-m", "giantstep", "sweep", str(sweep_file), "--store", str(store)]
+    proc = subprocess.Popen(
+        [*command, "--workers", "2"],
+        env=giantstep_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while _ok_rows(store) < 5:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "the sweep did not get to 5 runs"
+        time.sleep(0.01)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGKILL)  # the parent only, as `kill -9 PID` would
+    proc.wait()
+    # Its pool workers notice and exit: nothing keeps running after the sweep is killed.
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        finished = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    assert 5 <= finished < 12, "the kill must land mid-sweep"
+    before = numbers(store)
+
+    rerun = subprocess.run(command, env=giantstep_env(), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{finished} already in" in rerun.stdout
+    after = numbers(store)
+    assert len(after) == 12 and len(load(store)) == 12
+    assert all(after[k] == v for k, v in before.items())  # finished runs untouched
+
+    # The same numbers as an uninterrupted sweep (here in-process, in this process).
+    with Store(tmp_path / "whole.sqlite") as whole:
+        assert run_sweep(load_sweep(sweep_file), whole, executor="inprocess").done == 12
+    assert numbers(tmp_path / "whole.sqlite") == after

@@ -18,7 +18,7 @@ random-matrix edge consecutive gaps differ by a factor of a few (Tracy–Widom),
 ``GAP_FACTOR``; an outlier's gap grows like ``sqrt(n)`` times the spacing. Each spike is then named
 by the probe its left vector is best aligned with: ``degree k`` (``He_k(X̃ζ̂)``, the target's
 spikes) or ``network`` (``X̃W_0ᵀa``, the outliers the network's own output adds with residual
-``y − f``).
+``y − f``), or ``unexplained`` when no probe reaches a squared cosine of ``EXPLAINED_ALIGNMENT``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ GAP_FACTOR = 8.0
 SPACING_WINDOW = 10
 #: The mean spike's left vector has at least this squared cosine with the all-ones vector.
 MEAN_ALIGNMENT = 0.5
+#: A spike whose best squared cosine with a candidate probe is below this is "unexplained".
+EXPLAINED_ALIGNMENT = 0.2
 
 Progress = Callable[[int], object] | None
 
@@ -290,8 +292,9 @@ class SpectrumResult(BaseModel):
     singular_values, initial_singular_values: top values of ``F/sqrt(n)``, ``F_0/sqrt(n)``
     (mean spike included). bulk_edge: ``e_0``. spikes: count of learned spikes (mean spike
     excluded); target_spikes / network_spikes: how many of them are the target's / along
-    ``X̃W_0ᵀa``. mean_spike: its value (None if ``μ_0(σ) = 0``), mean_spike_cos2 its alignment
-    with 1. predicted_spikes: the band rule at ``α`` (None unless one step with ``0 ≤ α < 1/2``).
+    ``X̃W_0ᵀa`` (the rest are unexplained). mean_spike: its value (None if ``μ_0(σ) = 0``),
+    mean_spike_cos2 its alignment with 1. predicted_spikes: the band rule at ``α`` (None
+    unless one step with ``0 ≤ α < 1/2``).
     approximation_error: ``‖F − F_ℓ‖_op/sqrt(n)`` for ℓ = 1..K; approximation_singular_values:
     top values of ``F_ℓ/sqrt(n)`` for ℓ = 1..K. approximation_ridge_errors: ridge errors on
     ``F_ℓ``, ℓ = 0..K (0 is ``F_0``), fitted and tested on ``F_ℓ`` of the ridge and test sets.
@@ -320,13 +323,16 @@ class SpectrumResult(BaseModel):
 
 
 def classify(cos2: np.ndarray, names: list[str], max_degree: int) -> str:
-    """``degree k`` or ``network``: the candidate probe the left vector is best aligned with."""
+    """``degree k`` or ``network``: the candidate probe the left vector is best aligned with,
+    or ``unexplained`` when even that squared cosine is below ``EXPLAINED_ALIGNMENT``."""
     candidates = [f"He{k}(X̃ζ̂)" for k in range(1, max_degree + 1)]
     if candidates[0] not in names:
         candidates = [f"He{k}(X̃β)" for k in range(1, max_degree + 1)]
     candidates.append("X̃W0ᵀa")
     scores = [cos2[names.index(c)] for c in candidates]
     best = int(np.argmax(scores))
+    if scores[best] < EXPLAINED_ALIGNMENT:
+        return "unexplained"
     return "network" if best == len(candidates) - 1 else f"degree {best + 1}"
 
 
@@ -366,12 +372,13 @@ def analyse(
             s = top_spectrum(gram, probe, sums.probe_gram, sums.count, top)
             approx_values.append(s.values.tolist())
     network = sum(a.kind == "network" for a in alignment)
+    target = sum(a.kind.startswith("degree") for a in alignment)
     return SpectrumResult(
         singular_values=after.values[:top].tolist(),
         initial_singular_values=before.values[:top].tolist(),
         bulk_edge=edge,
         spikes=spikes,
-        target_spikes=spikes - network,
+        target_spikes=target,
         network_spikes=network,
         mean_spike=None if mean_after is None else float(after.values[mean_after]),
         mean_spike_cos2=None if mean_after is None else float(after.cos2[mean_after, 0]),

@@ -91,6 +91,19 @@ def _span(rows: list[list[float]]) -> str:
     return " ".join("(" + ", ".join(f"{x:.2g}" for x in r) + ")" for r in rows) or "{0}"
 
 
+def _spectrum_summary(s: Any) -> str:
+    mean = "none" if s.mean_spike is None else f"{s.mean_spike:.4g} (reported apart)"
+    spikes = ", ".join(f"{a.value:.4g} ({a.kind})" for a in s.spike_alignment) or "none"
+    lines = [
+        f"spectrum of F/√n: bulk edge of F₀ {s.bulk_edge:.4g} · mean spike {mean}",
+        f"learned spikes: {s.spikes} — {spikes} — band rule predicts {s.predicted_spikes}",
+    ]
+    if s.approximation_error:
+        norms = ", ".join(f"ℓ={k + 1}: {v:.3f}" for k, v in enumerate(s.approximation_error))
+        lines.append(f"‖F − F_ℓ‖_op/√n: {norms}")
+    return "\n".join(lines)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="giantstep")
 def main() -> None:
@@ -163,6 +176,8 @@ def run(
             "(the theory's limit for residual y after one step)"
         )
     console.print(_run_table(result))
+    if result.spectrum is not None:
+        console.print(_spectrum_summary(result.spectrum))
     console.print(
         f"{result.seconds:.1f} s · peak memory {result.peak_memory_bytes / 2**20:.0f} MiB"
     )
@@ -265,6 +280,46 @@ def learnable(expression: str, batch_exponent: int, steps: int, activation: str,
         if k
     )
     click.echo(f"σ = {activation}: {mu}")
+
+
+@theory.command()
+@click.option("--activation", default="relu", show_default=True, help="The student's σ.")
+@click.option("--max-degree", default=6, show_default=True, type=click.IntRange(min=1, max=9))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def phases(activation: str, max_degree: int, as_json: bool) -> None:
+    """Moniri et al.'s band rule: spikes after one step with η = c·n^α, by band of α."""
+    from giantstep.activations import get_activation
+    from giantstep.theory.bands import bands
+
+    try:
+        mu = get_activation(activation).hermite_coefficients(max_degree)
+    except ValueError as err:
+        _fail(f"activation: {err}")
+    rows = bands(mu)
+    if as_json:
+        payload = {
+            "activation": activation,
+            "coefficients": mu.tolist(),
+            "bands": [
+                {"ell": b.ell, "lower": str(b.lower), "upper": str(b.upper),
+                 "degrees": list(b.degrees), "spikes": b.spikes}
+                for b in rows
+            ],
+        }  # fmt: skip
+        click.echo(json.dumps(payload))
+        return
+    table = Table(title=f"spikes of one giant step, σ = {activation} (η = c·n^α)")
+    for column in ("α band", "ℓ", "spiking degrees k (μ_k ≠ 0)", "spikes"):
+        table.add_column(column)
+    for b in rows:
+        degrees = ", ".join(map(str, b.degrees)) or "—"
+        table.add_row(f"({b.lower}, {b.upper})", str(b.ell), degrees, str(b.spikes))
+    Console().print(table)
+    click.echo(
+        "Term k separates from the bulk iff α > (k−1)/(2k); term ℓ+1 is negligible iff "
+        "α < ℓ/(2ℓ+2). At a boundary the count depends on the constants. The mean spike "
+        "(μ_0 ≠ 0) is not counted."
+    )
 
 
 @main.command()

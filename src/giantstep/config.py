@@ -116,6 +116,18 @@ class ComputeConfig(_Section):
         return value
 
 
+class SpectrumConfig(_Section):
+    """Spectrum of the features after the steps (Moniri et al.; see ``giantstep.spectrum``)."""
+
+    enabled: bool = False
+    #: Singular values reported (the learned spikes are looked for among them).
+    top: PositiveInt = 20
+    #: K: degrees of the polynomial probes and of the spiked approximation F_ℓ, ℓ = 1..K.
+    max_degree: Annotated[int, Field(ge=1, le=9)] = 3
+    #: Build F_ℓ from the update's top singular triplet: ‖F − F_ℓ‖ and errors on F_ℓ.
+    approximation: bool = True
+
+
 class MeasureConfig(_Section):
     """What each step records besides the alignment (see ``giantstep.overlaps``)."""
 
@@ -150,6 +162,7 @@ class ExperimentConfig(_Section):
     compute: ComputeConfig = ComputeConfig()
     measure: MeasureConfig = MeasureConfig()
     theory: TheoryConfig = TheoryConfig()
+    spectrum: SpectrumConfig = SpectrumConfig()
 
     @field_validator("activation")
     @classmethod

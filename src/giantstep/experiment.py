@@ -19,6 +19,7 @@ from giantstep.data import RIDGE, TEST, SampleStream, block_count
 from giantstep.model import TwoLayerNetwork, initialize
 from giantstep.overlaps import learned_subspace, overlaps, summarize
 from giantstep.readout import feature_statistics, ridge_path
+from giantstep.spectrum import SpectrumResult
 from giantstep.targets import Teacher
 from giantstep.theory.spikes import direction_cosine
 from giantstep.train import DivergenceError, StepPlan, giant_steps
@@ -75,6 +76,7 @@ class RunResult(BaseModel):
     predicted_update_cosine: float | None
     seconds: float
     peak_memory_bytes: int
+    spectrum: SpectrumResult | None = None
 
 
 def memory_estimate(config: ExperimentConfig) -> dict[str, int]:
@@ -89,6 +91,10 @@ def memory_estimate(config: ExperimentConfig) -> dict[str, int]:
         "width (Gram matrices)": 4 * 8 * n * n,
         # Current and prefetched input blocks; pre-activations, values and slopes of one block.
         "compute.block_size": item * rows * (3 * d + 4 * n),
+        # FᵀF, F_0ᵀF_0 (ridge and test sets), (F − F_ℓ)ᵀ(F − F_ℓ) for ℓ ≤ K, eigh workspace.
+        "spectrum (Gram matrices)": (
+            8 * n * n * (8 + config.spectrum.max_degree) if config.spectrum.enabled else 0
+        ),
     }
 
 
@@ -231,13 +237,22 @@ def run(config: ExperimentConfig | dict[str, Any], progress: bool = False) -> Ru
             bar.set_description(f"step {t}/{config.train.steps}")
             alignment.append(measured(t, network))
         bar.set_description("readout")
-        train_stats = feature_statistics(
-            network, teacher, stream(RIDGE), config.readout.samples, c.block_size, bar.update
-        )
+        spectrum = None
+        if config.spectrum.enabled:
+            # One pass per set feeds both the readout and the spectrum.
+            from giantstep.spectrum import measure
+
+            measured = measure(config, initial, network, teacher, eta, bar.update)
+            spectrum = measured.result
+            train_stats, test_stats = measured.ridge.statistics(), measured.test.statistics()
+        else:
+            train_stats = feature_statistics(
+                network, teacher, stream(RIDGE), config.readout.samples, c.block_size, bar.update
+            )
+            test_stats = feature_statistics(
+                network, teacher, stream(TEST), config.test.samples, c.block_size, bar.update
+            )
         coefficients = ridge_path(train_stats, config.readout.ridge)
-        test_stats = feature_statistics(
-            network, teacher, stream(TEST), config.test.samples, c.block_size, bar.update
-        )
     train_errors = train_stats.mean_squared_error(coefficients)
     test_errors = test_stats.mean_squared_error(coefficients)
     if not (np.isfinite(train_errors).all() and np.isfinite(test_errors).all()):
@@ -254,4 +269,5 @@ def run(config: ExperimentConfig | dict[str, Any], progress: bool = False) -> Ru
         predicted_update_cosine=predicted_update_cosine(config, teacher),
         seconds=time.perf_counter() - started,
         peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        spectrum=spectrum,
     )

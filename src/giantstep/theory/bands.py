@@ -1,0 +1,129 @@
+"""Moniri et al.: the band rule ``ℓ(α)`` and the spiked approximation ``F_ℓ`` (SCIENCE.md §3 [M]).
+
+With ``η = c·n^α``, term ``k`` of ``F ≈ F_0 + Σ_k (μ_k/k!) (η μ_1)^k (X̃ζ)^{∘k} (a^{∘k})ᵀ``
+separates from the bulk iff ``α > (k−1)/(2k)``, and term ``ℓ+1`` is negligible iff
+``α < ℓ/(2ℓ+2)``. Inside ``((ℓ−1)/(2ℓ), ℓ/(2ℓ+2))`` there are ``ℓ`` terms; the degrees whose
+``μ_k(σ)`` vanishes add no spike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import scipy.linalg
+
+#: Below this a Hermite coefficient is zero (the quadrature is accurate to ~1e-12).
+ZERO_COEFFICIENT = 1e-9
+
+
+def separation_threshold(k: int) -> Fraction:
+    """Term ``k`` separates from the bulk iff ``α > (k−1)/(2k)``."""
+    return Fraction(k - 1, 2 * k)
+
+
+@dataclass(frozen=True)
+class Band:
+    """``α ∈ (lower, upper)``: terms ``1..ell`` present; ``degrees`` those with ``μ_k(σ) ≠ 0``."""
+
+    ell: int
+    lower: Fraction
+    upper: Fraction
+    degrees: tuple[int, ...]
+
+    @property
+    def spikes(self) -> int:
+        return len(self.degrees)
+
+
+def spiking_degrees(ell: int, mu: np.ndarray) -> tuple[int, ...]:
+    """Degrees ``k ≤ ℓ`` with ``μ_k(σ) ≠ 0``; none at all if ``μ_1(σ) = 0`` (no update)."""
+    if len(mu) <= ell:
+        raise ValueError(f"need μ_0..μ_{ell}, got {len(mu)} coefficients")
+    if abs(mu[1]) < ZERO_COEFFICIENT:
+        return ()
+    return tuple(k for k in range(1, ell + 1) if abs(mu[k]) >= ZERO_COEFFICIENT)
+
+
+def bands(mu: np.ndarray) -> list[Band]:
+    """The bands ``ℓ = 1 .. len(mu) − 1`` for an activation with coefficients ``μ_0..μ_K``."""
+    return [
+        Band(
+            ell, separation_threshold(ell), separation_threshold(ell + 1), spiking_degrees(ell, mu)
+        )
+        for ell in range(1, len(mu))
+    ]
+
+
+def band_index(alpha: float) -> tuple[int, bool]:
+    """``(ℓ, on_boundary)`` for step-size exponent ``α ∈ [0, 1/2)``.
+
+    ``ℓ`` is the number of terms ``k`` with ``(k−1)/(2k) < α``; ``on_boundary`` is True when
+    ``α`` equals a threshold (e.g. ``α = 0``, ``1/4``), where the limit depends on the constants.
+    Raises ValueError outside ``[0, 1/2)``: the theory's perturbation breaks down at ``1/2``.
+    """
+    if not 0 <= alpha < 0.5:
+        raise ValueError(f"the band rule needs 0 ≤ α < 1/2 (got α = {alpha})")
+    ell = 0
+    on_boundary = False
+    while True:
+        threshold = float(separation_threshold(ell + 1))
+        if math.isclose(alpha, threshold, abs_tol=1e-12):
+            on_boundary = True
+            break
+        if alpha < threshold:
+            break
+        ell += 1
+    return ell, on_boundary
+
+
+def predicted_spikes(alpha: float, mu: np.ndarray) -> int:
+    """Spikes the band rule predicts at ``α`` (degrees with ``μ_k(σ) = 0`` removed)."""
+    ell, _ = band_index(alpha)
+    return len(spiking_degrees(ell, mu)) if ell else 0
+
+
+@dataclass(frozen=True)
+class UpdateTriplet:
+    """Top singular triplet of the update ``W_1 − W_0 ≈ s · u vᵀ``: u (N,), v (d,), unit."""
+
+    value: float
+    left: np.ndarray
+    right: np.ndarray
+
+
+def update_triplet(update: np.ndarray) -> UpdateTriplet:
+    """Top singular triplet of update (N, d), from the smaller Gram matrix."""
+    rows, cols = update.shape
+    small = update @ update.T if rows <= cols else update.T @ update
+    size = small.shape[0]
+    value, vector = scipy.linalg.eigh(small, subset_by_index=[size - 1, size - 1])
+    s = math.sqrt(max(float(value[0]), 0.0))
+    if s == 0.0:
+        return UpdateTriplet(0.0, np.zeros(rows), np.zeros(cols))
+    if rows <= cols:
+        u = vector[:, 0]
+        v = update.T @ u / s
+    else:
+        v = vector[:, 0]
+        u = update @ v / s
+    return UpdateTriplet(s, u, v)
+
+
+def spike_terms(
+    x: np.ndarray, triplet: UpdateTriplet, mu: np.ndarray, max_degree: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rank-one terms of ``F_ℓ`` on rows x (rows, d): ``F_ℓ = F_0 + T[:, :ℓ] U[:, :ℓ]ᵀ``.
+
+    ``⟨w_j + s u_j v, x⟩ = ⟨w_j, x⟩ + u_j t`` with ``t = s⟨v, x⟩``; a Taylor expansion with
+    ``σ^{(k)}`` replaced by its Gaussian mean ``μ_k`` gives ``T[:, k−1] = (μ_k/k!) t^k`` (rows, K)
+    and ``U[:, k−1] = u^{∘k}`` (N, K). The sign of (u, v) cancels in every term.
+    """
+    t = triplet.value * (x @ triplet.right.astype(x.dtype, copy=False)).astype(np.float64)
+    degrees = np.arange(1, max_degree + 1)
+    scale = np.array([mu[k] / math.factorial(k) for k in degrees])
+    terms = t[:, None] ** degrees[None, :] * scale[None, :]
+    powers = triplet.left[:, None] ** degrees[None, :]
+    return terms, powers

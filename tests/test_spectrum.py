@@ -1,0 +1,157 @@
+"""The streamed spectrum against a dense SVD of the whole F, and the band rule."""
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from giantstep import run
+from giantstep.activations import get_activation
+from giantstep.config import CHUNK_ROWS
+from giantstep.data import RIDGE, TRAIN, SampleStream
+from giantstep.hermite import hermite
+from giantstep.model import initialize
+from giantstep.spectrum import (
+    Probes,
+    count_outliers,
+    feature_sums,
+    first_batch_zeta,
+    left_vectors,
+    operator_norm,
+    top_spectrum,
+)
+from giantstep.targets import Teacher
+from giantstep.theory.bands import band_index, bands, predicted_spikes, update_triplet
+from giantstep.train import gradient
+
+DIM, WIDTH, ROWS, K = 30, 19, 1100, 3
+
+
+def stepped_setup(activation="softplus"):
+    """A network after one large step (so the spikes are visible even at these sizes)."""
+    act = get_activation(activation)
+    initial = initialize(4, WIDTH, DIM, act, "moniri")
+    teacher = Teacher.draw(4, "z1 + He2(z1)/2", DIM, noise=0.2)
+    batch = SampleStream(4, (TRAIN, 0), DIM)
+    grad = gradient(initial, teacher, batch, 600, CHUNK_ROWS, "y")
+    network = initial.with_first_layer(initial.first_layer - 6.0 * grad)
+    zeta = first_batch_zeta(teacher, batch, 600, CHUNK_ROWS)
+    probes = Probes(teacher.directions[0], zeta, initial.first_layer.T @ initial.second_layer, K)
+    mu = act.hermite_coefficients(K)
+    return initial, network, teacher, probes, mu, zeta
+
+
+def test_streamed_spectrum_equals_dense_svd():
+    initial, network, teacher, probes, mu, zeta = stepped_setup()
+    triplet = update_triplet(network.first_layer - initial.first_layer)
+    stream = SampleStream(4, (RIDGE, 0), DIM)
+    block = stream.rows(0, ROWS)
+    x = block.x.copy()
+    _, y = teacher.labels(block)
+
+    # Dense reference: the whole F, F_0, probes and F_ℓ.
+    features = network.features(x)
+    features0 = initial.features(x)
+    z = x @ zeta
+    h = x @ teacher.directions[0]
+    dense_probes = np.stack(
+        [np.ones(ROWS)]
+        + [hermite(k, h) for k in (1, 2, 3)]
+        + [hermite(k, z / np.linalg.norm(zeta)) for k in (1, 2, 3)]
+        + [z**k for k in (1, 2, 3)]
+        + [x @ initial.first_layer.T @ initial.second_layer],
+        axis=1,
+    )
+    t = triplet.value * (x @ triplet.right)
+    approx = [features0]
+    for k in (1, 2, 3):
+        term = mu[k] / math.factorial(k) * np.outer(t**k, triplet.left**k)
+        approx.append(approx[-1] + term)
+
+    u, s, vt = np.linalg.svd(features / math.sqrt(ROWS), full_matrices=False)
+    for size in (CHUNK_ROWS, 2 * CHUNK_ROWS, 5 * CHUNK_ROWS):
+        sums = feature_sums(
+            network, initial, teacher, stream, ROWS, size, probes, triplet, mu, True
+        )
+        np.testing.assert_allclose(sums.probe_gram, dense_probes.T @ dense_probes, rtol=1e-10)
+        spec = top_spectrum(sums.gram, sums.probe_cross, sums.probe_gram, sums.count, 6)
+        np.testing.assert_allclose(spec.values, s[:6], rtol=1e-10)
+        # Left vectors' squared cosines with the probes, from Fᵀp only.
+        dense_cos = (u[:, :6].T @ dense_probes) / np.linalg.norm(dense_probes, axis=0)
+        np.testing.assert_allclose(spec.cos2, dense_cos**2, atol=1e-10)
+        # The approximation: Gram of F_ℓ assembled from rank-one sums, and ‖F − F_ℓ‖_op.
+        for ell in (1, 2, 3):
+            f_ell = approx[ell]
+            stats = sums.statistics(ell)
+            np.testing.assert_allclose(stats.gram, f_ell.T @ f_ell, rtol=1e-10, atol=1e-9)
+            np.testing.assert_allclose(stats.cross, f_ell.T @ y, rtol=1e-10, atol=1e-9)
+            np.testing.assert_allclose(
+                sums.probe_products(ell), f_ell.T @ dense_probes, rtol=1e-10, atol=1e-9
+            )
+            dense_norm = np.linalg.norm(features - f_ell, 2) / math.sqrt(ROWS)
+            assert operator_norm(sums.residual_grams[ell - 1], ROWS) == pytest.approx(
+                dense_norm, rel=1e-10
+            )
+        np.testing.assert_allclose(sums.statistics("F0").gram, features0.T @ features0, rtol=1e-10)
+
+    # Left vectors on the rows, from a second pass, equal the dense ones up to sign.
+    rows = left_vectors(network, stream, ROWS, CHUNK_ROWS, spec, sums.count)
+    np.testing.assert_allclose(np.abs(rows.T @ u[:, :6]), np.eye(6), atol=1e-9)
+
+
+def test_update_triplet_is_the_top_singular_triplet():
+    rng = np.random.default_rng(0)
+    for shape in ((7, 12), (12, 7)):
+        m = rng.standard_normal(shape)
+        t = update_triplet(m)
+        u, s, vt = np.linalg.svd(m)
+        assert t.value == pytest.approx(s[0], rel=1e-12)
+        top = s[0] * np.outer(u[:, 0], vt[0])
+        np.testing.assert_allclose(np.outer(t.left, t.right) * t.value, top, atol=1e-12)
+
+
+def test_band_rule():
+    relu = get_activation("relu").hermite_coefficients(6)
+    tanh = get_activation("tanh").hermite_coefficients(6)
+    assert [b.lower for b in bands(relu)[:4]] == [0, Fraction(1, 4), Fraction(1, 3), Fraction(3, 8)]
+    assert band_index(0.1) == (1, False) and band_index(0.3) == (2, False)
+    assert band_index(0.25) == (1, True) and band_index(0.34) == (3, False)
+    assert predicted_spikes(0.2, relu) == 1 and predicted_spikes(0.3, relu) == 2
+    # relu has μ_3 = 0: the third band adds nothing; tanh has no even spikes.
+    assert predicted_spikes(0.35, relu) == 2 and predicted_spikes(0.3, tanh) == 1
+    assert predicted_spikes(0.35, tanh) == 2
+    with pytest.raises(ValueError):
+        band_index(0.5)
+
+
+def test_outlier_rule_ignores_a_shifted_bulk():
+    bulk = 1.2 - 0.01 * np.arange(40) ** 0.7  # an edge whose spacing shrinks inward
+    assert count_outliers(bulk, edge=1.15) == 0  # above F_0's edge, but no gap: not a spike
+    assert count_outliers(np.concatenate([[3.0, 1.6], bulk]), edge=1.15) == 2
+    assert count_outliers(np.concatenate([[3.0], bulk]), edge=3.5) == 0
+
+
+def test_run_reports_the_spectrum_and_streams_identically():
+    config = {
+        "dim": 120,
+        "width": 100,
+        "train": {"batch_size": 700, "residual": "y",
+                  "step_size": {"scale": 2.0, "batch_exponent": 0.3}},
+        "readout": {"samples": 700, "ridge": [1e-3]},
+        "test": {"samples": 600},
+        "spectrum": {"enabled": True, "top": 6},
+    }  # fmt: skip
+    results = []
+    for size in (CHUNK_ROWS, 3 * CHUNK_ROWS):
+        config["compute"] = {"block_size": size}
+        results.append(run(config))
+    a, b = (r.spectrum for r in results)
+    np.testing.assert_allclose(a.singular_values, b.singular_values, rtol=1e-10)
+    np.testing.assert_allclose(a.approximation_error, b.approximation_error, rtol=1e-10)
+    assert a.spikes == b.spikes and a.predicted_spikes == 2 and a.mean_spike is not None
+    # The readout errors of a run with the spectrum equal those without it.
+    config["spectrum"] = {"enabled": False}
+    plain = run(config)
+    assert plain.spectrum is None
+    assert plain.errors[0].test_error == pytest.approx(results[1].errors[0].test_error, rel=1e-10)

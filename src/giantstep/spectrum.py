@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
 from pydantic import BaseModel
 
 from giantstep.data import SampleStream
 from giantstep.hermite import hermite
+from giantstep.linalg import symmetric_eigh
 from giantstep.model import TwoLayerNetwork
 from giantstep.readout import GramStatistics
 from giantstep.targets import Teacher
@@ -230,7 +230,7 @@ def top_spectrum(
     """The ``top`` largest singular values of ``F/sqrt(n)`` from ``FᵀF`` (N, N) and ``FᵀP``."""
     size = gram.shape[0]
     top = min(top, size)
-    eigenvalues, vectors = scipy.linalg.eigh(gram / count, subset_by_index=[size - top, size - 1])
+    eigenvalues, vectors = symmetric_eigh(gram / count, (size - top, size - 1))
     order = np.argsort(eigenvalues)[::-1]
     values = np.sqrt(np.clip(eigenvalues[order], 0.0, None))
     vectors = vectors[:, order]
@@ -243,7 +243,7 @@ def top_spectrum(
 def operator_norm(gram: np.ndarray, count: int) -> float:
     """``‖M‖_op / sqrt(n)`` from ``MᵀM`` (N, N)."""
     size = gram.shape[0]
-    top = scipy.linalg.eigh(gram / count, subset_by_index=[size - 1, size - 1], eigvals_only=True)
+    top, _ = symmetric_eigh(gram / count, (size - 1, size - 1))
     return math.sqrt(max(float(top[0]), 0.0))
 
 

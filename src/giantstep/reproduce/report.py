@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -36,7 +37,9 @@ class Report:
         for column in ("claim", "measured", "predicted", "holds"):
             table.add_column(column)
         for c in self.checks:
-            table.add_row(c.claim, c.measured, c.predicted, "yes" if c.holds else "[red]NO[/red]")
+            # Claims quote formulas such as E[f(x) He2(x)], which rich would read as markup.
+            cells = (escape(c.claim), escape(c.measured), escape(c.predicted))
+            table.add_row(*cells, "yes" if c.holds else "[red]NO[/red]")
         return table
 
     def to_dict(self) -> dict:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-import scipy.linalg
+
+from giantstep.linalg import symmetric_eigh
 
 #: Below this a Hermite coefficient is zero (the quadrature is accurate to ~1e-12).
 ZERO_COEFFICIENT = 1e-9
@@ -99,7 +100,7 @@ def update_triplet(update: np.ndarray) -> UpdateTriplet:
     rows, cols = update.shape
     small = update @ update.T if rows <= cols else update.T @ update
     size = small.shape[0]
-    value, vector = scipy.linalg.eigh(small, subset_by_index=[size - 1, size - 1])
+    value, vector = symmetric_eigh(small, (size - 1, size - 1))
     s = math.sqrt(max(float(value[0]), 0.0))
     if s == 0.0:
         return UpdateTriplet(0.0, np.zeros(rows), np.zeros(cols))

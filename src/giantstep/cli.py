@@ -183,6 +183,16 @@ def run(
     )
 
 
+def _hermite_coefficients(activation: str, max_degree: int):
+    """μ_0..μ_K of an activation named on the command line; exit 2 naming it if unknown."""
+    from giantstep.activations import get_activation
+
+    try:
+        return get_activation(activation).hermite_coefficients(max_degree)
+    except ValueError as err:
+        _fail(f"activation: {err}")
+
+
 @main.group()
 def theory() -> None:
     """Predictions of the papers, without simulating."""
@@ -194,12 +204,7 @@ def theory() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def hermite(activation: str, max_degree: int, as_json: bool) -> None:
     """Hermite coefficients μ_k = E[σ(g) He_k(g)] of an activation."""
-    from giantstep.activations import get_activation
-
-    try:
-        coefficients = get_activation(activation).hermite_coefficients(max_degree)
-    except ValueError as err:
-        _fail(f"activation: {err}")
+    coefficients = _hermite_coefficients(activation, max_degree)
     if as_json:
         click.echo(json.dumps({"activation": activation, "coefficients": coefficients.tolist()}))
         return
@@ -288,13 +293,9 @@ def learnable(expression: str, batch_exponent: int, steps: int, activation: str,
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def phases(activation: str, max_degree: int, as_json: bool) -> None:
     """Moniri et al.'s band rule: spikes after one step with η = c·n^α, by band of α."""
-    from giantstep.activations import get_activation
     from giantstep.theory.bands import bands
 
-    try:
-        mu = get_activation(activation).hermite_coefficients(max_degree)
-    except ValueError as err:
-        _fail(f"activation: {err}")
+    mu = _hermite_coefficients(activation, max_degree)
     rows = bands(mu)
     if as_json:
         payload = {

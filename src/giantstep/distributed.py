@@ -164,6 +164,18 @@ class Spread:
             [_pack_network(network), _pack_teacher(teacher)], broadcast=True, hash=False
         )
 
+    def _sum_pieces(self, piece, network, teacher, stream, n_samples, block_size, progress, *args):
+        """``piece`` on every run of whole blocks, summed along the fixed tree."""
+        net, tea = self._scatter(network, teacher)
+        futures = [
+            self.client.submit(piece, net, tea, stream, start, count, block_size, *args, pure=False)
+            for start, count in _pieces(n_samples, block_size, self.blocks_per_task)
+        ]
+        total = tree_sum(self.client, futures)
+        if progress:
+            progress(math.ceil(n_samples / block_size))
+        return total
+
     def gradient(
         self,
         network: TwoLayerNetwork,
@@ -174,18 +186,10 @@ class Spread:
         residual: str,
         progress: Callable[[int], object] | None = None,
     ) -> np.ndarray:
-        net, tea = self._scatter(network, teacher)
-        futures = [
-            self.client.submit(
-                _gradient_piece, net, tea, stream, start, count, block_size, residual, pure=False
-            )
-            for start, count in _pieces(n_samples, block_size, self.blocks_per_task)
-        ]
-        total = tree_sum(self.client, futures)
-        total /= n_samples
-        if progress:
-            progress(math.ceil(n_samples / block_size))
-        return total
+        total = self._sum_pieces(
+            _gradient_piece, network, teacher, stream, n_samples, block_size, progress, residual
+        )
+        return total / n_samples
 
     def feature_statistics(
         self,
@@ -196,15 +200,9 @@ class Spread:
         block_size: int,
         progress: Callable[[int], object] | None = None,
     ) -> GramStatistics:
-        net, tea = self._scatter(network, teacher)
-        futures = [
-            self.client.submit(_gram_piece, net, tea, stream, start, count, block_size, pure=False)
-            for start, count in _pieces(n_samples, block_size, self.blocks_per_task)
-        ]
-        total = tree_sum(self.client, futures)
-        if progress:
-            progress(math.ceil(n_samples / block_size))
-        return total
+        return self._sum_pieces(
+            _gram_piece, network, teacher, stream, n_samples, block_size, progress
+        )
 
 
 _ACTIVE: ContextVar[Spread | None] = ContextVar("giantstep_spread", default=None)

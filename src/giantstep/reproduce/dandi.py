@@ -27,7 +27,7 @@ import numpy as np
 
 from giantstep.experiment import run
 from giantstep.overlaps import LEARNED_THRESHOLD, same_subspace
-from giantstep.reproduce.report import Check, Report
+from giantstep.reproduce.report import Check, Report, save_figure
 
 WIDTH = 64
 #: Log-log slope of eigenvalue·d against d separating learned (slope 1) from not (slope 0).
@@ -252,11 +252,7 @@ def draw(cases: list[Case], measured: list[Measured], path: Path, title: str) ->
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def reproduce(name: str, cases: list[Case], quick: bool, out: Path, title: str) -> Report:

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from giantstep.experiment import RunResult, run  # noqa: E402
-from giantstep.reproduce.report import Check, Report  # noqa: E402
+from giantstep.reproduce.report import Check, Report, save_figure  # noqa: E402
 
 TARGET = "z1 + He2(z1)/2"
 SCALE = 2.0
@@ -80,12 +80,7 @@ def _spectrum_figure(results: dict[float, RunResult], out: Path, name: str) -> P
         f"{c.activation}, σ* = {c.target.expression}, d = N = {c.dim}, "
         f"n = {c.train.batch_size}, η = {SCALE}·n^α, residual {c.train.residual}"
     )
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / f"{name}.png")
 
 
 def spikes(quick: bool, out: Path) -> Report:
@@ -245,12 +240,7 @@ def _equivalence_figure(runs: dict[int, list[RunResult]], ell: int, over: str, o
     right.set_ylabel(f"test error (ridge {RIDGE:g})")
     right.legend()
     fig.suptitle(f"softplus, σ* = {TARGET}, η = {SCALE}·n^0.3, residual y ({over})")
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "moniri-equivalence.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "moniri-equivalence.png")
 
 
 def nonlinear(quick: bool, out: Path) -> Report:
@@ -332,12 +322,7 @@ def _nonlinear_figure(alphas, he1, he2, test, target, out: Path) -> Path:
     left.legend(fontsize=7)
     right.legend(fontsize=7)
     fig.suptitle(f"relu, σ* = {TARGET}, η = {SCALE}·n^α, residual y")
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "moniri-nonlinear.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "moniri-nonlinear.png")
 
 
 REPRODUCTIONS = {

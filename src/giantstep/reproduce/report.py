@@ -9,6 +9,17 @@ from rich.markup import escape
 from rich.table import Table
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write (PNG, 120 dpi) and close a reproduction's figure; returns its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 @dataclass(frozen=True)
 class Check:
     """One prediction checked: ``holds`` says whether the measurement agrees with it."""

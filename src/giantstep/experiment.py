@@ -242,9 +242,9 @@ def run(config: ExperimentConfig | dict[str, Any], progress: bool = False) -> Ru
             # One pass per set feeds both the readout and the spectrum.
             from giantstep.spectrum import measure
 
-            measured = measure(config, initial, network, teacher, eta, bar.update)
-            spectrum = measured.result
-            train_stats, test_stats = measured.ridge.statistics(), measured.test.statistics()
+            streamed = measure(config, initial, network, teacher, eta, bar.update)
+            spectrum = streamed.result
+            train_stats, test_stats = streamed.ridge.statistics(), streamed.test.statistics()
         else:
             train_stats = feature_statistics(
                 network, teacher, stream(RIDGE), config.readout.samples, c.block_size, bar.update

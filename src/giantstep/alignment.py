@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from giantstep.linalg import symmetric_eigh
+from giantstep.linalg import top_singular_triplet
 
 
 def direction_alignment(first_layer: np.ndarray, directions: np.ndarray) -> np.ndarray:
@@ -15,19 +15,6 @@ def direction_alignment(first_layer: np.ndarray, directions: np.ndarray) -> np.n
     """
     cosines = (first_layer @ directions.T) / np.linalg.norm(first_layer, axis=1, keepdims=True)
     return np.sqrt(np.mean(cosines**2, axis=0))
-
-
-def top_right_singular_vector(matrix: np.ndarray) -> np.ndarray:
-    """The top right singular vector (d,) of matrix (N, d), from the smaller Gram matrix."""
-    rows, cols = matrix.shape
-    if cols <= rows:
-        gram = matrix.T @ matrix
-        _, vec = symmetric_eigh(gram, (cols - 1, cols - 1))
-        return vec[:, 0]
-    gram = matrix @ matrix.T
-    _, vec = symmetric_eigh(gram, (rows - 1, rows - 1))
-    right = matrix.T @ vec[:, 0]
-    return right / np.linalg.norm(right)
 
 
 def update_cosine(update: np.ndarray, direction: np.ndarray) -> float:
@@ -42,5 +29,5 @@ def update_cosine(update: np.ndarray, direction: np.ndarray) -> float:
         # A huge (diverging) update would overflow its Gram matrix; the direction is
         # scale-free, so rescale by a power of two (exact) first.
         update = np.ldexp(update, -int(np.frexp(largest)[1]))
-    v = top_right_singular_vector(update)
+    _, _, v = top_singular_triplet(update)
     return float(abs(v @ direction) / np.linalg.norm(direction))

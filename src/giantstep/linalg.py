@@ -19,3 +19,23 @@ def symmetric_eigh(
     """
     with threadpool_limits(limits=1, user_api="blas"):
         return scipy.linalg.eigh(matrix, subset_by_index=subset_by_index)
+
+
+def top_singular_triplet(matrix: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Top singular value s, left (rows,) and right (cols,) unit vectors of matrix (rows, cols).
+
+    From the eigenvector of the smaller Gram matrix; the other vector is its image, normalised
+    by its own norm (= s). A zero matrix gives s = 0 and zero vectors.
+    """
+    rows, cols = matrix.shape
+    if rows <= cols:
+        _, vector = symmetric_eigh(matrix @ matrix.T, (rows - 1, rows - 1))
+        left = vector[:, 0]
+        right = matrix.T @ left
+        value = float(np.linalg.norm(right))
+        return value, left, (right / value if value else right)
+    _, vector = symmetric_eigh(matrix.T @ matrix, (cols - 1, cols - 1))
+    right = vector[:, 0]
+    left = matrix @ right
+    value = float(np.linalg.norm(left))
+    return value, (left / value if value else left), right

@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from giantstep.linalg import symmetric_eigh
+from giantstep.linalg import top_singular_triplet
 
 #: Below this a Hermite coefficient is zero (the quadrature is accurate to ~1e-12).
 ZERO_COEFFICIENT = 1e-9
@@ -96,21 +96,8 @@ class UpdateTriplet:
 
 
 def update_triplet(update: np.ndarray) -> UpdateTriplet:
-    """Top singular triplet of update (N, d), from the smaller Gram matrix."""
-    rows, cols = update.shape
-    small = update @ update.T if rows <= cols else update.T @ update
-    size = small.shape[0]
-    value, vector = symmetric_eigh(small, (size - 1, size - 1))
-    s = math.sqrt(max(float(value[0]), 0.0))
-    if s == 0.0:
-        return UpdateTriplet(0.0, np.zeros(rows), np.zeros(cols))
-    if rows <= cols:
-        u = vector[:, 0]
-        v = update.T @ u / s
-    else:
-        v = vector[:, 0]
-        u = update @ v / s
-    return UpdateTriplet(s, u, v)
+    """Top singular triplet of update (N, d)."""
+    return UpdateTriplet(*top_singular_triplet(update))
 
 
 def spike_terms(

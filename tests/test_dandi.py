@@ -38,8 +38,9 @@ def test_each_step_records_overlaps_learned_and_predicted_subspaces():
     network, teacher = build(config)
     layers = [network.first_layer]
     plan = StepPlan(480, config.compute.block_size)
-    layers += [n.first_layer for n in giant_steps(network, teacher, plan, 2, result.step_size, 0)]
-    prediction = predict("z1 + z1*z2", 1, 2, "relu")
+    steps = giant_steps(network, teacher, plan, steps=2, step_size=result.step_size, seed=0)
+    layers += [n.first_layer for n in steps]
+    prediction = predict("z1 + z1*z2", 1, 2, activation="relu")
     for a, w in zip(result.alignment, layers, strict=True):
         # Full matrices are the dense products; the eigenvalues are those of M̂ᵀM̂/N.
         np.testing.assert_allclose(a.m, w @ teacher.directions.T, atol=1e-10)

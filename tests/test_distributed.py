@@ -1,7 +1,10 @@
-"""Dask, for real: a local scheduler and two worker processes started here, shared by the module.
+"""Dask, for real: local clusters of one and two worker processes started here.
 
-One run spread over the workers equals the local run; a sweep on the cluster stores the same
-numbers as in-process and local processes; a worker killed mid-sweep costs nothing.
+Every streamed sum (gradient, Gram statistics, spectrum sums, ζ, left vectors) computed here,
+spread over one worker and over two, and densely, agrees: local = spread to 1e-12, one worker =
+two workers bit for bit (the summation tree depends only on the pieces). A run spread over the
+workers sends every streamed sum there; a sweep on the cluster stores the same numbers as
+in-process and local processes; a worker killed mid-sweep costs nothing.
 """
 
 import os
@@ -12,22 +15,45 @@ import pytest
 from click.testing import CliRunner
 
 import giantstep
+from giantstep.activations import get_activation
 from giantstep.cli import main
-from giantstep.distributed import _pieces, run_spread, spread_over
+from giantstep.data import CHUNK_ROWS, RIDGE, TRAIN, SampleStream
+from giantstep.executors import local_processes
+from giantstep.model import initialize
+from giantstep.readout import feature_statistics
+from giantstep.reduction import BLOCKS_PER_TASK, pieces, reduce_blocks
+from giantstep.spectrum import Probes, feature_sums, first_batch_zeta, left_vectors, top_spectrum
 from giantstep.store import OK, Store, load
 from giantstep.sweep import parse_sweep, run_sweep
+from giantstep.targets import Teacher
+from giantstep.theory.bands import update_triplet
+from giantstep.train import gradient
 
 distributed = pytest.importorskip("distributed")
 
 TIMING = {"seconds", "peak_memory_bytes", "finished"}
 
 
+def start_client(workers: int):
+    cluster = distributed.LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    return cluster, distributed.Client(cluster)
+
+
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    with distributed.Client(cluster) as c:
+    cluster, c = start_client(2)
+    with c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def single():
+    """A cluster of one worker, to compare with two."""
+    cluster, c = start_client(1)
+    with c:
         yield c
     cluster.close()
 
@@ -44,53 +70,157 @@ def numbers(path) -> dict:
     return out
 
 
+# Enough blocks of 256 rows for several pieces of BLOCKS_PER_TASK blocks in every sum.
 SPREAD_CONFIG = {
     "dim": 40,
     "width": 30,
     "activation": "tanh",
     "target": {"expression": "z1 + z1*z2", "noise": 0.1},
     "preset": "dandi",
-    "train": {"steps": 2, "batch_size": 2800, "step_size": {"scale": 2.0, "width_exponent": 1}},
-    "readout": {"samples": 1500, "ridge": [1e-3, 1e-1]},
-    "test": {"samples": 1000},
-    "compute": {"block_size": 512},
+    "train": {"steps": 2, "batch_size": 5000, "step_size": {"scale": 2.0, "width_exponent": 1}},
+    "readout": {"samples": 4700, "ridge": [1e-3, 1e-1]},
+    "test": {"samples": 2600},
+    "compute": {"block_size": 256},
 }
+ROWS = 3 * BLOCKS_PER_TASK * CHUNK_ROWS + 100  # four pieces, the last one short
 
 
 def test_pieces_are_whole_blocks():
-    assert _pieces(2800, 512, 2) == [(0, 1024), (1024, 1024), (2048, 752)]
-    assert _pieces(2800, 512, 8) == [(0, 2800)]
+    assert pieces(2800, 512, 2) == [(0, 1024), (1024, 1024), (2048, 752)]
+    assert pieces(2800, 512, 8) == [(0, 2800)]
 
 
-def test_a_run_spread_over_the_workers_equals_the_local_run(client):
-    local = giantstep.run(SPREAD_CONFIG)
-    for blocks_per_task in (1, 2):
-        spread = run_spread(SPREAD_CONFIG, client, blocks_per_task)
-        for a, b in zip(local.errors, spread.errors, strict=True):
-            assert b.train_error == pytest.approx(a.train_error, rel=1e-10, abs=1e-12)
-            assert b.test_error == pytest.approx(a.test_error, rel=1e-10, abs=1e-12)
-        for a, b in zip(local.alignment, spread.alignment, strict=True):
-            np.testing.assert_allclose(b.direction_alignment, a.direction_alignment, rtol=1e-10)
-            if a.update_cosine is not None:
-                assert b.update_cosine == pytest.approx(a.update_cosine, rel=1e-10)
-    # The additions follow a fixed tree over the pieces: the same numbers every time, whichever
-    # worker finishes first.
-    assert timeless(run_spread(SPREAD_CONFIG, client, 1)) == timeless(
-        run_spread(SPREAD_CONFIG, client, 1)
+def kernel_setup():
+    act = get_activation("softplus")
+    initial = initialize(4, 19, 30, activation=act, preset="moniri")
+    teacher = Teacher.draw(4, "z1 + He2(z1)/2", 30, noise=0.2)
+    batch = SampleStream(4, (TRAIN, 0), 30)
+    grad = gradient(initial, teacher, batch, n_samples=600, block_size=CHUNK_ROWS, residual="y")
+    network = initial.with_first_layer(initial.first_layer - 6.0 * grad)
+    return initial, network, teacher
+
+
+def streamed_sums(initial, network, teacher, executor):
+    """Every streamed kernel of the package on the same rows, with the given executor."""
+    stream = SampleStream(5, (RIDGE, 0), 30)
+    rows = {"n_samples": ROWS, "block_size": CHUNK_ROWS, "executor": executor}
+    zeta = first_batch_zeta(teacher, stream, **rows)
+    probes = Probes(teacher.directions[0], zeta, initial.first_layer.T @ initial.second_layer, 2)
+    triplet = update_triplet(network.first_layer - initial.first_layer)
+    mu = network.activation.hermite_coefficients(2)
+    sums = feature_sums(
+        network, initial, teacher, stream, probes=probes, triplet=triplet, mu=mu,
+        residual_grams=True, **rows,
+    )  # fmt: skip
+    spectrum = top_spectrum(sums.gram, sums.probe_cross, sums.probe_gram, sums.count, 4)
+    return {
+        "gradient": gradient(network, teacher, stream, residual="y-f", **rows),
+        "gram": feature_statistics(network, teacher, stream, **rows),
+        "zeta": zeta,
+        "spectrum": sums,
+        "left vectors": left_vectors(network, stream, spectrum=spectrum, count=sums.count, **rows),
+        "_top": spectrum,
+    }
+
+
+def arrays_of(value) -> dict[str, np.ndarray]:
+    """The arrays (and scalars) of a sum, by name."""
+    if isinstance(value, np.ndarray):
+        return {"": value}
+    return {k: np.asarray(v) for k, v in vars(value).items() if v is not None}
+
+
+def test_every_streamed_sum_local_spread_and_dense_agree(client, single):
+    initial, network, teacher = kernel_setup()
+    local = streamed_sums(initial, network, teacher, None)
+    two = streamed_sums(initial, network, teacher, client)
+    one = streamed_sums(initial, network, teacher, single)
+    for name in ("gradient", "gram", "zeta", "spectrum", "left vectors"):
+        for field, value in arrays_of(local[name]).items():
+            np.testing.assert_allclose(
+                arrays_of(two[name])[field], value, rtol=1e-12, atol=1e-12, err_msg=name + field
+            )
+            # The same tree of additions on one worker as on two: the same bits.
+            np.testing.assert_array_equal(
+                arrays_of(one[name])[field], arrays_of(two[name])[field], err_msg=name + field
+            )
+    # Dense references on the whole set of rows.
+    block = SampleStream(5, (RIDGE, 0), 30).rows(0, ROWS)
+    x = block.x.copy()
+    _, y = teacher.labels(block)
+    f = network.features(x)
+    np.testing.assert_allclose(local["gram"].gram, f.T @ f, rtol=1e-10)
+    np.testing.assert_allclose(local["zeta"], x.T @ y / ROWS, rtol=1e-10)
+    np.testing.assert_allclose(local["spectrum"].gram0, initial.features(x).T @ initial.features(x),
+                               rtol=1e-10)  # fmt: skip
+    s, a = network.output_scale, network.second_layer
+    value, slope = network.activation.value_and_derivative(x @ network.first_layer.T)
+    r = y - s * value @ a
+    dense = -(s / ROWS) * (slope * np.outer(r, a)).T @ x
+    np.testing.assert_allclose(local["gradient"], dense, rtol=1e-10, atol=1e-13)
+    u = f @ local["_top"].right / (local["_top"].values * np.sqrt(ROWS))
+    np.testing.assert_allclose(local["left vectors"], u, rtol=1e-10, atol=1e-12)
+
+
+class RecordingClient:
+    """A Dask client that records what each streamed sum it is sent is (its ``name``)."""
+
+    def __init__(self, client):
+        self.client = client
+        self.sums: list[str] = []
+
+    def scatter(self, data, **kwargs):
+        self.sums.append(data.name)
+        return self.client.scatter(data, **kwargs)
+
+    def submit(self, *args, **kwargs):
+        return self.client.submit(*args, **kwargs)
+
+    def gather(self, *args, **kwargs):
+        return self.client.gather(*args, **kwargs)
+
+
+def test_a_spread_run_sends_every_streamed_sum_to_the_workers(client):
+    config = {**SPREAD_CONFIG, "train": {**SPREAD_CONFIG["train"], "steps": 1},
+              "spectrum": {"enabled": True, "top": 5, "max_degree": 2}}  # fmt: skip
+    recording = RecordingClient(client)
+    spread = giantstep.run(config, executor=recording)
+    assert recording.sums == ["gradient", "zeta", "spectrum", "spectrum"]
+    local = giantstep.run(config)
+    for a, b in zip(local.errors, spread.errors, strict=True):
+        assert b.test_error == pytest.approx(a.test_error, rel=1e-10)
+    assert spread.spectrum.singular_values == pytest.approx(
+        local.spectrum.singular_values, rel=1e-10
     )
+    plain = RecordingClient(client)
+    giantstep.run(SPREAD_CONFIG, executor=plain)
+    assert plain.sums == ["gradient", "gradient", "gram", "gram"]
+
+
+def test_a_run_spread_over_the_workers_equals_the_local_run(client, single):
+    local = giantstep.run(SPREAD_CONFIG)
+    spread = giantstep.run(SPREAD_CONFIG, executor=client)
+    for a, b in zip(local.errors, spread.errors, strict=True):
+        assert b.train_error == pytest.approx(a.train_error, rel=1e-10, abs=1e-12)
+        assert b.test_error == pytest.approx(a.test_error, rel=1e-10, abs=1e-12)
+    for a, b in zip(local.alignment, spread.alignment, strict=True):
+        np.testing.assert_allclose(b.direction_alignment, a.direction_alignment, rtol=1e-10)
+        if a.update_cosine is not None:
+            assert b.update_cosine == pytest.approx(a.update_cosine, rel=1e-10)
+    # The additions follow a fixed tree over the pieces: the same numbers on one worker as on
+    # two, whichever finishes first.
+    assert timeless(giantstep.run(SPREAD_CONFIG, executor=single)) == timeless(spread)
 
 
 def timeless(result):
     return result.model_dump(exclude={"seconds", "peak_memory_bytes"})
 
 
-def test_spread_is_scoped(client):
-    from giantstep.distributed import active_spread
-
-    assert active_spread() is None
-    with spread_over(client, 3) as spread:
-        assert active_spread() is spread and spread.blocks_per_task == 3
-    assert active_spread() is None
+def test_an_executor_that_is_not_one_is_named():
+    with pytest.raises(ValueError, match="executor"):
+        giantstep.run(SPREAD_CONFIG, executor="dask")
+    with pytest.raises(ValueError, match="executor"):
+        reduce_blocks(None, SampleStream(0, (0,), 3), 10, 256, executor=4)
 
 
 SWEEP = {
@@ -110,12 +240,13 @@ SWEEP = {
 def test_executors_store_identical_numbers(client, tmp_path):
     sweep = parse_sweep(SWEEP)
     stores = {}
-    for executor in ("inprocess", "processes", "dask"):
-        path = tmp_path / f"{executor}.sqlite"
-        with Store(path) as store:
-            summary = run_sweep(sweep, store, executor=executor, workers=2, client=client)
-        assert (summary.done, summary.failed) == (6, 0)
-        stores[executor] = numbers(path)
+    with local_processes(2) as pool:
+        for name, executor in (("inprocess", None), ("processes", pool), ("dask", client)):
+            path = tmp_path / f"{name}.sqlite"
+            with Store(path) as store:
+                summary = run_sweep(sweep, store, executor=executor)
+            assert (summary.done, summary.failed) == (6, 0)
+            stores[name] = numbers(path)
     assert len(stores["inprocess"]) == 6
     assert stores["processes"] == stores["inprocess"]
     assert stores["dask"] == stores["inprocess"]
@@ -165,7 +296,7 @@ def test_a_worker_lost_mid_sweep_costs_nothing(client, tmp_path):
             killed.append(victim)
 
     with Store(tmp_path / "r.sqlite") as store:
-        summary = run_sweep(sweep, store, executor="dask", client=client, callback=kill_after_first)
+        summary = run_sweep(sweep, store, executor=client, callback=kill_after_first)
         assert killed
         assert (summary.done, summary.failed) == (8, 0)
         assert set(store.status().values()) == {OK} and len(store) == 8
@@ -275,7 +406,6 @@ def test_documented_commands_with_dask_scheduler_and_worker_processes(tmp_path):
                     }
                 ),
                 local,
-                executor="inprocess",
             )
         assert numbers(store) == numbers(here)
     finally:

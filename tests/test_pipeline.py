@@ -5,8 +5,8 @@ import pytest
 
 from giantstep import ConfigError, DivergenceError, run
 from giantstep.activations import get_activation
-from giantstep.config import CHUNK_ROWS, validate_config
-from giantstep.data import RIDGE, TRAIN, SampleStream
+from giantstep.config import validate_config
+from giantstep.data import CHUNK_ROWS, RIDGE, TRAIN, SampleStream
 from giantstep.model import initialize
 from giantstep.readout import GramStatistics, feature_statistics, ridge_path
 from giantstep.targets import Teacher
@@ -16,7 +16,7 @@ DIM, WIDTH, ROWS = 24, 17, 1000  # ROWS is deliberately not a multiple of the bl
 
 
 def small_setup(activation="tanh", preset="moniri", expression="z1 + z1*z2"):
-    network = initialize(3, WIDTH, DIM, get_activation(activation), preset)
+    network = initialize(3, WIDTH, DIM, activation=get_activation(activation), preset=preset)
     teacher = Teacher.draw(3, expression, DIM, noise=0.3)
     return network, teacher
 
@@ -28,7 +28,7 @@ def dense_rows(stream, n):
 
 @pytest.mark.parametrize("distribution", ["gaussian", "rademacher", "sphere"])
 def test_rows_do_not_depend_on_block_size(distribution):
-    stream = SampleStream(7, (TRAIN, 2), DIM, distribution)
+    stream = SampleStream(7, (TRAIN, 2), DIM, distribution=distribution)
     reference = stream.rows(0, ROWS).x.copy()
     for size in (CHUNK_ROWS, 2 * CHUNK_ROWS, 4 * CHUNK_ROWS):
         parts = [b.x.copy() for b in stream.blocks(ROWS, size)]
@@ -36,11 +36,11 @@ def test_rows_do_not_depend_on_block_size(distribution):
 
 
 def test_distributions_have_their_shape():
-    sphere = SampleStream(1, (TRAIN, 0), DIM, "sphere").rows(0, 300).x
+    sphere = SampleStream(1, (TRAIN, 0), DIM, distribution="sphere").rows(0, 300).x
     np.testing.assert_allclose(np.linalg.norm(sphere, axis=1), np.sqrt(DIM), rtol=1e-12)
-    signs = SampleStream(1, (TRAIN, 0), DIM, "rademacher").rows(0, 300).x
+    signs = SampleStream(1, (TRAIN, 0), DIM, distribution="rademacher").rows(0, 300).x
     assert set(np.unique(signs)) == {-1.0, 1.0}
-    gauss = SampleStream(1, (TRAIN, 0), 2000, "gaussian").rows(0, 512).x
+    gauss = SampleStream(1, (TRAIN, 0), 2000, distribution="gaussian").rows(0, 512).x
     assert abs(gauss.mean()) < 0.01 and abs(gauss.var() - 1) < 0.01
 
 
@@ -63,7 +63,9 @@ def test_streamed_gradient_equals_dense(residual, preset):
     r = y - s * np.tanh(pre) @ a if residual == "y-f" else y
     dense = -(s / ROWS) * ((1 - np.tanh(pre) ** 2) * np.outer(r, a)).T @ x
     for size in (CHUNK_ROWS, 2 * CHUNK_ROWS, 4 * CHUNK_ROWS):
-        streamed = gradient(network, teacher, stream, ROWS, size, residual)
+        streamed = gradient(
+            network, teacher, stream, n_samples=ROWS, block_size=size, residual=residual
+        )
         np.testing.assert_allclose(streamed, dense, rtol=1e-10, atol=1e-13)
 
 
@@ -73,7 +75,7 @@ def test_streamed_gram_and_errors_equal_dense():
     x, block = dense_rows(stream, ROWS)
     _, y = teacher.labels(block)
     features = np.maximum(x @ network.first_layer.T, 0)
-    stats = feature_statistics(network, teacher, stream, ROWS, CHUNK_ROWS)
+    stats = feature_statistics(network, teacher, stream, n_samples=ROWS, block_size=CHUNK_ROWS)
     np.testing.assert_allclose(stats.gram, features.T @ features, rtol=1e-10)
     np.testing.assert_allclose(stats.cross, features.T @ y, rtol=1e-10)
     assert stats.count == ROWS and np.isclose(stats.sum_sq, y @ y, rtol=1e-12)

@@ -8,8 +8,7 @@ import pytest
 
 from giantstep import run
 from giantstep.activations import get_activation
-from giantstep.config import CHUNK_ROWS
-from giantstep.data import RIDGE, TRAIN, SampleStream
+from giantstep.data import CHUNK_ROWS, RIDGE, TRAIN, SampleStream
 from giantstep.hermite import hermite
 from giantstep.model import initialize
 from giantstep.spectrum import (
@@ -31,12 +30,12 @@ DIM, WIDTH, ROWS, K = 30, 19, 1100, 3
 def stepped_setup(activation="softplus"):
     """A network after one large step (so the spikes are visible even at these sizes)."""
     act = get_activation(activation)
-    initial = initialize(4, WIDTH, DIM, act, "moniri")
+    initial = initialize(4, WIDTH, DIM, activation=act, preset="moniri")
     teacher = Teacher.draw(4, "z1 + He2(z1)/2", DIM, noise=0.2)
     batch = SampleStream(4, (TRAIN, 0), DIM)
-    grad = gradient(initial, teacher, batch, 600, CHUNK_ROWS, "y")
+    grad = gradient(initial, teacher, batch, n_samples=600, block_size=CHUNK_ROWS, residual="y")
     network = initial.with_first_layer(initial.first_layer - 6.0 * grad)
-    zeta = first_batch_zeta(teacher, batch, 600, CHUNK_ROWS)
+    zeta = first_batch_zeta(teacher, batch, n_samples=600, block_size=CHUNK_ROWS)
     probes = Probes(teacher.directions[0], zeta, initial.first_layer.T @ initial.second_layer, K)
     mu = act.hermite_coefficients(K)
     return initial, network, teacher, probes, mu, zeta
@@ -72,7 +71,16 @@ def test_streamed_spectrum_equals_dense_svd():
     u, s, vt = np.linalg.svd(features / math.sqrt(ROWS), full_matrices=False)
     for size in (CHUNK_ROWS, 2 * CHUNK_ROWS, 5 * CHUNK_ROWS):
         sums = feature_sums(
-            network, initial, teacher, stream, ROWS, size, probes, triplet, mu, True
+            network,
+            initial,
+            teacher,
+            stream,
+            n_samples=ROWS,
+            block_size=size,
+            probes=probes,
+            triplet=triplet,
+            mu=mu,
+            residual_grams=True,
         )
         np.testing.assert_allclose(sums.probe_gram, dense_probes.T @ dense_probes, rtol=1e-10)
         spec = top_spectrum(sums.gram, sums.probe_cross, sums.probe_gram, sums.count, 6)
@@ -96,7 +104,9 @@ def test_streamed_spectrum_equals_dense_svd():
         np.testing.assert_allclose(sums.statistics("F0").gram, features0.T @ features0, rtol=1e-10)
 
     # Left vectors on the rows, from a second pass, equal the dense ones up to sign.
-    rows = left_vectors(network, stream, ROWS, CHUNK_ROWS, spec, sums.count)
+    rows = left_vectors(
+        network, stream, n_samples=ROWS, block_size=CHUNK_ROWS, spectrum=spec, count=sums.count
+    )
     np.testing.assert_allclose(np.abs(rows.T @ u[:, :6]), np.eye(6), atol=1e-9)
 
 

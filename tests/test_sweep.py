@@ -167,13 +167,13 @@ def test_divergence_is_recorded_and_the_sweep_goes_on(tmp_path):
         }
     )
     with Store(tmp_path / "r.sqlite") as store:
-        summary = run_sweep(sweep, store, executor="inprocess")
+        summary = run_sweep(sweep, store)
         assert (summary.done, summary.failed, summary.skipped) == (2, 2, 0)
         statuses = sorted(store.status().values())
         assert statuses == [DIVERGED, DIVERGED, OK, OK]
         # Rerun: diverged runs are final (skipped); --retry reruns them.
-        assert run_sweep(sweep, store, executor="inprocess").skipped == 4
-        again = run_sweep(sweep, store, executor="inprocess", retry=True)
+        assert run_sweep(sweep, store).skipped == 4
+        again = run_sweep(sweep, store, retry=True)
         assert (again.skipped, again.failed) == (2, 2)
     frame = load(tmp_path / "r.sqlite")
     diverged = frame[frame["status"] == DIVERGED]
@@ -186,7 +186,7 @@ def test_failed_runs_are_retried(tmp_path):
     runs = sweep.expand()
     with Store(tmp_path / "r.sqlite") as store:
         store.add_failure(runs[0].config, "worker lost")
-        summary = run_sweep(sweep, store, executor="inprocess")
+        summary = run_sweep(sweep, store)
         assert (summary.done, summary.skipped) == (2, 0)
         assert set(store.status().values()) == {OK}
         assert FAILED not in store.status().values()
@@ -264,5 +264,5 @@ def test_kill_9_loses_no_finished_run_and_a_rerun_finishes(tmp_path):
 
     # The same numbers as an uninterrupted sweep (here in-process, in this process).
     with Store(tmp_path / "whole.sqlite") as whole:
-        assert run_sweep(load_sweep(sweep_file), whole, executor="inprocess").done == 12
+        assert run_sweep(load_sweep(sweep_file), whole).done == 12
     assert numbers(tmp_path / "whole.sqlite") == after

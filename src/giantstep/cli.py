@@ -1,9 +1,10 @@
-"""The ``giantstep`` command."""
+"""The ``giantstep`` command: parses the command line, calls the library, prints with render."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from giantstep import render
 from giantstep.config import ConfigError, load_config
+from giantstep.executors import open_executor
 from giantstep.train import DivergenceError
 
 #: Exit code for bad input and diverging runs (the same as click's usage errors).
@@ -27,17 +28,26 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def reports_bad_input(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn config errors and divergence into a one-line message and exit code 2."""
+def reports_bad_input(flags: dict[str, str] | None = None) -> Callable:
+    """Turn config errors and divergence into a one-line message and exit code 2.
 
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (ConfigError, DivergenceError) as err:
-            _fail(str(err))
+    Library errors name the argument (``scheduler: ...``); ``flags`` maps such a leading
+    argument name to the command's flag (``--scheduler: ...``).
+    """
+    names = {"override": "--set", **(flags or {})}
+    pattern = re.compile(rf"^({'|'.join(map(re.escape, names))})\b")
 
-    return wrapper
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return command(*args, **kwargs)
+            except (ConfigError, DivergenceError) as err:
+                _fail(pattern.sub(lambda m: names[m.group(1)], str(err), count=1))
+
+        return wrapper
+
+    return decorate
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -47,61 +57,6 @@ def write_atomically(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
-
-
-def _run_table(result: Any) -> Table:
-    table = Table(title="ridge readout (mean squared error)")
-    table.add_column("ridge λ", justify="right")
-    table.add_column("train error", justify="right")
-    table.add_column("test error", justify="right")
-    for e in result.errors:
-        table.add_row(f"{e.ridge:g}", f"{e.train_error:.4f}", f"{e.test_error:.4f}")
-    return table
-
-
-def _alignment_table(result: Any) -> Table:
-    rank = len(result.alignment[0].direction_alignment)
-    table = Table(title="first layer vs target directions")
-    table.add_column("step", justify="right")
-    for k in range(rank):
-        table.add_column(f"align z{k + 1}", justify="right")
-    table.add_column("update cosine", justify="right")
-    # The learned subspace (giantstep.overlaps) beside the predictor's (theory.learnable).
-    dim = result.config.dim
-    table.add_column("eigenvalues × d", justify="right")
-    table.add_column("learned", justify="right")
-    table.add_column("predicted", justify="right")
-    for a in result.alignment:
-        cosine = "—" if a.update_cosine is None else f"{a.update_cosine:.4f}"
-        values = " ".join(f"{v * dim:.3g}" for v in a.subspace_eigenvalues)
-        predicted = "—" if a.predicted is None else _span(a.predicted)
-        table.add_row(
-            str(a.step),
-            *(f"{v:.4f}" for v in a.direction_alignment),
-            cosine,
-            values,
-            _span(a.learned),
-            predicted,
-        )
-    return table
-
-
-def _span(rows: list[list[float]]) -> str:
-    """Directions as rows in target coordinates, e.g. ``(1, 0) (0, 1)``; ``{0}`` if none."""
-    return " ".join("(" + ", ".join(f"{x:.2g}" for x in r) + ")" for r in rows) or "{0}"
-
-
-def _spectrum_summary(s: Any) -> str:
-    mean = "none" if s.mean_spike is None else f"{s.mean_spike:.4g} (reported apart)"
-    spikes = ", ".join(f"{a.value:.4g} ({a.kind})" for a in s.spike_alignment) or "none"
-    lines = [
-        f"spectrum of F/√n: bulk edge of F₀ {s.bulk_edge:.4g} · mean spike {mean}",
-        f"learned spikes: {s.spikes} — {spikes} — band rule predicts {s.predicted_spikes}",
-    ]
-    if s.approximation_error:
-        norms = ", ".join(f"ℓ={k + 1}: {v:.3f}" for k, v in enumerate(s.approximation_error))
-        lines.append(f"‖F − F_ℓ‖_op/√n: {norms}")
-    return "\n".join(lines)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,9 +84,9 @@ def main() -> None:
     "--scheduler",
     metavar="ADDRESS",
     default=None,
-    help="Spread the run's sample blocks over a Dask cluster's workers (tcp://host:port).",
+    help="Spread every streamed sum of the run over a Dask cluster's workers (tcp://host:port).",
 )
-@reports_bad_input
+@reports_bad_input({"scheduler": "--scheduler"})
 def run(
     config_file: str | None,
     overrides: tuple[str, ...],
@@ -144,43 +99,15 @@ def run(
 
     config = load_config(config_file, overrides)
     progress = not as_json and sys.stderr.isatty()
-    if scheduler is None:
-        result = run_experiment(config, progress=progress)
-    else:
-        from giantstep.distributed import connect, run_spread
-
-        with connect(scheduler) as client:
-            result = run_spread(config, client, progress=progress)
+    with open_executor("dask" if scheduler else "inprocess", scheduler=scheduler) as executor:
+        result = run_experiment(config, executor=executor, progress=progress)
     text = result.model_dump_json(indent=2)
     if out is not None:
         write_atomically(out / "result.json", text + "\n")
     if as_json:
         click.echo(text)
-        return
-    console = Console()
-    c = result.config
-    console.print(
-        f"[bold]giantstep[/bold] {c.preset} · σ = {c.activation} · target {c.target.expression}"
-        f" · d = {c.dim}, N = {c.width}, n = {c.train.batch_size}, T = {c.train.steps}"
-        f" · residual {c.train.residual}"
-    )
-    console.print(f"step size η = {result.step_size:.6g}")
-    console.print(_alignment_table(result))
-    console.print(
-        f"learned: eigenvalues of M̂ᵀM̂/N above {c.measure.learned_threshold:g}/d · predicted: "
-        f"Dandi et al.'s rules for n = Θ(d^{c.batch_exponent()}) (set theory.batch_exponent)"
-    )
-    if result.predicted_update_cosine is not None:
-        console.print(
-            f"predicted update cosine γ = {result.predicted_update_cosine:.4f} "
-            "(the theory's limit for residual y after one step)"
-        )
-    console.print(_run_table(result))
-    if result.spectrum is not None:
-        console.print(_spectrum_summary(result.spectrum))
-    console.print(
-        f"{result.seconds:.1f} s · peak memory {result.peak_memory_bytes / 2**20:.0f} MiB"
-    )
+    else:
+        render.print_run(result)
 
 
 def _hermite_coefficients(activation: str, max_degree: int):
@@ -207,15 +134,8 @@ def hermite(activation: str, max_degree: int, as_json: bool) -> None:
     coefficients = _hermite_coefficients(activation, max_degree)
     if as_json:
         click.echo(json.dumps({"activation": activation, "coefficients": coefficients.tolist()}))
-        return
-    table = Table(title=f"Hermite coefficients of {activation}")
-    table.add_column("k", justify="right")
-    table.add_column("μ_k", justify="right")
-    for k, mu in enumerate(coefficients):
-        # Below the quadrature's accuracy a coefficient is zero (tanh has no even ones).
-        table.add_row(str(k), f"{mu:.12g}" if abs(mu) > 1e-12 else "0")
-    Console().print(table)
-    click.echo("μ_k = E[σ(g) He_k(g)], g ~ N(0,1); σ = Σ_k μ_k He_k / k!")
+    else:
+        render.print_hermite(activation, coefficients)
 
 
 @theory.command()
@@ -245,46 +165,14 @@ def learnable(expression: str, batch_exponent: int, steps: int, activation: str,
     except ValueError as err:
         _fail(f"activation: {err}")
     try:
-        prediction = predict(expression, batch_exponent, steps, activation)
+        prediction = predict(expression, batch_exponent, steps, activation=activation)
     except ValueError as err:
         _fail(f"expression: {err}")
     if as_json:
         click.echo(json.dumps(prediction.to_dict()))
-        return
-    names = [f"z{i + 1}" for i in range(prediction.rank)]
-
-    def vector(v: Any) -> str:
-        return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
-
-    table = Table(
-        title=f"{expression}: learned subspace, n = Θ(d^{batch_exponent}), σ = {activation}"
-    )
-    table.add_column("step", justify="right")
-    table.add_column("dim", justify="right")
-    table.add_column(f"added directions in ({', '.join(names)})")
-    table.add_column("basis of the learned subspace")
-    for t, basis in enumerate(prediction.subspaces):
-        added = prediction.added[t - 1] if t else basis
-        table.add_row(
-            str(t),
-            str(basis.shape[0]),
-            " ".join(vector(v) for v in added) or "—",
-            " ".join(vector(v) for v in basis) or "{0}",
-        )
-    Console().print(table)
-    exact = (
-        "exact (polynomial)"
-        if prediction.exact
-        else f"numerical, degrees ≤ {prediction.max_degree}"
-    )
-    click.echo(f"leap index {prediction.leap_index} · Hermite tensors {exact}")
-    support = activation_support(activation, len(prediction.coefficients) - 1)
-    mu = ", ".join(
-        f"μ{k}={m:.3g}" if support[k] else f"μ{k}=0"
-        for k, m in enumerate(prediction.coefficients)
-        if k
-    )
-    click.echo(f"σ = {activation}: {mu}")
+    else:
+        support = activation_support(activation, len(prediction.coefficients) - 1)
+        render.print_learnable(prediction, support)
 
 
 @theory.command()
@@ -308,19 +196,8 @@ def phases(activation: str, max_degree: int, as_json: bool) -> None:
             ],
         }  # fmt: skip
         click.echo(json.dumps(payload))
-        return
-    table = Table(title=f"spikes of one giant step, σ = {activation} (η = c·n^α)")
-    for column in ("α band", "ℓ", "spiking degrees k (μ_k ≠ 0)", "spikes"):
-        table.add_column(column)
-    for b in rows:
-        degrees = ", ".join(map(str, b.degrees)) or "—"
-        table.add_row(f"({b.lower}, {b.upper})", str(b.ell), degrees, str(b.spikes))
-    Console().print(table)
-    click.echo(
-        "Term k separates from the bulk iff α > (k−1)/(2k); term ℓ+1 is negligible iff "
-        "α < ℓ/(2ℓ+2). At a boundary the count depends on the constants. The mean spike "
-        "(μ_0 ≠ 0) is not counted."
-    )
+    else:
+        render.print_phases(activation, rows)
 
 
 @main.command()
@@ -368,47 +245,11 @@ def reproduce(name: str | None, quick: bool, out: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
-        console = Console()
-        console.print(report.table())
-        for figure in report.figures:
-            console.print(f"figure: {figure}")
-        verdict = "all predictions hold" if report.ok else "a prediction FAILED"
-        console.print(f"{report.seconds:.0f} s · {verdict}")
+        render.print_report(report)
     sys.exit(0 if report.ok else 1)
 
 
 # -- sweeps, the results store and plots (giantstep.sweep / store / plots) ---------------------
-
-
-def _sweep_progress():
-    """A rich progress bar over runs (on a terminal) or one line per run; a sweep callback."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    tty = sys.stderr.isatty()
-    progress = Progress(
-        TextColumn("sweep"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[counts]}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not tty,
-    )
-    state: dict[str, Any] = {}
-
-    def callback(summary, planned, outcome) -> None:
-        counts = f"done {summary.done} · skipped {summary.skipped} · failed {summary.failed}"
-        finished = summary.done + summary.skipped + summary.failed
-        if "task" not in state:
-            state["task"] = progress.add_task("runs", total=summary.total, counts=counts)
-        progress.update(state["task"], completed=finished, counts=counts)
-        if planned is not None and not tty:
-            verdict = "ok" if outcome.result is not None else "FAILED"
-            if outcome.diverged:
-                verdict = "diverged"
-            click.echo(f"[{finished}/{summary.total}] {verdict} {planned.label()}", err=True)
-
-    return progress, callback
 
 
 @main.command()
@@ -448,7 +289,7 @@ def _sweep_progress():
 )
 @click.option("--retry", is_flag=True, help="Also rerun diverged runs (failed ones always are).")
 @click.option("--dry-run", is_flag=True, help="Validate and list the runs; run nothing.")
-@reports_bad_input
+@reports_bad_input({"scheduler": "--scheduler", "executor": "--executor"})
 def sweep(
     sweep_file: str,
     store_path: Path,
@@ -468,9 +309,6 @@ def sweep(
     from giantstep.store import Store
     from giantstep.sweep import load_sweep, run_sweep
 
-    executor = executor or ("dask" if scheduler else "processes")
-    if scheduler and executor != "dask":
-        _fail(f"--scheduler {scheduler}: only with --executor dask")
     plan = load_sweep(sweep_file)
     runs = plan.expand()  # every config validated before any run
     if dry_run:
@@ -478,38 +316,20 @@ def sweep(
         if store_path.exists():
             with Store(store_path) as store:
                 status = store.status(p.key for p in runs)
-        for planned in runs:
-            state = status.get(planned.key, "to run")
-            click.echo(f"{planned.key[:12]}  {state:8s}  {planned.label()}")
-        click.echo(f"{len(runs)} runs, {len(runs) - len(status)} not in {store_path}")
+        render.print_dry_run(runs, status, store_path)
         return
-    client = None
-    if executor == "dask":
-        from giantstep.sweep import connect
-
-        if scheduler is None:
-            _fail("--executor dask needs --scheduler ADDRESS")
-        client = connect(scheduler, connect_timeout)
-    progress, callback = _sweep_progress()
-    try:
-        with Store(store_path) as store, progress:
-            summary = run_sweep(
-                runs,
-                store,
-                executor=executor,
-                workers=workers,
-                client=client,
-                retry=retry,
-                callback=callback,
-                name=plan.name,
-            )
-    finally:
-        if client is not None:
-            client.close()
-    click.echo(
-        f"{summary.total} runs: {summary.done} done, {summary.skipped} already in "
-        f"{store_path}, {summary.failed} failed · {summary.seconds:.1f} s"
-    )
+    progress, callback = render.sweep_progress()
+    with (
+        open_executor(
+            executor, workers=workers, scheduler=scheduler, timeout=connect_timeout
+        ) as pool,
+        Store(store_path) as store,
+        progress,
+    ):
+        summary = run_sweep(
+            runs, store, executor=pool, retry=retry, callback=callback, name=plan.name
+        )
+    render.print_sweep_summary(summary, store_path)
 
 
 @main.command()
@@ -524,7 +344,7 @@ def sweep(
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--columns", default=None, help="Comma-separated columns to list.")
-@reports_bad_input
+@reports_bad_input({"fmt": "--export"})
 def results(
     store_path: Path,
     filters: tuple[str, ...],
@@ -562,22 +382,7 @@ def results(
         frame = frame.sort_values(order, kind="stable")
     except (TypeError, ValueError):  # mixed types in a column: keep the store's order
         pass
-    table = Table(title=f"{store_path}: {len(frame)} runs")
-    for c in shown:
-        table.add_column(c, overflow="fold", no_wrap=c != "error")
-    for _, row in frame.iterrows():
-        table.add_row(*(row[c][:12] if c == "key" else _cell(row[c]) for c in shown))
-    # Piped output is not cut to 80 columns: the table is read by tools and people alike.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if value is None:
-        return "—"
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    render.print_runs(frame, shown, f"{store_path}: {len(frame)} runs")
 
 
 @main.command()
@@ -596,7 +401,7 @@ def _cell(value: Any) -> str:
 )
 @click.option("--logx", is_flag=True)
 @click.option("--logy", is_flag=True)
-@reports_bad_input
+@reports_bad_input({"x": "--x", "y": "--y", "hue": "--hue", "theory": "--theory", "out": "--out"})
 def plot(
     store_path: Path,
     filters: tuple[str, ...],

@@ -21,12 +21,16 @@ from pydantic import (
     model_validator,
 )
 
+from giantstep.activations import get_activation
+from giantstep.data import CHUNK_ROWS, Distribution, Dtype, SampleStream
+from giantstep.model import PRESETS, FirstLayerInit, SecondLayerInit
+from giantstep.targets import parse_target
+from giantstep.train import Residual
+
 PositiveInt = Annotated[int, Field(gt=0)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-
-#: Rows drawn from one counter-based generator; the unit that makes results independent of
-#: how the work is cut. ``compute.block_size`` must be a multiple of it.
-CHUNK_ROWS = 256
+#: The presets of ``giantstep.model.PRESETS``, as a type the validation can check.
+PresetName = Literal[tuple(PRESETS)]
 
 
 class ConfigError(ValueError):
@@ -50,7 +54,7 @@ class TrainConfig(_Section):
     steps: Annotated[int, Field(ge=0)] = 1
     batch_size: PositiveInt = 4000
     step_size: StepSizeConfig = StepSizeConfig()
-    residual: Literal["y-f", "y"] = "y-f"
+    residual: Residual = "y-f"
     reuse_batch: bool = False
 
 
@@ -61,8 +65,6 @@ class TargetConfig(_Section):
     @field_validator("expression")
     @classmethod
     def _parses(cls, value: str) -> str:
-        from giantstep.targets import parse_target
-
         parse_target(value)  # raises ValueError with the reason
         return value
 
@@ -71,12 +73,12 @@ class ModelConfig(_Section):
     """Overrides of the preset; ``None`` keeps the preset's choice."""
 
     output_scale: FiniteFloat | None = None
-    first_layer: Literal["sphere", "gaussian"] | None = None
-    second_layer: Literal["gaussian", "signs", "ones"] | None = None
+    first_layer: FirstLayerInit | None = None
+    second_layer: SecondLayerInit | None = None
 
 
 class DataConfig(_Section):
-    distribution: Literal["gaussian", "rademacher", "sphere"] = "gaussian"
+    distribution: Distribution = "gaussian"
 
 
 class ReadoutConfig(_Section):
@@ -103,7 +105,7 @@ class TestConfig(_Section):
 
 
 class ComputeConfig(_Section):
-    dtype: Literal["float64", "float32"] = "float64"
+    dtype: Dtype = "float64"
     block_size: PositiveInt = 4096
     #: Bytes the run may use; ``None`` means the machine's available memory.
     memory_limit: PositiveInt | None = None
@@ -151,7 +153,7 @@ class ExperimentConfig(_Section):
     seed: Annotated[int, Field(ge=0)] = 0
     dim: PositiveInt = 1000
     width: PositiveInt = 1000
-    preset: Literal["moniri", "dandi"] = "moniri"
+    preset: PresetName = "moniri"
     activation: str = "relu"
     target: TargetConfig = TargetConfig()
     model: ModelConfig = ModelConfig()
@@ -167,19 +169,26 @@ class ExperimentConfig(_Section):
     @field_validator("activation")
     @classmethod
     def _known_activation(cls, value: str) -> str:
-        from giantstep.activations import get_activation
-
         get_activation(value)  # raises ValueError naming the accepted activations
         return value
 
     @model_validator(mode="after")
     def _rank_fits_dim(self) -> ExperimentConfig:
-        from giantstep.targets import parse_target
-
         rank = parse_target(self.target.expression).rank
         if rank > self.dim:
             raise ValueError(f"target.expression uses z{rank} but dim is {self.dim}")
         return self
+
+    def stream(self, kind: int, index: int = 0) -> SampleStream:
+        """The samples of set ``(kind, index)`` of this experiment (``data.TRAIN`` batch ``t``,
+        ``data.RIDGE``, ``data.TEST``), with its distribution and dtype."""
+        return SampleStream(
+            self.seed,
+            (kind, index),
+            self.dim,
+            distribution=self.data.distribution,
+            dtype=self.compute.dtype,
+        )
 
     def batch_exponent(self) -> int:
         """``κ`` of ``n = Θ(d^κ)``: ``theory.batch_exponent``, else ``round(log n / log d)`` ≥ 1."""
@@ -233,7 +242,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set {item!r}: expected key=value")
+        raise ConfigError(f"override {item!r}: expected key=value")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:

@@ -1,9 +1,12 @@
-"""Streamed inputs: the rows of stream ``s`` for seed ``k`` are always the same rows.
+"""Randomness keys and streamed inputs: the rows of stream ``s`` for seed ``k`` are always the
+same rows.
 
 Rows are drawn in fixed chunks of ``CHUNK_ROWS``; chunk ``c`` of stream ``s`` comes from its own
 counter-based generator (Philox keyed by ``SeedSequence(seed, spawn_key=(DATA, *s, c))``). A block
 in memory is a whole number of chunks, so the block size, the thread count and the number of
 workers change the speed, never the rows.
+
+This module is a leaf of the package: it imports nothing of giantstep.
 """
 
 from __future__ import annotations
@@ -11,14 +14,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import KW_ONLY, dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
-from giantstep.config import CHUNK_ROWS
+#: Rows drawn from one counter-based generator; the unit that makes results independent of
+#: how the work is cut. A block size must be a multiple of it.
+CHUNK_ROWS = 256
 
+#: Input distributions (the config's ``data.distribution``).
 Distribution = Literal["gaussian", "rademacher", "sphere"]
+#: Floating types of the block arithmetic (the config's ``compute.dtype``).
+Dtype = Literal["float64", "float32"]
 
 # First entry of every spawn key: what the randomness is for. Fixed forever, so that a seed
 # means the same experiment in every version.
@@ -57,10 +65,18 @@ class SampleStream:
     seed: int
     key: tuple[int, ...]
     dim: int
+    _: KW_ONLY
     distribution: Distribution = "gaussian"
     dtype: np.dtype = np.dtype(np.float64)
 
     def __post_init__(self) -> None:
+        if self.distribution not in get_args(Distribution):
+            raise ValueError(
+                f"distribution: unknown {self.distribution!r}; one of "
+                + ", ".join(get_args(Distribution))
+            )
+        if np.dtype(self.dtype).name not in get_args(Dtype):
+            raise ValueError(f"dtype: {self.dtype!r} is not one of {', '.join(get_args(Dtype))}")
         object.__setattr__(self, "dtype", np.dtype(self.dtype))  # accept "float32" too
 
     def _fill_chunk(self, chunk: int, x: np.ndarray, noise: np.ndarray) -> None:
@@ -108,21 +124,20 @@ class SampleStream:
         if block_size % CHUNK_ROWS:
             raise ValueError(f"block_size={block_size} must be a multiple of {CHUNK_ROWS}")
         stop_row = start + n_samples
-        starts = list(range(start, stop_row, block_size))
-        if not starts:
+        if n_samples <= 0:
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
 
-            def submit(k: int, buffers: Block | None):
-                stop = min(starts[k] + block_size, stop_row)
-                return pool.submit(self.rows, starts[k], stop, buffers)
+            def submit(first: int, buffers: Block | None):
+                return pool.submit(self.rows, first, min(first + block_size, stop_row), buffers)
 
-            pending = submit(0, None)
+            pending = submit(start, None)
             previous = None
-            for k in range(len(starts)):
+            while pending is not None:
                 current = pending.result()
-                # The caller asked for block k, so it is done with block k - 1: reuse it.
-                pending = submit(k + 1, previous) if k + 1 < len(starts) else None
+                # The caller asked for this block, so it is done with the one before: reuse it.
+                following = current.start + block_size
+                pending = submit(following, previous) if following < stop_row else None
                 previous = current
                 yield current
 

@@ -15,11 +15,13 @@ from tqdm.auto import tqdm
 from giantstep.activations import get_activation
 from giantstep.alignment import direction_alignment, update_cosine
 from giantstep.config import ConfigError, ExperimentConfig, MeasureConfig, validate_config
-from giantstep.data import RIDGE, TEST, SampleStream, block_count
+from giantstep.data import RIDGE, TEST, block_count
 from giantstep.model import TwoLayerNetwork, initialize
 from giantstep.overlaps import learned_subspace, overlaps, summarize
 from giantstep.readout import feature_statistics, ridge_path
+from giantstep.reduction import check_executor
 from giantstep.spectrum import SpectrumResult
+from giantstep.spectrum import measure as measure_spectrum
 from giantstep.targets import Teacher
 from giantstep.theory.spikes import direction_cosine
 from giantstep.train import DivergenceError, StepPlan, giant_steps
@@ -120,8 +122,8 @@ def build(config: ExperimentConfig) -> tuple[TwoLayerNetwork, Teacher]:
         config.seed,
         config.width,
         config.dim,
-        activation,
-        config.preset,
+        activation=activation,
+        preset=config.preset,
         output_scale=config.model.output_scale,
         first_layer=config.model.first_layer,
         second_layer=config.model.second_layer,
@@ -134,9 +136,11 @@ def measure_alignment(
     network: TwoLayerNetwork,
     initial: TwoLayerNetwork,
     teacher: Teacher,
+    *,
     measure: MeasureConfig | None = None,
     predicted: list[list[float]] | None = None,
 ) -> StepAlignment:
+    """The :class:`StepAlignment` of ``network`` after ``step`` steps from ``initial``."""
     measure = measure or MeasureConfig()
     w = network.first_layer
     update = w - initial.first_layer
@@ -169,7 +173,7 @@ def predicted_subspaces(config: ExperimentConfig) -> list[list[list[float]]] | N
             config.target.expression,
             config.batch_exponent(),
             config.train.steps,
-            config.activation,
+            activation=config.activation,
         )
     except ValueError:
         return None  # e.g. a non-polynomial target of rank > 4
@@ -185,12 +189,44 @@ def predicted_update_cosine(config: ExperimentConfig, teacher: Teacher) -> float
     return direction_cosine(mu1, second_moment, config.dim, config.train.batch_size)
 
 
-def run(config: ExperimentConfig | dict[str, Any], progress: bool = False) -> RunResult:
+def run(
+    config: ExperimentConfig | dict[str, Any], *, executor: Any = None, progress: bool = False
+) -> RunResult:
     """Run one experiment: ``T`` giant steps, then the ridge readout for every ridge value.
 
-    Raises ConfigError (before any work) for a config that is invalid or cannot fit in memory,
-    and DivergenceError if the weights or errors stop being finite.
+    Parameters
+    ----------
+    config : ExperimentConfig or dict
+        The experiment; a dict of config tables (as TOML gives them) is validated first.
+    executor : None or distributed.Client, optional
+        Where every streamed sum (gradients, Gram matrices, spectrum sums) is computed: None
+        here, or spread over a Dask cluster's workers with the same result (see
+        :func:`giantstep.reduction.reduce_blocks`).
+    progress : bool
+        Show a progress bar over the blocks.
+
+    Returns
+    -------
+    RunResult
+        Errors per ridge value, alignment per step, the theory's predictions beside them.
+
+    Raises
+    ------
+    ConfigError
+        Before any work, for a config that is invalid or cannot fit in memory.
+    DivergenceError
+        If the weights or errors stop being finite.
+    ValueError
+        If ``executor`` is neither None nor a Dask client.
+
+    Examples
+    --------
+    >>> result = run({"dim": 30, "width": 20, "train": {"batch_size": 512},
+    ...               "readout": {"samples": 512, "ridge": [0.1]}, "test": {"samples": 256}})
+    >>> [round(e.test_error, 3) for e in result.errors]
+    [1.265]
     """
+    check_executor(executor)
     if not isinstance(config, ExperimentConfig):
         config = validate_config(config)
     check_memory(config)
@@ -199,11 +235,11 @@ def run(config: ExperimentConfig | dict[str, Any], progress: bool = False) -> Ru
     initial, teacher = build(config)
     c = config.compute
     plan = StepPlan(
-        config.train.batch_size, c.block_size, config.train.residual, config.train.reuse_batch
+        config.train.batch_size,
+        c.block_size,
+        residual=config.train.residual,
+        reuse_batch=config.train.reuse_batch,
     )
-
-    def stream(kind: int) -> SampleStream:
-        return SampleStream(config.seed, (kind, 0), config.dim, config.data.distribution, c.dtype)
 
     total_blocks = (
         config.train.steps * block_count(config.train.batch_size, c.block_size)
@@ -215,42 +251,53 @@ def run(config: ExperimentConfig | dict[str, Any], progress: bool = False) -> Ru
 
         def measured(t: int, net: TwoLayerNetwork) -> StepAlignment:
             return measure_alignment(
-                t, net, initial, teacher, config.measure, predicted[t] if predicted else None
+                t,
+                net,
+                initial,
+                teacher,
+                measure=config.measure,
+                predicted=predicted[t] if predicted else None,
             )
 
         alignment = [measured(0, initial)]
         network = initial
-        for t, network in enumerate(
-            giant_steps(
-                initial,
-                teacher,
-                plan,
-                config.train.steps,
-                eta,
-                config.seed,
-                config.data.distribution,
-                c.dtype,
-                bar.update,
-            ),
-            start=1,
-        ):
+        steps = giant_steps(
+            initial,
+            teacher,
+            plan,
+            steps=config.train.steps,
+            step_size=eta,
+            seed=config.seed,
+            distribution=config.data.distribution,
+            dtype=c.dtype,
+            executor=executor,
+            progress=bar.update,
+        )
+        for t, network in enumerate(steps, start=1):
             bar.set_description(f"step {t}/{config.train.steps}")
             alignment.append(measured(t, network))
         bar.set_description("readout")
         spectrum = None
         if config.spectrum.enabled:
             # One pass per set feeds both the readout and the spectrum.
-            from giantstep.spectrum import measure
-
-            streamed = measure(config, initial, network, teacher, eta, bar.update)
+            streamed = measure_spectrum(
+                config,
+                initial,
+                network,
+                teacher,
+                step_size=eta,
+                executor=executor,
+                progress=bar.update,
+            )
             spectrum = streamed.result
             train_stats, test_stats = streamed.ridge.statistics(), streamed.test.statistics()
         else:
+            sets = {"block_size": c.block_size, "executor": executor, "progress": bar.update}
             train_stats = feature_statistics(
-                network, teacher, stream(RIDGE), config.readout.samples, c.block_size, bar.update
+                network, teacher, config.stream(RIDGE), n_samples=config.readout.samples, **sets
             )
             test_stats = feature_statistics(
-                network, teacher, stream(TEST), config.test.samples, c.block_size, bar.update
+                network, teacher, config.stream(TEST), n_samples=config.test.samples, **sets
             )
         coefficients = ridge_path(train_stats, config.readout.ridge)
     train_errors = train_stats.mean_squared_error(coefficients)

@@ -32,12 +32,12 @@ def theory_column(columns: Any, metric: str) -> str | None:
     return None
 
 
-def _numeric(frame, column: str) -> np.ndarray:
+def _numeric(frame, column: str, argument: str) -> np.ndarray:
     import pandas as pd
 
     values = pd.to_numeric(frame[column], errors="coerce")
     if values.isna().all():
-        raise ConfigError(f"--y {column}: not a number in any run")
+        raise ConfigError(f"{argument} {column}: not a number in any run")
     return values.to_numpy(dtype=float)
 
 
@@ -63,10 +63,10 @@ def plot_frame(
 
     out = Path(out)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise ConfigError(f"--out {out}: the figure must end in .png, .pdf or .svg")
+        raise ConfigError(f"out {out}: the figure must end in .png, .pdf or .svg")
     if frame.empty:
         raise ConfigError("the store has no runs to plot")
-    for option, column in (("--x", x), ("--y", y), ("--hue", hue), ("--theory", theory)):
+    for option, column in (("x", x), ("y", y), ("hue", hue), ("theory", theory)):
         if column is not None and column not in frame.columns:
             known = ", ".join(map(str, frame.columns))
             raise ConfigError(f"{option} {column}: no such column in the store (columns: {known})")
@@ -75,9 +75,9 @@ def plot_frame(
         raise ConfigError("the store has no finished runs to plot")
     if theory is None:
         theory = theory_column(runs.columns, y)
-    data = runs.assign(_y=_numeric(runs, y))
+    data = runs.assign(_y=_numeric(runs, y, "y"))
     if theory is not None:
-        data = data.assign(_theory=_numeric(runs, theory))
+        data = data.assign(_theory=_numeric(runs, theory, "theory"))
     import pandas as pd
 
     numeric_x = pd.to_numeric(data[x], errors="coerce")

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from giantstep.data import SampleStream
-from giantstep.distributed import active_spread
+from giantstep.activations import Activation
+from giantstep.data import Block, SampleStream
 from giantstep.linalg import symmetric_eigh
 from giantstep.model import TwoLayerNetwork
+from giantstep.reduction import reduce_blocks
 from giantstep.targets import Teacher
 
 
@@ -34,6 +36,7 @@ class GramStatistics:
 
     @classmethod
     def zeros(cls, width: int) -> GramStatistics:
+        """The statistics of no rows, for ``width`` features."""
         return cls(np.zeros((width, width)), np.zeros(width))
 
     def add(self, features: np.ndarray, y: np.ndarray) -> None:
@@ -57,33 +60,107 @@ class GramStatistics:
         return (self.sum_sq - 2 * (self.cross @ coefficients) + fitted_sq) / self.count
 
 
+@dataclass(frozen=True)
+class GramSum:
+    """``FᵀF``, ``Fᵀy``, ``yᵀy`` of ``F = σ(X Wᵀ)``, block by block (a :class:`StreamedSum`).
+
+    weights: (d, N) ``Wᵀ`` in the blocks' dtype.
+    """
+
+    name = "gram"
+    weights: np.ndarray
+    activation: Activation
+    teacher: Teacher
+
+    def zero(self) -> GramStatistics:
+        """Statistics of no rows."""
+        return GramStatistics.zeros(self.weights.shape[1])
+
+    def add(self, total: GramStatistics, block: Block) -> GramStatistics:
+        """Add the block's features and labels."""
+        _, y = self.teacher.labels(block)
+        total.add(self.activation(block.x @ self.weights), y)
+        return total
+
+
 def feature_statistics(
     network: TwoLayerNetwork,
     teacher: Teacher,
     stream: SampleStream,
+    *,
     n_samples: int,
     block_size: int,
+    executor: Any = None,
     progress: Callable[[int], object] | None = None,
 ) -> GramStatistics:
-    """Gram statistics of ``F = σ(X Wᵀ)`` on rows ``0..n_samples`` of ``stream``.
+    """Gram statistics of the features ``F = σ(X Wᵀ)`` on rows ``0 .. n_samples`` of ``stream``.
 
-    Inside ``distributed.spread_over`` the blocks go to a Dask cluster.
+    Parameters
+    ----------
+    network : TwoLayerNetwork
+        Its first layer W (N, d) and activation σ define the features.
+    teacher : Teacher
+        Labels the rows.
+    stream : SampleStream
+        The ridge or test set.
+    n_samples, block_size : int
+        Rows summed and rows per block.
+    executor : None or distributed.Client
+        Where the blocks are summed (see :func:`giantstep.reduction.reduce_blocks`).
+    progress : callable, optional
+        Called with the number of blocks done.
+
+    Returns
+    -------
+    GramStatistics
+        ``FᵀF`` (N, N), ``Fᵀy`` (N,), ``yᵀy`` and the row count, in float64.
+
+    Examples
+    --------
+    >>> from giantstep.activations import get_activation
+    >>> from giantstep.data import RIDGE, SampleStream
+    >>> from giantstep.model import initialize
+    >>> from giantstep.targets import Teacher
+    >>> network = initialize(0, 6, 4, activation=get_activation("relu"))
+    >>> teacher, stream = Teacher.draw(0, "z1", 4), SampleStream(0, (RIDGE, 0), 4)
+    >>> stats = feature_statistics(network, teacher, stream, n_samples=500, block_size=256)
+    >>> stats.gram.shape, stats.count
+    ((6, 6), 500)
     """
-    spread = active_spread()
-    if spread is not None:
-        return spread.feature_statistics(network, teacher, stream, n_samples, block_size, progress)
-    weights = network.first_layer.T.astype(stream.dtype)
-    total = GramStatistics.zeros(network.width)
-    for block in stream.blocks(n_samples, block_size):
-        _, y = teacher.labels(block)
-        total.add(network.activation(block.x @ weights), y)
-        if progress:
-            progress(1)
-    return total
+    summand = GramSum(network.first_layer.T.astype(stream.dtype), network.activation, teacher)
+    return reduce_blocks(
+        summand, stream, n_samples, block_size, executor=executor, progress=progress
+    )
 
 
 def ridge_path(train: GramStatistics, ridges: Sequence[float]) -> np.ndarray:
-    """Ridge coefficients (N, L), one column per λ, from one eigendecomposition of ``FᵀF/m``."""
+    """Ridge coefficients for every ridge value, from one eigendecomposition of ``FᵀF/m``.
+
+    ``â(λ) = argmin (1/m)‖y − F a‖² + λ‖a‖² = (FᵀF/m + λI)⁻¹ Fᵀy/m``.
+
+    Parameters
+    ----------
+    train : GramStatistics
+        Statistics of the ridge set (``FᵀF`` (N, N), ``Fᵀy`` (N,), m rows).
+    ridges : sequence of float
+        The ridge values λ > 0 (L of them).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, L): column ``l`` is ``â(ridges[l])``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    >>> stats = GramStatistics.zeros(2)
+    >>> stats.add(f, np.array([1.0, 2.0, 3.0]))
+    >>> coefficients = ridge_path(stats, [0.1])
+    >>> np.allclose(coefficients[:, 0], np.linalg.solve(f.T @ f / 3 + 0.1 * np.eye(2),
+    ...                                                  f.T @ [1.0, 2.0, 3.0] / 3))
+    True
+    """
     eigenvalues, eigenvectors = symmetric_eigh(train.gram / train.count)
     eigenvalues = np.clip(eigenvalues, 0.0, None)  # FᵀF is PSD; rounding can dip below 0
     projected = eigenvectors.T @ (train.cross / train.count)

@@ -25,18 +25,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
 
-from giantstep.data import SampleStream
+from giantstep.activations import Activation
+from giantstep.data import RIDGE, TEST, TRAIN, Block, SampleStream
 from giantstep.hermite import hermite
 from giantstep.linalg import symmetric_eigh
 from giantstep.model import TwoLayerNetwork
-from giantstep.readout import GramStatistics
+from giantstep.readout import GramStatistics, ridge_path
+from giantstep.reduction import reduce_blocks
 from giantstep.targets import Teacher
-from giantstep.theory.bands import UpdateTriplet, spike_terms
+from giantstep.theory.bands import (
+    UpdateTriplet,
+    band_index,
+    predicted_spikes,
+    spike_terms,
+    update_triplet,
+)
 
 #: An outlier's gap to the next value must exceed this many times the bulk's local spacing.
 GAP_FACTOR = 8.0
@@ -144,45 +153,66 @@ class FeatureSums:
         probe = self.probe_cross0 + u @ self.term_probe[:ell]
         return gram, cross, probe
 
+    def __add__(self, other: FeatureSums) -> FeatureSums:
+        """The sums over the rows of both (the spike powers ``U`` are the same in both)."""
+        added = {
+            f.name: getattr(self, f.name) + getattr(other, f.name)
+            for f in fields(self)
+            if f.name not in ("powers", "residual_grams")
+        }
+        residual = None
+        if self.residual_grams is not None:
+            residual = self.residual_grams + other.residual_grams
+        return FeatureSums(**added, powers=self.powers, residual_grams=residual)
 
-def feature_sums(
-    network: TwoLayerNetwork,
-    initial: TwoLayerNetwork,
-    teacher: Teacher,
-    stream: SampleStream,
-    n_samples: int,
-    block_size: int,
-    probes: Probes,
-    triplet: UpdateTriplet | None = None,
-    mu: np.ndarray | None = None,
-    residual_grams: bool = False,
-    progress: Progress = None,
-) -> FeatureSums:
-    """Stream rows ``0..n_samples`` of ``stream`` once and accumulate :class:`FeatureSums`.
 
-    triplet and mu (``μ_0..μ_K``) define the spike terms of ``F_ℓ`` (none without a triplet);
-    residual_grams adds ``(F − F_ℓ)ᵀ(F − F_ℓ)`` for ℓ = 1..K (one N × N product each).
+@dataclass(frozen=True)
+class SpectrumSum:
+    """The :class:`FeatureSums` of a set of rows, block by block (a :class:`StreamedSum`).
+
+    weights, weights0: (d, N) ``Wᵀ`` after the steps and at initialisation, in the blocks'
+    dtype. triplet and mu (``μ_0..μ_K``) define the spike terms of ``F_ℓ`` (none without a
+    triplet); residual_grams adds ``(F − F_ℓ)ᵀ(F − F_ℓ)`` for ℓ = 1..K (one N × N product each).
     """
-    width = network.width
-    max_degree = probes.max_degree if triplet is not None else 0
-    n_probes = len(probes.names)
-    weights = network.first_layer.T.astype(stream.dtype)
-    weights0 = initial.first_layer.T.astype(stream.dtype)
-    z = np.zeros
-    sums = FeatureSums(
-        0, 0.0, z((width, width)), z(width), z((width, n_probes)),
-        z((width, width)), z(width), z((width, n_probes)), z((n_probes, n_probes)), z(n_probes),
-        z((width, max_degree)), z((max_degree, max_degree)), z(max_degree),
-        z((max_degree, n_probes)), z((width, max_degree)),
-        z((max_degree, width, width)) if residual_grams and max_degree else None,
-    )  # fmt: skip
-    powers = None
-    for block in stream.blocks(n_samples, block_size):
-        _, y = teacher.labels(block)
+
+    name = "spectrum"
+    weights: np.ndarray
+    weights0: np.ndarray
+    activation: Activation
+    teacher: Teacher
+    probes: Probes
+    triplet: UpdateTriplet | None = None
+    mu: np.ndarray | None = None
+    residual_grams: bool = False
+
+    @property
+    def max_degree(self) -> int:
+        return self.probes.max_degree if self.triplet is not None else 0
+
+    def zero(self) -> FeatureSums:
+        """The sums of no rows."""
+        width, degree, n_probes = self.weights.shape[1], self.max_degree, len(self.probes.names)
+        z = np.zeros
+        powers = (
+            self.triplet.left[:, None] ** np.arange(1, degree + 1)[None, :]
+            if degree
+            else z((width, 0))
+        )
+        return FeatureSums(
+            0, 0.0, z((width, width)), z(width), z((width, n_probes)),
+            z((width, width)), z(width), z((width, n_probes)), z((n_probes, n_probes)),
+            z(n_probes), z((width, degree)), z((degree, degree)), z(degree),
+            z((degree, n_probes)), powers,
+            z((degree, width, width)) if self.residual_grams and degree else None,
+        )  # fmt: skip
+
+    def add(self, sums: FeatureSums, block: Block) -> FeatureSums:
+        """Add one block of rows to every sum."""
+        _, y = self.teacher.labels(block)
         y = y.astype(np.float64)
-        features = network.activation(block.x @ weights)
-        features0 = initial.activation(block.x @ weights0)
-        p = probes(block.x)
+        features = self.activation(block.x @ self.weights)
+        features0 = self.activation(block.x @ self.weights0)
+        p = self.probes(block.x)
         sums.count += len(y)
         sums.sum_sq += float(y @ y)
         sums.gram += features.T @ features
@@ -193,8 +223,8 @@ def feature_sums(
         sums.probe_cross0 += features0.T @ p
         sums.probe_gram += p.T @ p
         sums.probe_y += p.T @ y
-        if max_degree:
-            terms, powers = spike_terms(block.x, triplet, mu, max_degree)
+        if self.max_degree:
+            terms, powers = spike_terms(block.x, self.triplet, self.mu, self.max_degree)
             sums.term_cross0 += features0.T @ terms
             sums.term_gram += terms.T @ terms
             sums.term_y += terms.T @ y
@@ -202,16 +232,70 @@ def feature_sums(
             if sums.residual_grams is not None:
                 # F − F_ℓ, peeling one term at a time; exact, no cancellation between Grams.
                 residual = features - features0
-                for ell in range(max_degree):
+                for ell in range(self.max_degree):
                     residual -= np.outer(terms[:, ell], powers[:, ell]).astype(residual.dtype)
                     sums.residual_grams[ell] += residual.T @ residual
-        if progress:
-            progress(1)
-    if powers is not None:
-        sums.powers = powers
-    elif max_degree:
-        sums.powers = triplet.left[:, None] ** np.arange(1, max_degree + 1)[None, :]
-    return sums
+        return sums
+
+
+def feature_sums(
+    network: TwoLayerNetwork,
+    initial: TwoLayerNetwork,
+    teacher: Teacher,
+    stream: SampleStream,
+    *,
+    n_samples: int,
+    block_size: int,
+    probes: Probes,
+    triplet: UpdateTriplet | None = None,
+    mu: np.ndarray | None = None,
+    residual_grams: bool = False,
+    executor: Any = None,
+    progress: Progress = None,
+) -> FeatureSums:
+    """Stream rows ``0 .. n_samples`` of ``stream`` once and accumulate :class:`FeatureSums`.
+
+    Parameters
+    ----------
+    network, initial : TwoLayerNetwork
+        After the steps (features F) and at initialisation (F_0).
+    teacher : Teacher
+        Labels the rows.
+    stream : SampleStream
+        The ridge or test set.
+    n_samples, block_size : int
+        Rows summed and rows per block.
+    probes : Probes
+        The probe vectors P.
+    triplet : UpdateTriplet, optional
+        Top singular triplet of the update; with ``mu`` (μ_0..μ_K) it defines the spike terms
+        of ``F_ℓ`` (none without it).
+    mu : numpy.ndarray, optional
+        (K + 1,) Hermite coefficients of σ.
+    residual_grams : bool
+        Also sum ``(F − F_ℓ)ᵀ(F − F_ℓ)``, ℓ = 1..K.
+    executor : None or distributed.Client
+        Where the blocks are summed (see :func:`giantstep.reduction.reduce_blocks`).
+    progress : callable, optional
+        Called with the number of blocks done.
+
+    Returns
+    -------
+    FeatureSums
+    """
+    summand = SpectrumSum(
+        network.first_layer.T.astype(stream.dtype),
+        initial.first_layer.T.astype(stream.dtype),
+        network.activation,
+        teacher,
+        probes,
+        triplet,
+        mu,
+        residual_grams,
+    )
+    return reduce_blocks(
+        summand, stream, n_samples, block_size, executor=executor, progress=progress
+    )
 
 
 @dataclass(frozen=True)
@@ -392,35 +476,88 @@ def analyse(
     )
 
 
-def first_batch_zeta(
-    teacher: Teacher, stream: SampleStream, n_samples: int, block_size: int
-) -> np.ndarray:
-    """``ζ = Xᵀy/n`` (d,) of a gradient batch, streamed."""
-    total = np.zeros(stream.dim)
-    for block in stream.blocks(n_samples, block_size):
-        _, y = teacher.labels(block)
+@dataclass(frozen=True)
+class ZetaSum:
+    """``Xᵀy`` (d,) of a set of rows, block by block (a :class:`StreamedSum`)."""
+
+    name = "zeta"
+    teacher: Teacher
+    dim: int
+
+    def zero(self) -> np.ndarray:
+        """(d,) zeros."""
+        return np.zeros(self.dim)
+
+    def add(self, total: np.ndarray, block: Block) -> np.ndarray:
+        """Add the block's ``Xᵀy``."""
+        _, y = self.teacher.labels(block)
         total += block.x.T @ y
+        return total
+
+
+def first_batch_zeta(
+    teacher: Teacher,
+    stream: SampleStream,
+    *,
+    n_samples: int,
+    block_size: int,
+    executor: Any = None,
+) -> np.ndarray:
+    """``ζ = Xᵀy/n`` (d,) of a gradient batch, streamed (``executor`` as in ``reduce_blocks``)."""
+    total = reduce_blocks(
+        ZetaSum(teacher, stream.dim), stream, n_samples, block_size, executor=executor
+    )
     return total / n_samples
+
+
+@dataclass(frozen=True)
+class LeftVectorsSum:
+    """The rows ``F v_i · scale_i`` of every row of a set, each block writing its own rows.
+
+    A sum of (n, k) arrays that are zero outside their rows (so pieces add up exactly).
+    weights: (d, N) ``Wᵀ`` in the blocks' dtype; right: (N, k); scale: (k,).
+    """
+
+    name = "left vectors"
+    weights: np.ndarray
+    activation: Activation
+    right: np.ndarray
+    scale: np.ndarray
+    n_samples: int
+
+    def zero(self) -> np.ndarray:
+        """(n, k) zeros."""
+        return np.zeros((self.n_samples, self.right.shape[1]))
+
+    def add(self, total: np.ndarray, block: Block) -> np.ndarray:
+        """Write the block's rows of ``F V · scale``."""
+        rows = slice(block.start, block.start + len(block.x))
+        total[rows] = (self.activation(block.x @ self.weights) @ self.right) * self.scale
+        return total
 
 
 def left_vectors(
     network: TwoLayerNetwork,
     stream: SampleStream,
+    *,
     n_samples: int,
     block_size: int,
     spectrum: TopSpectrum,
     count: int,
+    executor: Any = None,
 ) -> np.ndarray:
     """Left singular vectors ``u_i = F v_i / (s_i sqrt(n))`` on the rows: (n, k).
 
     A second pass over the rows; it holds an (n, k) array, so use it for a small n.
     """
-    weights = network.first_layer.T.astype(stream.dtype)
-    scale = 1.0 / (spectrum.values * math.sqrt(count))
-    parts = []
-    for block in stream.blocks(n_samples, block_size):
-        parts.append((network.activation(block.x @ weights) @ spectrum.right) * scale)
-    return np.concatenate(parts)
+    summand = LeftVectorsSum(
+        network.first_layer.T.astype(stream.dtype),
+        network.activation,
+        spectrum.right,
+        1.0 / (spectrum.values * math.sqrt(count)),
+        n_samples,
+    )
+    return reduce_blocks(summand, stream, n_samples, block_size, executor=executor)
 
 
 @dataclass
@@ -448,19 +585,18 @@ def measure(
     initial: TwoLayerNetwork,
     network: TwoLayerNetwork,
     teacher: Teacher,
+    *,
     step_size: float,
+    executor: Any = None,
     progress: Progress = None,
 ) -> SpectrumMeasurement:
     """Stream the ridge and test sets once each and measure the spectrum of a run's features.
 
     config: the run's ExperimentConfig (``spectrum`` section). ``ζ`` is that of the first
     gradient batch (a third, cheap pass: ``Xᵀy`` only); the spike terms of ``F_ℓ`` come from
-    the top singular triplet of the actual update ``W_T − W_0``.
+    the top singular triplet of the actual update ``W_T − W_0``. Every pass goes through
+    ``executor`` (see :func:`giantstep.reduction.reduce_blocks`).
     """
-    from giantstep.data import RIDGE, TEST
-    from giantstep.theory.bands import band_index, predicted_spikes, update_triplet
-    from giantstep.train import StepPlan
-
     spec, c = config.spectrum, config.compute
     max_degree = spec.max_degree
     mu = network.activation.hermite_coefficients(max_degree)
@@ -468,9 +604,13 @@ def measure(
     triplet = update_triplet(update) if np.any(update) else None
     zeta = None
     if config.train.steps:
-        plan = StepPlan(config.train.batch_size, c.block_size)
-        batch = plan.stream(config.seed, 0, config.dim, config.data.distribution, c.dtype)
-        zeta = first_batch_zeta(teacher, batch, config.train.batch_size, c.block_size)
+        zeta = first_batch_zeta(
+            teacher,
+            config.stream(TRAIN, 0),
+            n_samples=config.train.batch_size,
+            block_size=c.block_size,
+            executor=executor,
+        )
     probes = Probes(
         beta=teacher.directions[0],
         zeta=zeta,
@@ -478,19 +618,27 @@ def measure(
         max_degree=max_degree,
     )
 
-    def stream(kind: int) -> SampleStream:
-        return SampleStream(config.seed, (kind, 0), config.dim, config.data.distribution, c.dtype)
-
     approximate = spec.approximation and triplet is not None
+    shared = {
+        "block_size": c.block_size,
+        "probes": probes,
+        "triplet": triplet if approximate else None,
+        "mu": mu,
+        "executor": executor,
+        "progress": progress,
+    }
     ridge = feature_sums(
-        network, initial, teacher, stream(RIDGE), config.readout.samples, c.block_size,
-        probes, triplet if approximate else None, mu, residual_grams=approximate,
-        progress=progress,
-    )  # fmt: skip
+        network,
+        initial,
+        teacher,
+        config.stream(RIDGE),
+        n_samples=config.readout.samples,
+        residual_grams=approximate,
+        **shared,
+    )
     test = feature_sums(
-        network, initial, teacher, stream(TEST), config.test.samples, c.block_size,
-        probes, triplet if approximate else None, mu, progress=progress,
-    )  # fmt: skip
+        network, initial, teacher, config.stream(TEST), n_samples=config.test.samples, **shared
+    )
     alpha = config.train.step_size.batch_exponent
     predicted = None
     # The band rule is a statement about one step with η = c·n^α.
@@ -511,8 +659,6 @@ def measure(
 
 
 def _approximation_errors(ridge, test, ridges, max_degree) -> list[ApproximationErrors]:
-    from giantstep.readout import ridge_path
-
     rows = []
     for ell in range(max_degree + 1):
         which = "F0" if ell == 0 else ell
@@ -529,8 +675,6 @@ def _approximation_errors(ridge, test, ridges, max_degree) -> list[Approximation
 
 def _projections(ridge, test, probes, ridges, teacher, max_degree):
     """``E[f̂(x) He_k(⟨β,x⟩)]`` on the test set, one list (k = 1..K) per ridge value."""
-    from giantstep.readout import ridge_path
-
     coefficients = ridge_path(ridge.statistics("F"), ridges)
     columns = [probes.index(f"He{k}(X̃β)") for k in range(1, max_degree + 1)]
     fitted = (test.probe_cross[:, columns].T @ coefficients) / test.count  # (K, L)

@@ -444,5 +444,5 @@ def export(frame, path: str | Path, fmt: str) -> Path:
     elif fmt == "parquet":
         frame.to_parquet(path, index=False)
     else:
-        raise ConfigError(f"--export: unknown format {fmt!r} (csv or parquet)")
+        raise ConfigError(f"fmt: unknown format {fmt!r} (csv or parquet)")
     return path

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,10 @@ from giantstep.config import (
     set_dotted,
     validate_config,
 )
+from giantstep.experiment import check_memory
+from giantstep.reduction import is_cluster
 from giantstep.store import FINAL, Store, library_version, run_key
+from giantstep.train import DivergenceError
 
 _SWEEP_KEYS = {"name", "base", "base_file", "grid", "zip"}
 
@@ -219,7 +221,6 @@ def execute(config: dict[str, Any]) -> Outcome:
     Runs in the worker (a process of the pool or a Dask worker); the parent stores the outcome.
     """
     from giantstep.experiment import run
-    from giantstep.train import DivergenceError
 
     try:
         result = run(config)
@@ -233,6 +234,8 @@ def execute(config: dict[str, Any]) -> Outcome:
 
 @dataclass
 class SweepSummary:
+    """Counts of a sweep: runs in all, done now, skipped (already stored), failed; wall time."""
+
     total: int
     done: int = 0
     skipped: int = 0
@@ -245,129 +248,105 @@ class SweepSummary:
 Callback = Callable[[SweepSummary, PlannedRun | None, Outcome | None], object]
 
 
-def cores() -> int:
-    """The cores this process may use (its CPU affinity where the OS tells it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+def _parallelism(executor: Any) -> int:
+    """How many runs ``executor`` works on at once."""
+    if is_cluster(executor):
+        return max(1, sum(executor.nthreads().values()))
+    return max(1, getattr(executor, "_max_workers", 1))
 
 
-def _watch_parent(parent: int) -> None:
-    """In a pool worker: exit when the parent dies (kill -9 leaves no orphan running)."""
+def _outcomes(executor: Any, runs: list[PlannedRun]) -> Iterator[tuple[PlannedRun, Outcome]]:
+    """Each run with its outcome, as they finish: here (None), or on the executor.
 
-    def loop() -> None:
-        while True:
-            if os.getppid() != parent:
-                os._exit(1)
-            time.sleep(0.5)
+    A few runs are queued per worker: enough to keep them busy, few to redo after a crash.
+    On a Dask cluster the run's key is the task key, so a worker lost mid-run has its runs
+    rerun elsewhere by Dask.
+    """
+    if executor is None:
+        for planned in runs:
+            yield planned, execute(planned.config.model_dump(mode="json"))
+        return
+    if is_cluster(executor):
+        from distributed import wait as wait_for
 
-    threading.Thread(target=loop, daemon=True).start()
+        def submit(planned: PlannedRun):
+            config = planned.config.model_dump(mode="json")
+            return executor.submit(execute, config, key=f"giantstep-{planned.key}")
+    else:
+        wait_for = futures_wait
 
+        def submit(planned: PlannedRun):
+            return executor.submit(execute, planned.config.model_dump(mode="json"))
 
-def _in_process(runs: list[PlannedRun]) -> Iterator[tuple[PlannedRun, Outcome]]:
-    for planned in runs:
-        yield planned, execute(planned.config.model_dump(mode="json"))
-
-
-#: Thread-count variables of the BLAS libraries numpy may use.
-_BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
-
-
-def _processes(runs: list[PlannedRun], workers: int) -> Iterator[tuple[PlannedRun, Outcome]]:
-    import multiprocessing
-    from concurrent.futures.process import BrokenProcessPool
-
-    # Each worker gets its share of the cores for BLAS (unless the user set the count): K
-    # workers each running as many BLAS threads as cores oversubscribe the machine, several
-    # times slower. The count is read when BLAS loads, hence fresh (spawned) workers, started
-    # with these variables in their environment.
-    share = str(max(1, cores() // workers))
-    added = [v for v in _BLAS_THREADS if v not in os.environ]
-    os.environ.update({v: share for v in added})
-    # A few runs queued per worker: enough to keep them busy, few to redo after a crash.
     pending = iter(runs)
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_watch_parent,
-        initargs=(os.getpid(),),
-    )
-    try:
-        futures: dict[Any, PlannedRun] = {}
-
-        def fill() -> None:
-            for planned in itertools.islice(pending, max(0, 2 * workers - len(futures))):
-                futures[pool.submit(execute, planned.config.model_dump(mode="json"))] = planned
-
-        fill()
-        while futures:
-            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for future in finished:
-                planned = futures.pop(future)
-                try:
-                    outcome = future.result()
-                except BrokenProcessPool as err:
-                    outcome = Outcome(error=f"worker process died: {err}")
-                yield planned, outcome
-            fill()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        for v in added:
-            os.environ.pop(v, None)
-
-
-def connect(scheduler: str, timeout: float = 10.0):
-    """A Dask client for ``scheduler``; raises ConfigError naming it if it cannot be reached."""
-    from giantstep.distributed import connect as dask_connect
-
-    return dask_connect(scheduler, timeout)
-
-
-def _dask(runs: list[PlannedRun], client) -> Iterator[tuple[PlannedRun, Outcome]]:
-    from distributed import as_completed
-
-    futures = {}
-    for planned in runs:
-        # The run's key as the task key: a worker lost mid-run has its tasks rerun by Dask.
-        future = client.submit(
-            execute, planned.config.model_dump(mode="json"), key=f"giantstep-{planned.key}"
-        )
-        futures[future] = planned
-    for future in as_completed(futures):
-        planned = futures[future]
-        try:
-            outcome = future.result()
-        except Exception as err:  # noqa: BLE001 - e.g. KilledWorker after repeated losses
-            outcome = Outcome(error=f"{type(err).__name__}: {err}")
-        future.release()
-        yield planned, outcome
+    window = 2 * _parallelism(executor)
+    running: dict[Any, PlannedRun] = {}
+    while True:
+        for planned in itertools.islice(pending, max(0, window - len(running))):
+            running[submit(planned)] = planned
+        if not running:
+            return
+        finished = wait_for(list(running), return_when=FIRST_COMPLETED).done
+        for future in finished:
+            planned = running.pop(future)
+            try:
+                outcome = future.result()
+            except Exception as err:  # noqa: BLE001 - a dead worker process, KilledWorker...
+                outcome = Outcome(error=f"the worker failed: {type(err).__name__}: {err}")
+            if is_cluster(executor):
+                future.release()
+            yield planned, outcome
 
 
 def run_sweep(
     sweep: Sweep | list[PlannedRun],
     store: Store,
-    executor: str = "processes",
-    workers: int | None = None,
-    scheduler: str | None = None,
-    client=None,
+    *,
+    executor: Any = None,
     retry: bool = False,
     callback: Callback | None = None,
     name: str | None = None,
 ) -> SweepSummary:
     """Run the sweep's runs not yet in ``store``; store each as it finishes.
 
-    executor: ``"inprocess"``, ``"processes"`` (``workers`` processes, default the cores) or
-    ``"dask"`` (``client``, or a new client for ``scheduler``). ``retry`` also reruns
-    ``diverged`` runs (``failed`` ones are always rerun). ``name`` is recorded with each run
-    (default: the sweep's own).
+    Parameters
+    ----------
+    sweep : Sweep or list of PlannedRun
+        The runs (every config validated before the first starts).
+    store : Store
+        Where each finished run is written, in one transaction, by this process only.
+    executor : None, concurrent.futures.Executor or distributed.Client
+        Where the runs execute: here, one after the other (None); on a local pool
+        (``giantstep.executors.local_processes``); or on a Dask cluster.
+    retry : bool
+        Also rerun ``diverged`` runs (``failed`` ones are always rerun).
+    callback : callable, optional
+        See ``Callback``.
+    name : str, optional
+        Recorded with each run (default: the sweep's own).
+
+    Returns
+    -------
+    SweepSummary
+
+    Raises
+    ------
+    ConfigError
+        Before any run, for a run that cannot fit in this machine's memory (not checked on a
+        cluster, whose workers are elsewhere).
+    ValueError
+        For an executor that is none of the above.
     """
+    if executor is not None and not (is_cluster(executor) or isinstance(executor, Executor)):
+        raise ValueError(
+            "executor: expected None, a concurrent.futures.Executor or a Dask client, got "
+            f"{type(executor).__name__}"
+        )
     started = time.perf_counter()
     runs = sweep.expand() if isinstance(sweep, Sweep) else list(sweep)
     if name is None and isinstance(sweep, Sweep):
         name = sweep.name
-    if executor != "dask":
-        from giantstep.experiment import check_memory
-
+    if not is_cluster(executor):
         for planned in runs:  # before any run: a config that cannot fit here stops the sweep
             try:
                 check_memory(planned.config)
@@ -379,45 +358,24 @@ def run_sweep(
     summary = SweepSummary(total=len(runs), skipped=len(runs) - len(todo))
     if callback:
         callback(summary, None, None)
-    if not todo:
-        summary.seconds = time.perf_counter() - started
-        return summary
-
-    own_client = None
-    if executor == "dask":
-        if client is None:
-            if scheduler is None:
-                raise ConfigError("--scheduler: the dask executor needs a scheduler address")
-            client = own_client = connect(scheduler)
-        stream: Iterable[tuple[PlannedRun, Outcome]] = _dask(todo, client)
-    elif executor == "processes":
-        stream = _processes(todo, workers or cores())
-    elif executor == "inprocess":
-        stream = _in_process(todo)
-    else:
-        raise ConfigError(f"--executor: unknown executor {executor!r}")
-    try:
-        for planned, outcome in stream:
-            if outcome.result is not None:
-                key = store.add_result(outcome.result, sweep=name)
-                if key == planned.key:
-                    summary.done += 1
-                else:  # the worker's giantstep is another version: its result has another key
-                    outcome = Outcome(
-                        error=f"the worker ran giantstep {outcome.result.get('version')}, "
-                        f"this sweep is {library_version()}: install the same version everywhere"
-                    )
-                    store.add_failure(planned.config, outcome.error, sweep=name)
-                    summary.failed += 1
-            else:
-                store.add_failure(
-                    planned.config, outcome.error or "", diverged=outcome.diverged, sweep=name
+    for planned, outcome in _outcomes(executor, todo):
+        if outcome.result is not None:
+            key = store.add_result(outcome.result, sweep=name)
+            if key == planned.key:
+                summary.done += 1
+            else:  # the worker's giantstep is another version: its result has another key
+                outcome = Outcome(
+                    error=f"the worker ran giantstep {outcome.result.get('version')}, "
+                    f"this sweep is {library_version()}: install the same version everywhere"
                 )
+                store.add_failure(planned.config, outcome.error, sweep=name)
                 summary.failed += 1
-            if callback:
-                callback(summary, planned, outcome)
-    finally:
-        if own_client is not None:
-            own_client.close()
+        else:
+            store.add_failure(
+                planned.config, outcome.error or "", diverged=outcome.diverged, sweep=name
+            )
+            summary.failed += 1
+        if callback:
+            callback(summary, planned, outcome)
     summary.seconds = time.perf_counter() - started
     return summary

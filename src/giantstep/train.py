@@ -8,15 +8,20 @@ is accumulated block by block: the ``n × d`` matrix never exists.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, Literal
 
 import numpy as np
 
-from giantstep.data import TRAIN, SampleStream
-from giantstep.distributed import active_spread
+from giantstep.activations import Activation
+from giantstep.data import TRAIN, Block, SampleStream
 from giantstep.model import TwoLayerNetwork
+from giantstep.reduction import reduce_blocks
 from giantstep.targets import Teacher
+
+#: The residual ``r`` of the update (the config's ``train.residual``): ``y − f(X)`` (the true
+#: gradient) or ``y`` (the correlation loss several analyses assume).
+Residual = Literal["y-f", "y"]
 
 Progress = Callable[[int], object] | None
 
@@ -38,52 +43,122 @@ class StepPlan:
 
     batch_size: int
     block_size: int
-    residual: Literal["y-f", "y"] = "y-f"
+    _: KW_ONLY
+    residual: Residual = "y-f"
     reuse_batch: bool = False
 
-    def stream(self, seed: int, step: int, dim: int, distribution: str, dtype) -> SampleStream:
+    def stream(
+        self, seed: int, step: int, dim: int, *, distribution: str = "gaussian", dtype="float64"
+    ) -> SampleStream:
         """The samples of gradient batch ``step`` (batch 0 for every step if reused)."""
         index = 0 if self.reuse_batch else step
-        return SampleStream(seed, (TRAIN, index), dim, distribution, dtype)
+        return SampleStream(seed, (TRAIN, index), dim, distribution=distribution, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class GradientSum:
+    """``Σ_blocks Gᵀ X`` with ``G = σ'(X Wᵀ) ⊙ (r aᵀ)``: the streamed part of ``∇_W L``.
+
+    weights: (N, d) and second_layer: (N,), already in the blocks' dtype; the sum is (N, d)
+    float64. Each block costs two GEMMs in the blocks' dtype (``X Wᵀ`` and ``Gᵀ X``).
+    """
+
+    name = "gradient"
+    weights: np.ndarray
+    second_layer: np.ndarray
+    output_scale: float
+    activation: Activation
+    teacher: Teacher
+    residual: Residual = "y-f"
+
+    @classmethod
+    def of(cls, network: TwoLayerNetwork, teacher: Teacher, residual: Residual, dtype):
+        """The sum for ``network`` on blocks of ``dtype``."""
+        return cls(
+            network.first_layer.astype(dtype),
+            network.second_layer.astype(dtype),
+            network.output_scale,
+            network.activation,
+            teacher,
+            residual,
+        )
+
+    def zero(self) -> np.ndarray:
+        """(N, d) zeros, float64."""
+        return np.zeros(self.weights.shape)
+
+    def add(self, total: np.ndarray, block: Block) -> np.ndarray:
+        """Add the block's ``Gᵀ X`` (N, d) into total."""
+        _, y = self.teacher.labels(block)
+        pre = block.x @ self.weights.T
+        if self.residual == "y-f":
+            value, slope = self.activation.value_and_derivative(pre)
+            r = y - self.output_scale * (value @ self.second_layer)
+        else:
+            slope, r = self.activation.derivative(pre), y
+        # slope becomes G = σ'(X Wᵀ) ⊙ (r aᵀ), in place: no (rows × N) temporaries.
+        slope *= r[:, None]
+        slope *= self.second_layer
+        total += slope.T @ block.x
+        return total
 
 
 def gradient(
     network: TwoLayerNetwork,
     teacher: Teacher,
     stream: SampleStream,
+    *,
     n_samples: int,
     block_size: int,
-    residual: Literal["y-f", "y"] = "y-f",
+    residual: Residual = "y-f",
+    executor: Any = None,
     progress: Progress = None,
 ) -> np.ndarray:
-    """``∇_W L`` on rows ``0..n_samples`` of ``stream``: (N, d) float64.
+    """``∇_W L`` on rows ``0 .. n_samples`` of ``stream``, summed block by block.
 
-    Each block costs two GEMMs in the stream's dtype (``X Wᵀ`` and ``Gᵀ X``); the block sums
-    are added in float64. Inside ``distributed.spread_over`` the blocks go to a Dask cluster.
+    ``∇_W L = −(s/n) [σ'(X Wᵀ) ⊙ (r aᵀ)]ᵀ X`` with ``r = y − f(X)`` (``residual="y-f"``) or
+    ``r = y``; the ``n × d`` matrix ``X`` never exists.
+
+    Parameters
+    ----------
+    network : TwoLayerNetwork
+        The network ``f`` (first layer W (N, d), second layer a (N,), scale s).
+    teacher : Teacher
+        Labels each block.
+    stream : SampleStream
+        The gradient batch.
+    n_samples : int
+        Its number of samples ``n``.
+    block_size : int
+        Rows per block (a multiple of ``data.CHUNK_ROWS``).
+    residual : {"y-f", "y"}
+        The residual of the update.
+    executor : None or distributed.Client
+        Where the blocks are summed (see :func:`giantstep.reduction.reduce_blocks`).
+    progress : callable, optional
+        Called with the number of blocks done.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, d) float64.
+
+    Examples
+    --------
+    >>> from giantstep.activations import get_activation
+    >>> from giantstep.data import TRAIN, SampleStream
+    >>> from giantstep.model import initialize
+    >>> from giantstep.targets import Teacher
+    >>> network = initialize(0, 8, 5, activation=get_activation("tanh"))
+    >>> teacher = Teacher.draw(0, "z1", 5)
+    >>> stream = SampleStream(0, (TRAIN, 0), 5)
+    >>> gradient(network, teacher, stream, n_samples=1000, block_size=256).shape
+    (8, 5)
     """
-    spread = active_spread()
-    if spread is not None:
-        return spread.gradient(network, teacher, stream, n_samples, block_size, residual, progress)
-    dtype = stream.dtype
-    weights = network.first_layer.astype(dtype)
-    second = network.second_layer.astype(dtype)
-    total = np.zeros_like(network.first_layer)
-    product = np.empty(weights.shape, dtype=dtype)
-    for block in stream.blocks(n_samples, block_size):
-        _, y = teacher.labels(block)
-        pre = block.x @ weights.T
-        if residual == "y-f":
-            value, slope = network.activation.value_and_derivative(pre)
-            r = y - network.output_scale * (value @ second)
-        else:
-            slope, r = network.activation.derivative(pre), y
-        # slope becomes G = σ'(X Wᵀ) ⊙ (r aᵀ), in place: no (rows × N) temporaries.
-        slope *= r[:, None]
-        slope *= second
-        np.matmul(slope.T, block.x, out=product)
-        total += product
-        if progress:
-            progress(1)
+    summand = GradientSum.of(network, teacher, residual, stream.dtype)
+    total = reduce_blocks(
+        summand, stream, n_samples, block_size, executor=executor, progress=progress
+    )
     total *= -network.output_scale / n_samples
     return total
 
@@ -92,23 +167,76 @@ def giant_steps(
     network: TwoLayerNetwork,
     teacher: Teacher,
     plan: StepPlan,
+    *,
     steps: int,
     step_size: float,
     seed: int,
     distribution: str = "gaussian",
     dtype: str = "float64",
+    executor: Any = None,
     progress: Progress = None,
 ) -> Iterator[TwoLayerNetwork]:
-    """The network after each of ``steps`` steps (yielded in order; the second layer is fixed).
+    """The network after each of ``steps`` giant steps ``W ← W − η ∇_W L``, in order.
 
-    Raises DivergenceError if the weights stop being finite.
+    The second layer is fixed. Step ``t`` uses gradient batch ``t`` of ``seed`` (batch 0 for
+    every step if ``plan.reuse_batch``).
+
+    Parameters
+    ----------
+    network : TwoLayerNetwork
+        The network at initialisation.
+    teacher : Teacher
+        Labels the batches.
+    plan : StepPlan
+        Batch size, block size, residual and batch reuse.
+    steps : int
+        Number of steps ``T``.
+    step_size : float
+        ``η``.
+    seed : int
+        The experiment's seed (selects the batches).
+    distribution, dtype : str
+        Of the inputs (``data.distribution``, ``compute.dtype``).
+    executor : None or distributed.Client
+        Where the gradient's blocks are summed.
+    progress : callable, optional
+        Called with the number of blocks done.
+
+    Yields
+    ------
+    TwoLayerNetwork
+        After step 1, 2, ..., T.
+
+    Raises
+    ------
+    DivergenceError
+        If the weights stop being finite (with the step where it happened).
+
+    Examples
+    --------
+    >>> from giantstep.activations import get_activation
+    >>> from giantstep.model import initialize
+    >>> from giantstep.targets import Teacher
+    >>> network = initialize(0, 8, 5, activation=get_activation("tanh"))
+    >>> teacher = Teacher.draw(0, "z1", 5)
+    >>> plan = StepPlan(batch_size=512, block_size=256)
+    >>> [n.first_layer.shape for n in giant_steps(network, teacher, plan, steps=2,
+    ...                                           step_size=1.0, seed=0)]
+    [(8, 5), (8, 5)]
     """
     for t in range(steps):
-        stream = plan.stream(seed, t, network.dim, distribution, dtype)
+        stream = plan.stream(seed, t, network.dim, distribution=distribution, dtype=dtype)
         # Overflow is not an error here: non-finite weights are reported below, with the step.
         with np.errstate(over="ignore", invalid="ignore"):
             grad = gradient(
-                network, teacher, stream, plan.batch_size, plan.block_size, plan.residual, progress
+                network,
+                teacher,
+                stream,
+                n_samples=plan.batch_size,
+                block_size=plan.block_size,
+                residual=plan.residual,
+                executor=executor,
+                progress=progress,
             )
             network = network.with_first_layer(network.first_layer - step_size * grad)
         if not np.isfinite(network.first_layer).all():

@@ -3,8 +3,10 @@
 Run `python tests/pinned/freeze.py tests/pinned/results.json` only for a change that is meant to
 change results (and say so in the commit and the README); test_pinned_results.py checks the rest.
 """
-import json, sys
+import json
+import sys
 from pathlib import Path
+
 import giantstep
 
 CONFIGS = {

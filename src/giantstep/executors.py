@@ -1,0 +1,143 @@
+"""Where work runs: a local process pool for sweeps, or a Dask cluster for runs and sweeps.
+
+An executor is always an explicit argument, never a global:
+
+- ``giantstep.run(config, executor=client)`` spreads every streamed sum of one run over a Dask
+  cluster (``client`` a ``distributed.Client``; see :mod:`giantstep.reduction`);
+- ``giantstep.sweep.run_sweep(runs, store, executor=...)`` runs whole runs on a
+  ``concurrent.futures.Executor`` (such as :func:`local_processes`) or a Dask client; None runs
+  them here, one after the other.
+
+Dask itself is imported only when a cluster is used.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+
+from giantstep.config import ConfigError
+
+#: Thread-count variables of the BLAS libraries numpy may use.
+BLAS_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+)
+
+
+def cores() -> int:
+    """The cores this process may use (its CPU affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def connect(address: str, timeout: float = 10.0):
+    """A ``distributed.Client`` for the Dask scheduler at ``address``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the address if the scheduler cannot be reached in ``timeout`` seconds.
+    """
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - dask is a dependency
+        raise ConfigError("scheduler: dask.distributed is not installed") from None
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as err:
+        raise ConfigError(
+            f"scheduler: cannot reach the Dask scheduler at {address} ({err})"
+        ) from None
+
+
+def _watch_parent(parent: int) -> None:
+    """In a pool worker: exit when the parent dies (kill -9 leaves no orphan running)."""
+
+    def loop() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+@contextmanager
+def local_processes(workers: int | None = None) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``workers`` fresh processes (default: the cores) for the runs of a sweep.
+
+    Each worker gets its share of the cores for BLAS, unless the user set the thread count:
+    K workers each running as many BLAS threads as there are cores oversubscribe the machine,
+    2–3× slower here. The count is read when BLAS loads, hence spawned (not forked) workers,
+    started with these variables in their environment. A worker whose parent is killed exits.
+    """
+    workers = workers or cores()
+    if workers < 1:
+        raise ValueError(f"workers: must be at least 1, got {workers}")
+    share = str(max(1, cores() // workers))
+    added = [v for v in BLAS_THREAD_VARIABLES if v not in os.environ]
+    os.environ.update({v: share for v in added})
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_watch_parent,
+        initargs=(os.getpid(),),
+    )
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for v in added:
+            os.environ.pop(v, None)
+
+
+#: How ``open_executor`` can place work.
+EXECUTOR_KINDS = ("processes", "inprocess", "dask")
+
+
+@contextmanager
+def open_executor(
+    kind: str | None = None,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    timeout: float = 10.0,
+):
+    """The executor for ``kind`` (default: ``dask`` with a scheduler, else ``processes``).
+
+    Yields None for ``inprocess``, a :func:`local_processes` pool for ``processes`` and a
+    connected ``distributed.Client`` for ``dask``; closes it afterwards.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``executor`` or ``scheduler`` for an unknown kind, a scheduler without the dask
+        executor, a dask executor without a scheduler, or an unreachable scheduler.
+    """
+    kind = kind or ("dask" if scheduler else "processes")
+    if kind not in EXECUTOR_KINDS:
+        raise ConfigError(f"executor: unknown {kind!r}; one of {', '.join(EXECUTOR_KINDS)}")
+    if scheduler is not None and kind != "dask":
+        raise ConfigError(f"scheduler {scheduler}: only with the dask executor")
+    if kind == "dask":
+        if scheduler is None:
+            raise ConfigError("scheduler: the dask executor needs a scheduler address")
+        client = connect(scheduler, timeout)
+        try:
+            yield client
+        finally:
+            client.close()
+    elif kind == "processes":
+        with local_processes(workers) as pool:
+            yield pool
+    else:
+        yield None

@@ -56,6 +56,7 @@ class PlannedRun:
     key: str
 
     def label(self) -> str:
+        """The run's grid values, ``key=value, ...`` (``base`` if none)."""
         return ", ".join(f"{k}={v!r}" for k, v in self.values.items()) or "base"
 
 
@@ -267,7 +268,13 @@ def _outcomes(executor: Any, runs: list[PlannedRun]) -> Iterator[tuple[PlannedRu
             yield planned, execute(planned.config.model_dump(mode="json"))
         return
     if is_cluster(executor):
-        from distributed import wait as wait_for
+        from distributed import wait
+
+        def wait_for(futures: list, return_when: str):
+            # distributed.wait runs on the *default* client's event loop: make it this one,
+            # or, with a second client in the process, the wait fails ("different event loop").
+            with executor.as_current():
+                return wait(futures, return_when=return_when)
 
         def submit(planned: PlannedRun):
             config = planned.config.model_dump(mode="json")

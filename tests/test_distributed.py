@@ -298,7 +298,7 @@ def test_a_worker_lost_mid_sweep_costs_nothing(client, tmp_path):
     with Store(tmp_path / "r.sqlite") as store:
         summary = run_sweep(sweep, store, executor=client, callback=kill_after_first)
         assert killed
-        assert (summary.done, summary.failed) == (8, 0)
+        assert (summary.done, summary.failed) == (8, 0), [r.error for r in store.runs() if r.error]
         assert set(store.status().values()) == {OK} and len(store) == 8
     # The killed worker's run in flight went to a worker again (the scheduler's own record).
     runs = sweep.expand()

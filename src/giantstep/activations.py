@@ -48,6 +48,7 @@ class Activation:
         return self.function(x)
 
     def derivative(self, x: np.ndarray) -> np.ndarray:
+        """``σ'(x)``, a fresh array of x's shape and dtype."""
         return self.derivative_function(x)
 
     def value_and_derivative(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

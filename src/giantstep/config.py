@@ -51,6 +51,8 @@ class StepSizeConfig(_Section):
 
 
 class TrainConfig(_Section):
+    """The giant steps: ``T`` steps on batches of ``n`` samples, residual ``y − f`` or ``y``."""
+
     steps: Annotated[int, Field(ge=0)] = 1
     batch_size: PositiveInt = 4000
     step_size: StepSizeConfig = StepSizeConfig()
@@ -59,6 +61,8 @@ class TrainConfig(_Section):
 
 
 class TargetConfig(_Section):
+    """The teacher ``y = g*(W* x) + ε``: ``g*`` as an expression in ``z1..zr``, ``σ_ε``."""
+
     expression: str = "z1 + He2(z1)/2"
     noise: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
 
@@ -78,10 +82,14 @@ class ModelConfig(_Section):
 
 
 class DataConfig(_Section):
+    """The inputs' distribution."""
+
     distribution: Distribution = "gaussian"
 
 
 class ReadoutConfig(_Section):
+    """The ridge set: its size and the ridge values ``λ`` fitted on it."""
+
     samples: PositiveInt = 4000
     ridge: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = [1e-3, 1e-2, 1e-1]
 
@@ -101,10 +109,14 @@ class ReadoutConfig(_Section):
 
 
 class TestConfig(_Section):
+    """The test set's size."""
+
     samples: PositiveInt = 2000
 
 
 class ComputeConfig(_Section):
+    """How the arithmetic is done; changes the speed and memory, never the numbers' meaning."""
+
     dtype: Dtype = "float64"
     block_size: PositiveInt = 4096
     #: Bytes the run may use; ``None`` means the machine's available memory.
@@ -282,7 +294,36 @@ def default_config_data() -> dict[str, Any]:
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> ExperimentConfig:
-    """The config from ``path`` (or the built-in default) with ``key=value`` overrides applied."""
+    """The config from ``path`` (or the built-in default) with ``key=value`` overrides applied.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A TOML file of config tables; None is the built-in default experiment.
+    overrides : sequence of str
+        ``"dotted.key=value"`` items, the value a TOML literal (else a string), applied in order.
+
+    Returns
+    -------
+    ExperimentConfig
+        Validated.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key and the accepted range, for a missing or malformed file, an unknown key
+        or a bad value.
+
+    Examples
+    --------
+    >>> config = load_config(overrides=["dim=200", "train.steps=2"])
+    >>> config.dim, config.train.steps, config.activation
+    (200, 2, 'relu')
+    >>> load_config(overrides=["width=-3"])
+    Traceback (most recent call last):
+    ...
+    giantstep.config.ConfigError: width: Input should be greater than 0 (got -3)
+    """
     data = read_toml(path) if path is not None else default_config_data()
     for item in overrides:
         set_dotted(data, *parse_override(item))

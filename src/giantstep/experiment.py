@@ -28,7 +28,17 @@ from giantstep.train import DivergenceError, StepPlan, giant_steps
 
 
 class RidgeErrors(BaseModel):
-    """Mean squared errors of the ridge readout for one ridge value."""
+    """Mean squared errors of the ridge readout for one ridge value.
+
+    Attributes
+    ----------
+    ridge : float
+        ``λ`` of ``(1/n)‖y − F a‖² + λ‖a‖²``.
+    train_error : float
+        ``(1/n)‖y − F â‖²`` on the ridge set.
+    test_error : float
+        The same on the fresh test set (includes the label noise ``σ_ε²``).
+    """
 
     ridge: float
     train_error: float
@@ -38,16 +48,26 @@ class RidgeErrors(BaseModel):
 class StepAlignment(BaseModel):
     """Alignment of the first layer after ``step`` steps (step 0 is the initialisation).
 
-    direction_alignment: ``sqrt(mean_j cos²(w_j, W*_k))`` for each target direction k.
-    update_cosine: ``|cos|`` of the top right singular vector of ``W_t − W_0`` with ``W*_1``.
-    overlap_m_rms, overlap_q_diagonal, overlap_q_offdiagonal: summaries of ``M = W W*ᵀ`` and
-    ``Q = W Wᵀ`` (see ``giantstep.overlaps.summarize``); m (N × r) and q (N × N) in full only
-    with ``measure.overlap_matrices``.
-    subspace_eigenvalues: eigenvalues (r,) of ``M̂ᵀM̂/N``, descending (about 1/d at random).
-    learned: the directions (rows in target coordinates) whose eigenvalue exceeds
-    ``measure.learned_threshold / d``.
-    predicted: the predictor's learned subspace after this step (orthonormal rows, same form),
-    for ``κ = config.batch_exponent()``; None if the target is beyond the predictor.
+    Attributes
+    ----------
+    step : int
+        Steps taken.
+    direction_alignment : list of float
+        (r,) ``sqrt(mean_j cos²(w_j, W*_k))`` for each target direction k.
+    update_cosine : float or None
+        ``|cos|`` of the top right singular vector of ``W_t − W_0`` with ``W*_1`` (None at 0).
+    overlap_m_rms, overlap_q_diagonal, overlap_q_offdiagonal
+        Summaries of ``M = W W*ᵀ`` and ``Q = W Wᵀ`` (``giantstep.overlaps.summarize``).
+    m, q : list or None
+        ``M`` (N × r) and ``Q`` (N × N) in full, only with ``measure.overlap_matrices``.
+    subspace_eigenvalues : list of float
+        (r,) eigenvalues of ``M̂ᵀM̂/N``, descending (about 1/d at random).
+    learned : list of list of float
+        The directions (rows in target coordinates) whose eigenvalue exceeds
+        ``measure.learned_threshold / d``.
+    predicted : list of list of float or None
+        The predictor's learned subspace after this step (orthonormal rows, same form), for
+        ``κ = config.batch_exponent()``; None if the target is beyond the predictor.
     """
 
     step: int
@@ -66,8 +86,33 @@ class StepAlignment(BaseModel):
 class RunResult(BaseModel):
     """Everything one run measured, with the theory's prediction beside it where there is one.
 
-    predicted_update_cosine: ``γ`` of SCIENCE.md §3 (rank-1 targets; describes residual ``y``).
-    peak_memory_bytes: peak resident memory of the process running it.
+    Attributes
+    ----------
+    config : ExperimentConfig
+        The resolved config.
+    version : str
+        The giantstep version that ran it.
+    step_size : float
+        ``η``.
+    errors : list of RidgeErrors
+        One per ridge value, in the config's order.
+    alignment : list of StepAlignment
+        One per step, step 0 the initialisation.
+    predicted_update_cosine : float or None
+        ``γ`` of SCIENCE.md §3 (rank-1 targets; describes residual ``y``).
+    seconds : float
+        Wall time.
+    peak_memory_bytes : int
+        Peak resident memory of the process running it.
+    spectrum : SpectrumResult or None
+        With ``spectrum.enabled``.
+
+    Examples
+    --------
+    >>> result = run({"dim": 30, "width": 20, "train": {"batch_size": 512},
+    ...               "readout": {"samples": 512, "ridge": [0.1]}, "test": {"samples": 256}})
+    >>> [a.step for a in result.alignment], result.errors[0].ridge
+    ([0, 1], 0.1)
     """
 
     config: ExperimentConfig
@@ -115,7 +160,15 @@ def check_memory(config: ExperimentConfig) -> None:
 
 
 def build(config: ExperimentConfig) -> tuple[TwoLayerNetwork, Teacher]:
-    """The initial network and the teacher of a config (deterministic in ``config.seed``)."""
+    """The initial network and the teacher of a config (deterministic in ``config.seed``).
+
+    Examples
+    --------
+    >>> from giantstep.config import validate_config
+    >>> network, teacher = build(validate_config({"dim": 10, "width": 4}))
+    >>> network.first_layer.shape, teacher.directions.shape
+    ((4, 10), (1, 10))
+    """
     activation = get_activation(config.activation)
     teacher = Teacher.draw(config.seed, config.target.expression, config.dim, config.target.noise)
     network = initialize(
@@ -224,7 +277,7 @@ def run(
     >>> result = run({"dim": 30, "width": 20, "train": {"batch_size": 512},
     ...               "readout": {"samples": 512, "ridge": [0.1]}, "test": {"samples": 256}})
     >>> [round(e.test_error, 3) for e in result.errors]
-    [1.265]
+    [1.439]
     """
     check_executor(executor)
     if not isinstance(config, ExperimentConfig):

@@ -85,6 +85,7 @@ class LearnedSubspace:
 
     @property
     def dimension(self) -> int:
+        """The number of learned directions."""
         return self.learned.shape[0]
 
 

@@ -28,6 +28,7 @@ class Polynomial:
 
     @classmethod
     def constant(cls, rank: int, value: float) -> Polynomial:
+        """The constant ``value`` in ``rank`` coordinates."""
         return cls(rank, {(0,) * rank: float(value)} if value else {})
 
     @classmethod
@@ -39,6 +40,7 @@ class Polynomial:
 
     @property
     def degree(self) -> int:
+        """The total degree (0 for a constant)."""
         return max((sum(e) for e in self.terms), default=0)
 
     @property
@@ -64,6 +66,7 @@ class Polynomial:
         return self.scale(-1.0)
 
     def scale(self, factor: float) -> Polynomial:
+        """``factor · p``."""
         if factor == 0:
             return Polynomial(self.rank)
         return Polynomial(self.rank, {e: c * factor for e, c in self.terms.items()})

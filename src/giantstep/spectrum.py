@@ -74,6 +74,7 @@ class Probes:
 
     @property
     def names(self) -> list[str]:
+        """The probes' names, in the order of their columns."""
         k = range(1, self.max_degree + 1)
         names = ["1", *(f"He{j}(X̃β)" for j in k)]
         if self.zeta is not None:
@@ -94,6 +95,7 @@ class Probes:
         return np.stack(columns, axis=1)
 
     def index(self, name: str) -> int:
+        """The column of the probe named ``name``."""
         return self.names.index(name)
 
 
@@ -187,6 +189,7 @@ class SpectrumSum:
 
     @property
     def max_degree(self) -> int:
+        """K of the spike terms of ``F_ℓ`` (0 without an update triplet)."""
         return self.probes.max_degree if self.triplet is not None else 0
 
     def zero(self) -> FeatureSums:
@@ -282,6 +285,21 @@ def feature_sums(
     Returns
     -------
     FeatureSums
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from giantstep.activations import get_activation
+    >>> from giantstep.data import RIDGE, SampleStream
+    >>> from giantstep.model import initialize
+    >>> from giantstep.targets import Teacher
+    >>> initial = initialize(0, 6, 4, activation=get_activation("tanh"))
+    >>> teacher = Teacher.draw(0, "z1", 4)
+    >>> probes = Probes(teacher.directions[0], None, np.ones(4), max_degree=2)
+    >>> sums = feature_sums(initial, initial, teacher, SampleStream(0, (RIDGE, 0), 4),
+    ...                     n_samples=512, block_size=256, probes=probes)
+    >>> sums.gram.shape, sums.probe_cross.shape, np.allclose(sums.gram, sums.gram0)
+    ((6, 6), (6, 4), True)
     """
     summand = SpectrumSum(
         network.first_layer.T.astype(stream.dtype),
@@ -503,7 +521,19 @@ def first_batch_zeta(
     block_size: int,
     executor: Any = None,
 ) -> np.ndarray:
-    """``ζ = Xᵀy/n`` (d,) of a gradient batch, streamed (``executor`` as in ``reduce_blocks``)."""
+    """``ζ = Xᵀy/n`` (d,) of a gradient batch, streamed (``executor`` as in ``reduce_blocks``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from giantstep.data import TRAIN, SampleStream
+    >>> from giantstep.targets import Teacher
+    >>> teacher = Teacher.draw(0, "z1", 50)
+    >>> zeta = first_batch_zeta(teacher, SampleStream(0, (TRAIN, 0), 50),
+    ...                         n_samples=20000, block_size=4096)
+    >>> bool(abs(zeta @ teacher.directions[0] - 1) < 0.05)  # E[x y] = β for y = ⟨β, x⟩
+    True
+    """
     total = reduce_blocks(
         ZetaSum(teacher, stream.dim), stream, n_samples, block_size, executor=executor
     )

@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS arrays (
 
 
 def library_version() -> str:
+    """The installed giantstep's version (part of every run's key)."""
     return _version("giantstep")
 
 
@@ -191,6 +192,7 @@ class Store:
             raise StoreError(f"{self.path}: not a giantstep results store ({err})") from None
 
     def close(self) -> None:
+        """Close the file."""
         self._conn.close()
 
     def __enter__(self) -> Store:
@@ -273,6 +275,7 @@ class Store:
         return self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
     def runs(self) -> Iterator[StoredRun]:
+        """Every run, in the order they finished."""
         rows = self._conn.execute(
             "SELECT key, status, error, config, version, sweep, finished, metrics FROM runs "
             "ORDER BY finished, key"
@@ -297,6 +300,7 @@ class Store:
         return {name: _decode(fmt, data) for name, fmt, data in rows}
 
     def all_arrays(self) -> dict[str, dict[str, Any]]:
+        """The arrays of every run: ``{key: {dotted name: value}}``."""
         out: dict[str, dict[str, Any]] = {}
         for key, name, fmt, data in self._conn.execute(
             "SELECT key, name, format, data FROM arrays"

@@ -46,6 +46,7 @@ class Target:
 
     @property
     def is_polynomial(self) -> bool:
+        """Whether g* is a polynomial (then its Gaussian moments are exact)."""
         return self.polynomial is not None
 
     def __call__(self, h: np.ndarray) -> np.ndarray:

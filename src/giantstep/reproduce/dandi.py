@@ -121,6 +121,7 @@ def simulate(case: Case, dim: int, seed: int) -> list[tuple[np.ndarray, np.ndarr
 
 
 def measure(case: Case, quick: bool, seeds: int) -> Measured:
+    """The overlap matrices of ``case`` at each of its dimensions, for ``seeds`` seeds."""
     started = time.perf_counter()
     dims = case.quick_dims if quick else case.dims
     overlap: dict[int, list[np.ndarray]] = {}
@@ -256,6 +257,7 @@ def draw(cases: list[Case], measured: list[Measured], path: Path, title: str) ->
 
 
 def reproduce(name: str, cases: list[Case], quick: bool, out: Path, title: str) -> Report:
+    """Measure every case, check it against the predictor and draw the figure."""
     started = time.perf_counter()
     seeds = 2 if quick else 5
     measured = [measure(case, quick, seeds) for case in cases]

@@ -41,9 +41,11 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """Whether every prediction holds."""
         return all(check.holds for check in self.checks)
 
     def table(self) -> Table:
+        """The checks as a rich table."""
         table = Table(title=f"{self.name}: measured vs predicted")
         for column in ("claim", "measured", "predicted", "holds"):
             table.add_column(column)
@@ -54,6 +56,7 @@ class Report:
         return table
 
     def to_dict(self) -> dict:
+        """The report as plain JSON data."""
         return {
             "name": self.name,
             "ok": self.ok,

@@ -36,6 +36,7 @@ class Band:
 
     @property
     def spikes(self) -> int:
+        """The number of spikes in this band."""
         return len(self.degrees)
 
 
@@ -49,7 +50,26 @@ def spiking_degrees(ell: int, mu: np.ndarray) -> tuple[int, ...]:
 
 
 def bands(mu: np.ndarray) -> list[Band]:
-    """The bands ``ℓ = 1 .. len(mu) − 1`` for an activation with coefficients ``μ_0..μ_K``."""
+    """The bands ``ℓ = 1 .. len(mu) − 1`` for an activation with coefficients ``μ_0..μ_K``.
+
+    Parameters
+    ----------
+    mu : numpy.ndarray
+        (K + 1,) ``μ_0(σ) .. μ_K(σ)`` (``Activation.hermite_coefficients(K)``).
+
+    Returns
+    -------
+    list of Band
+        Band ``ℓ`` covers ``α ∈ ((ℓ−1)/(2ℓ), ℓ/(2ℓ+2))`` and has the spiking degrees ``k ≤ ℓ``
+        with ``μ_k ≠ 0`` (none when ``μ_1 = 0``).
+
+    Examples
+    --------
+    >>> from giantstep.activations import get_activation
+    >>> [(str(b.lower), str(b.upper), b.degrees) for b in bands(
+    ...     get_activation("tanh").hermite_coefficients(3))]
+    [('0', '1/4', (1,)), ('1/4', '1/3', (1,)), ('1/3', '3/8', (1, 3))]
+    """
     return [
         Band(
             ell, separation_threshold(ell), separation_threshold(ell + 1), spiking_degrees(ell, mu)
@@ -61,9 +81,26 @@ def bands(mu: np.ndarray) -> list[Band]:
 def band_index(alpha: float) -> tuple[int, bool]:
     """``(ℓ, on_boundary)`` for step-size exponent ``α ∈ [0, 1/2)``.
 
-    ``ℓ`` is the number of terms ``k`` with ``(k−1)/(2k) < α``; ``on_boundary`` is True when
-    ``α`` equals a threshold (e.g. ``α = 0``, ``1/4``), where the limit depends on the constants.
-    Raises ValueError outside ``[0, 1/2)``: the theory's perturbation breaks down at ``1/2``.
+    Parameters
+    ----------
+    alpha : float
+        ``α`` of ``η = c·n^α``.
+
+    Returns
+    -------
+    (int, bool)
+        ``ℓ``, the number of terms ``k`` with ``(k−1)/(2k) < α``, and whether ``α`` equals a
+        threshold (e.g. ``α = 0``, ``1/4``), where the limit depends on the constants.
+
+    Raises
+    ------
+    ValueError
+        Outside ``[0, 1/2)``: the theory's perturbation breaks down at ``1/2``.
+
+    Examples
+    --------
+    >>> band_index(0.3), band_index(0.25), band_index(0.1)
+    ((2, False), (1, True), (1, False))
     """
     if not 0 <= alpha < 0.5:
         raise ValueError(f"the band rule needs 0 ≤ α < 1/2 (got α = {alpha})")
@@ -81,7 +118,31 @@ def band_index(alpha: float) -> tuple[int, bool]:
 
 
 def predicted_spikes(alpha: float, mu: np.ndarray) -> int:
-    """Spikes the band rule predicts at ``α`` (degrees with ``μ_k(σ) = 0`` removed)."""
+    """Spikes the band rule predicts at ``α`` (degrees with ``μ_k(σ) = 0`` removed).
+
+    Parameters
+    ----------
+    alpha : float
+        ``α ∈ [0, 1/2)`` of ``η = c·n^α``.
+    mu : numpy.ndarray
+        (K + 1,) ``μ_0(σ) .. μ_K(σ)``, K at least the band's ``ℓ``.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        For ``α`` outside ``[0, 1/2)`` or too few coefficients.
+
+    Examples
+    --------
+    >>> from giantstep.activations import get_activation
+    >>> mu = get_activation("relu").hermite_coefficients(4)
+    >>> [predicted_spikes(a, mu) for a in (0.1, 0.3, 0.35, 0.39)]
+    [1, 2, 2, 3]
+    """
     ell, _ = band_index(alpha)
     return len(spiking_degrees(ell, mu)) if ell else 0
 
@@ -96,7 +157,15 @@ class UpdateTriplet:
 
 
 def update_triplet(update: np.ndarray) -> UpdateTriplet:
-    """Top singular triplet of update (N, d)."""
+    """Top singular triplet of update (N, d).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = update_triplet(3.0 * np.outer([0.6, 0.8], [1.0, 0.0, 0.0]))
+    >>> round(t.value, 12), np.round(np.abs(t.right), 12).tolist()
+    (3.0, [1.0, 0.0, 0.0])
+    """
     return UpdateTriplet(*top_singular_triplet(update))
 
 

@@ -134,7 +134,30 @@ def hermite_coefficients(target: Target | str) -> dict[tuple[int, ...], float]:
 
 
 def hermite_tensors(target: Target | str) -> list[np.ndarray]:
-    """``[C_0, C_1, ..., C_D]``: C_n of shape (r,)*n (exact for polynomials, D their degree)."""
+    """``[C_0, C_1, ..., C_D]``: C_n of shape (r,)*n (exact for polynomials, D their degree).
+
+    Parameters
+    ----------
+    target : Target or str
+        ``g*`` (a parsed target or its expression in ``z1..zr``).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``C_n = E[g*(h) He_n(h)]``, symmetric, shape (r,)*n.
+
+    Raises
+    ------
+    ValueError
+        For a target the predictor cannot integrate (non-polynomial of rank > 4, too many
+        tensor entries).
+
+    Examples
+    --------
+    >>> c = hermite_tensors("z1 + z1*z2")
+    >>> c[1].tolist(), c[2].tolist()
+    ([1.0, 0.0], [[0.0, 1.0], [1.0, 0.0]])
+    """
     target = parse_target(target) if isinstance(target, str) else target
     coefficients, degree, _ = _coefficients_of(target.expression)
     rank = target.rank
@@ -246,6 +269,7 @@ class Prediction:
     exact: bool = True
 
     def to_dict(self) -> dict:
+        """The prediction as plain JSON data (the ``theory learnable --json`` output)."""
         return {
             "expression": self.expression,
             "activation": self.activation,
@@ -294,7 +318,22 @@ def relevant_subspace(tensors: list[np.ndarray], scale: float) -> np.ndarray:
 
 
 def leap_index(target: Target | str) -> int | None:
-    """The target's leap index (module docstring); None if above the degree integrated."""
+    """The target's leap index (module docstring); None if above the degree integrated.
+
+    Parameters
+    ----------
+    target : Target or str
+        ``g*``.
+
+    Returns
+    -------
+    int or None
+
+    Examples
+    --------
+    >>> leap_index("z1 + z1*z2"), leap_index("z1*z2"), leap_index("He3(z1)")
+    (1, 2, 3)
+    """
     target = parse_target(target) if isinstance(target, str) else target
     tensors = hermite_tensors(target)
     scale = _scale(target)
@@ -313,7 +352,37 @@ def leap_index(target: Target | str) -> int | None:
 def predict(
     target: Target | str, batch_exponent: int, steps: int, activation: str = "relu"
 ) -> Prediction:
-    """The learned subspace after each of ``steps`` steps at ``n = Θ(d^batch_exponent)``."""
+    """The learned subspace after each of ``steps`` steps at ``n = Θ(d^batch_exponent)``.
+
+    Parameters
+    ----------
+    target : Target or str
+        ``g*``.
+    batch_exponent : int
+        ``κ ≥ 1`` of the batch size ``n = Θ(d^κ)``.
+    steps : int
+        Number of giant steps ``T ≥ 0``.
+    activation : str
+        The student's σ (its Hermite coefficients decide which degrees count).
+
+    Returns
+    -------
+    Prediction
+        ``subspaces[t]`` (dim U_t, r): orthonormal rows in target coordinates, t = 0..T.
+
+    Raises
+    ------
+    ValueError
+        For ``κ < 1``, ``T < 0``, or a target beyond the predictor.
+
+    Examples
+    --------
+    >>> p = predict("z1 + z1*z2", 1, 2, activation="relu")
+    >>> [u.tolist() for u in p.subspaces]
+    [[], [[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]]
+    >>> [u.tolist() for u in predict("z1 + z1*z2", 1, 2, activation="tanh").subspaces]
+    [[], [[1.0, 0.0]], [[1.0, 0.0]]]
+    """
     if batch_exponent < 1:
         raise ValueError(f"the batch exponent κ must be >= 1, got {batch_exponent}")
     if steps < 0:

@@ -15,6 +15,7 @@ PACKAGE = Path(giantstep.__file__).parent
 DOCTESTED = [
     "giantstep.config",
     "giantstep.experiment",
+    "giantstep.store",
     "giantstep.model",
     "giantstep.reduction",
     "giantstep.train",
@@ -29,6 +30,7 @@ DOCTESTED = [
 API = [
     "giantstep.experiment.run",
     "giantstep.config.load_config",
+    "giantstep.store.load",
     "giantstep.reduction.reduce_blocks",
     "giantstep.train.gradient",
     "giantstep.train.giant_steps",

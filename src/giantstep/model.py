@@ -7,7 +7,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from giantstep.activations import Activation
+from giantstep.activations import Activation, get_activation
 from giantstep.data import FIRST_LAYER, SECOND_LAYER, generator
 
 #: First-layer initialisations (the config's ``model.first_layer``).
@@ -98,7 +98,7 @@ def initialize(
     width: int,
     dim: int,
     *,
-    activation: Activation,
+    activation: Activation | str,
     preset: str = "moniri",
     output_scale: float | None = None,
     first_layer: FirstLayerInit | None = None,
@@ -112,8 +112,8 @@ def initialize(
         Selects the draws (the first and second layers have generators of their own).
     width, dim : int
         ``N`` and ``d``.
-    activation : Activation
-        ``σ``.
+    activation : Activation or str
+        ``σ``, or its name (``giantstep.activations.get_activation``).
     preset : {"moniri", "dandi"}
         SCIENCE.md §1: ``moniri`` (s = 1, rows on the sphere, ``a ~ N(0, 1/N)``) or ``dandi``
         (s = 1/N, rows on the sphere, ``a = ±1``).
@@ -137,6 +137,8 @@ def initialize(
     (0.25, [1.0, 1.0, -1.0, -1.0])
     """
     _check("preset", preset, tuple(PRESETS))
+    if isinstance(activation, str):
+        activation = get_activation(activation)
     p = PRESETS[preset]
     return TwoLayerNetwork(
         first_layer=initial_first_layer(seed, width, dim, first_layer or p.first_layer),

@@ -334,11 +334,40 @@ def _restore_float(value: Any) -> Any:
 def load(path: str | Path, arrays: bool = True):
     """The store as a pandas DataFrame, one row per run.
 
-    Columns: ``key``, ``status``, ``error``, ``version``, ``sweep``, ``finished``; the config
-    flattened into dotted columns (``seed``, ``train.batch_size``, ``readout.ridge`` ...); the
-    metrics (``step_size``, ``errors.0.test_error``, ``alignment.1.update_cosine`` ...); and,
-    if ``arrays``, one object column per array (``np.ndarray`` values). A config column and a
-    metric never share a name: config keys come first and metrics do not use them.
+    Parameters
+    ----------
+    path : str or Path
+        A results store (``giantstep sweep --store``).
+    arrays : bool
+        Also load the arrays of every run (spectra, overlaps), one object column each.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: ``key``, ``status``, ``error``, ``version``, ``sweep``, ``finished``; the
+        config flattened into dotted columns (``seed``, ``train.batch_size``, ``readout.ridge``
+        ...); the metrics (``step_size``, ``errors.0.test_error``,
+        ``alignment.1.update_cosine`` ...); and, if ``arrays``, one object column per array
+        (``np.ndarray`` values). A config column and a metric never share a name: config keys
+        come first and metrics do not use them.
+
+    Raises
+    ------
+    StoreError
+        If the file does not exist or is not a results store.
+
+    Examples
+    --------
+    >>> import tempfile, giantstep
+    >>> from giantstep.store import Store
+    >>> path = tempfile.mkdtemp() + "/runs.sqlite"
+    >>> with Store(path) as store:
+    ...     key = store.add_result(giantstep.run({"dim": 20, "width": 10,
+    ...         "train": {"batch_size": 256}, "readout": {"samples": 256, "ridge": [0.1]},
+    ...         "test": {"samples": 256}}))
+    >>> frame = load(path)
+    >>> frame[["status", "dim", "train.batch_size"]].values.tolist()
+    [['ok', 20, 256]]
     """
     import pandas as pd
 

@@ -1,0 +1,48 @@
+"""Bad input to the library gets the same clear errors as the CLI: ValueError naming the
+argument and the values it accepts, never a bare KeyError."""
+
+import pytest
+
+import giantstep
+from giantstep.data import SampleStream
+from giantstep.model import initial_first_layer, initial_second_layer, initialize
+from giantstep.store import Store
+from giantstep.sweep import parse_sweep, run_sweep
+
+
+def test_a_wrong_preset_names_the_argument_and_the_presets():
+    with pytest.raises(ValueError, match=r"preset: unknown 'mean_field'; one of moniri, dandi"):
+        initialize(0, 4, 3, activation="relu", preset="mean_field")
+    with pytest.raises(giantstep.ConfigError, match="preset"):
+        giantstep.run({"preset": "mean_field"})
+
+
+def test_a_wrong_activation_names_the_accepted_forms():
+    with pytest.raises(ValueError, match=r"unknown activation 'swish'; use one of: tanh, relu"):
+        initialize(0, 4, 3, activation="swish")
+
+
+def test_wrong_initialisations_name_the_argument():
+    with pytest.raises(
+        ValueError, match=r"first_layer: unknown 'uniform'; one of sphere, gaussian"
+    ):
+        initial_first_layer(0, 4, 3, "uniform")
+    with pytest.raises(ValueError, match=r"second_layer: unknown 'zeros'; one of gaussian, signs"):
+        initial_second_layer(0, 4, "zeros")
+
+
+def test_a_wrong_distribution_or_dtype_names_the_argument():
+    with pytest.raises(ValueError, match=r"distribution: unknown 'cauchy'; one of gaussian"):
+        SampleStream(0, (0,), 3, distribution="cauchy")
+    with pytest.raises(ValueError, match=r"dtype: 'int8' is not one of float64, float32"):
+        SampleStream(0, (0,), 3, dtype="int8")
+
+
+def test_a_wrong_executor_names_the_argument(tmp_path):
+    config = {"dim": 8, "width": 4, "train": {"batch_size": 256}, "readout": {"samples": 256},
+              "test": {"samples": 256}}  # fmt: skip
+    with pytest.raises(ValueError, match=r"executor: expected None .* got str"):
+        giantstep.run(config, executor="processes")
+    sweep = parse_sweep({"base": config, "grid": {"seed": [0]}})
+    with Store(tmp_path / "r.sqlite") as store, pytest.raises(ValueError, match="executor"):
+        run_sweep(sweep, store, executor="processes")

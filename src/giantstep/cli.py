@@ -6,7 +6,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -17,15 +16,63 @@ import click
 from giantstep import render
 from giantstep.config import ConfigError, load_config
 from giantstep.executors import open_executor
+from giantstep.files import write_text_atomically
 from giantstep.train import DivergenceError
 
 #: Exit code for bad input and diverging runs (the same as click's usage errors).
 EXIT_BAD_INPUT = 2
+#: Exit code for an unexpected internal error (a bug: rerun with --debug for the traceback).
+EXIT_INTERNAL = 1
+#: Exit code after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str) -> None:
     click.echo(f"giantstep: error: {message}", err=True)
     sys.exit(EXIT_BAD_INPUT)
+
+
+def _os_error(err: OSError) -> str:
+    """A one-line message for a failed read or write: the file and the system's reason."""
+    where = f" {err.filename}" if err.filename else ""
+    return f"cannot use{where}: {err.strerror or err}"
+
+
+class Giantstep(click.Group):
+    """The command group: no traceback reaches a user, whatever the input or the environment.
+
+    Expected failures (bad input, a diverging run, a file that cannot be read or written, too
+    little memory) exit 2 with one line; anything else is a bug in giantstep: exit 1 with one
+    line and a hint to rerun with ``--debug`` for the traceback. Ctrl-C exits 130 quietly.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command, turning every failure into a message and an exit code."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (ConfigError, DivergenceError, ValueError) as err:
+            click.echo(f"giantstep: error: {err}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except OSError as err:
+            click.echo(f"giantstep: error: {_os_error(err)}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except MemoryError:
+            click.echo("giantstep: error: out of memory (lower the sizes)", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except Exception as err:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(
+                f"giantstep: internal error: {type(err).__name__}: {err} "
+                "(a bug in giantstep; rerun with --debug for the traceback)",
+                err=True,
+            )
+            ctx.exit(EXIT_INTERNAL)
 
 
 def reports_bad_input(flags: dict[str, str] | None = None) -> Callable:
@@ -50,19 +97,14 @@ def reports_bad_input(flags: dict[str, str] | None = None) -> Callable:
     return decorate
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file: the file is whole or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Giantstep, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="giantstep")
-def main() -> None:
-    """Simulate, measure and predict what two-layer networks learn from giant gradient steps."""
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
+def main(debug: bool) -> None:
+    """Simulate, measure and predict what two-layer networks learn from giant gradient steps.
+
+    Bad input exits 2 with a message naming the key; Ctrl-C exits 130.
+    """
 
 
 @main.command()
@@ -98,16 +140,30 @@ def run(
     from giantstep.experiment import run as run_experiment
 
     config = load_config(config_file, overrides)
+    if out is not None:
+        _check_writable(out)
     progress = not as_json and sys.stderr.isatty()
     with open_executor("dask" if scheduler else "inprocess", scheduler=scheduler) as executor:
         result = run_experiment(config, executor=executor, progress=progress)
     text = result.model_dump_json(indent=2)
     if out is not None:
-        write_atomically(out / "result.json", text + "\n")
+        write_text_atomically(out / "result.json", text + "\n")
     if as_json:
         click.echo(text)
     else:
         render.print_run(result)
+
+
+def _check_writable(folder: Path) -> None:
+    """Exit 2 before any work if ``folder`` could not be created or written to (it is not
+    created here: a run that then fails leaves nothing behind)."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        _fail(f"--out {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK):
+        _fail(f"--out {folder}: cannot write into {existing}")
 
 
 def _hermite_coefficients(activation: str, max_degree: int):

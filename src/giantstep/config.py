@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,6 +30,35 @@ from giantstep.train import Residual
 
 PositiveInt = Annotated[int, Field(gt=0)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+# Limits that keep a valid config sane: validation stays instant, and a run that would take
+# days (or allocate terabytes later) is refused before any work.
+#: Rows of one sample set (10^10 rows of d = 1000 are 10^13 normal draws: days here).
+MAX_SAMPLES = 10**10
+#: Giant steps (the papers take one to a few).
+MAX_STEPS = 1000
+#: Ridge values of one readout.
+MAX_RIDGE_VALUES = 1000
+#: Label noise σ_ε (its square must stay far from float64 overflow in the error sums).
+MAX_NOISE = 1e100
+
+
+def at_most(limit: float, why: str) -> AfterValidator:
+    """A validator refusing values above ``limit``, saying why the limit is there."""
+
+    def check(value):
+        if value > limit:
+            raise ValueError(f"at most {limit:,} ({why})")
+        return value
+
+    return AfterValidator(check)
+
+
+SampleCount = Annotated[
+    int,
+    Field(gt=0),
+    at_most(MAX_SAMPLES, "10^10 rows of d = 1000 are 10^13 normal draws, days of work"),
+]
 #: The presets of ``giantstep.model.PRESETS``, as a type the validation can check.
 PresetName = Literal[tuple(PRESETS)]
 
@@ -53,8 +83,10 @@ class StepSizeConfig(_Section):
 class TrainConfig(_Section):
     """The giant steps: ``T`` steps on batches of ``n`` samples, residual ``y − f`` or ``y``."""
 
-    steps: Annotated[int, Field(ge=0)] = 1
-    batch_size: PositiveInt = 4000
+    steps: Annotated[
+        int, Field(ge=0), at_most(MAX_STEPS, "the theory is about one to a few giant steps")
+    ] = 1
+    batch_size: SampleCount = 4000
     step_size: StepSizeConfig = StepSizeConfig()
     residual: Residual = "y-f"
     reuse_batch: bool = False
@@ -64,7 +96,11 @@ class TargetConfig(_Section):
     """The teacher ``y = g*(W* x) + ε``: ``g*`` as an expression in ``z1..zr``, ``σ_ε``."""
 
     expression: str = "z1 + He2(z1)/2"
-    noise: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    noise: Annotated[
+        float,
+        Field(ge=0, allow_inf_nan=False),
+        at_most(MAX_NOISE, "larger noise overflows the squared errors"),
+    ] = 0.0
 
     @field_validator("expression")
     @classmethod
@@ -90,8 +126,11 @@ class DataConfig(_Section):
 class ReadoutConfig(_Section):
     """The ridge set: its size and the ridge values ``λ`` fitted on it."""
 
-    samples: PositiveInt = 4000
-    ridge: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = [1e-3, 1e-2, 1e-1]
+    samples: SampleCount = 4000
+    ridge: Annotated[
+        list[Annotated[float, Field(gt=0, allow_inf_nan=False)]],
+        Field(max_length=MAX_RIDGE_VALUES),
+    ] = [1e-3, 1e-2, 1e-1]
 
     @field_validator("ridge", mode="before")
     @classmethod
@@ -111,7 +150,7 @@ class ReadoutConfig(_Section):
 class TestConfig(_Section):
     """The test set's size."""
 
-    samples: PositiveInt = 2000
+    samples: SampleCount = 2000
 
 
 class ComputeConfig(_Section):
@@ -235,7 +274,9 @@ def _format_error(err: ValidationError) -> str:
             lines.append(f"{key}: unknown key")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{key}: {msg} (got {e.get('input')!r})")
+            got = repr(e.get("input"))
+            got = got if len(got) <= 80 else got[:77] + "..."
+            lines.append(f"{key}: {msg} (got {got})")
     return "; ".join(lines)
 
 
@@ -274,13 +315,33 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
+#: Largest config or sweep file read (bytes): a config is a few lines; ``/dev/zero`` is not one.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """The raw tables of a TOML file; raises ConfigError on a syntax error."""
+    """The raw tables of a TOML file.
+
+    Raises ConfigError naming the file if it is missing, a folder, unreadable, larger than
+    ``MAX_CONFIG_BYTES`` (an endless device included), not UTF-8 text or not valid TOML.
+    """
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a TOML file") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path}: cannot read it ({err.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config"
+        )
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (a binary file?)") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path}: {err}") from None
 

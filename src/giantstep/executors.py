@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -60,7 +61,12 @@ def connect(address: str, timeout: float = 10.0):
 
 
 def _watch_parent(parent: int) -> None:
-    """In a pool worker: exit when the parent dies (kill -9 leaves no orphan running)."""
+    """In a pool worker: exit when the parent dies (kill -9 leaves no orphan running).
+
+    Ctrl-C is the parent's to handle: a worker ignores it (else every worker prints its own
+    traceback) and exits, like after kill -9, once the parent has gone.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def loop() -> None:
         while True:

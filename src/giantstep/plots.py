@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from giantstep.config import ConfigError
+from giantstep.files import atomic_path
 
 
 def theory_column(columns: Any, metric: str) -> str | None:
@@ -124,9 +125,11 @@ def plot_frame(
     ax.set_title(title or f"{y} vs {x}\nmean ± sd over {n_runs} runs per point", fontsize=10)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=130)
+    finally:
+        plt.close(fig)
     return out
 
 

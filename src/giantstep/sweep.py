@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -44,6 +45,9 @@ from giantstep.store import FINAL, Store, library_version, run_key
 from giantstep.train import DivergenceError
 
 _SWEEP_KEYS = {"name", "base", "base_file", "grid", "zip"}
+#: Runs of one sweep, counted from the grid before anything is expanded (validating each run
+#: costs about a tenth of a millisecond: the limit keeps it to seconds).
+MAX_RUNS = 20_000
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,8 @@ def parse_sweep(data: dict[str, Any], base_dir: Path | None = None) -> Sweep:
         raise ConfigError(f"name: expected a string (got {name!r})")
     base: dict[str, Any] = {}
     if "base_file" in data:
+        if not isinstance(data["base_file"], str):
+            raise ConfigError(f"base_file: expected a file name (got {data['base_file']!r})")
         path = Path(data["base_file"])
         if base_dir is not None and not path.is_absolute():
             path = base_dir / path
@@ -180,6 +186,12 @@ def parse_sweep(data: dict[str, Any], base_dir: Path | None = None) -> Sweep:
         axes.append((keys, list(zip(*(flat[k] for k in keys), strict=True))))
     if not axes:
         raise ConfigError("grid: empty (give at least one key with a list of values)")
+    count = math.prod(len(values) for _, values in axes)
+    if count > MAX_RUNS:
+        raise ConfigError(
+            f"grid: {count:,} runs, more than {MAX_RUNS:,} (each is validated before the first "
+            "starts; split the sweep into several files)"
+        )
     return Sweep(name=name, base=base, axes=axes)
 
 

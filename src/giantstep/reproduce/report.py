@@ -8,15 +8,19 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from giantstep.files import atomic_path
+
 
 def save_figure(fig, path: Path) -> Path:
     """Lay out, write (PNG, 120 dpi) and close a reproduction's figure; returns its path."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
     return path
 
 

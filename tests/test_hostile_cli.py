@@ -1,0 +1,163 @@
+"""Careless and hostile input at the command line: never a hang, never a traceback.
+
+Each case runs the real command in a subprocess and asserts the exit code, a message naming the
+key (or the file), no traceback, and a wall time bound generous enough for a loaded CI machine
+(a hang is the failure, not speed).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+#: Seconds a refused input may take, even on a loaded 2-core machine.
+BOUND = 30
+
+SMALL = ["--set", "dim=20", "--set", "width=10", "--set", "train.batch_size=256"]
+
+
+def giantstep(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "giantstep", *args],
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        cwd=cwd,
+    )
+    assert time.monotonic() - started < BOUND
+    assert "Traceback" not in out.stdout + out.stderr, out.stderr
+    return out
+
+
+def refused(out: subprocess.CompletedProcess, *words: str) -> None:
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert out.stderr.startswith("giantstep: error: "), out.stderr
+    for word in words:
+        assert word in out.stderr, (word, out.stderr)
+
+
+# -- files that are not config files ------------------------------------------------------------
+
+
+def test_an_endless_file_is_refused():
+    refused(giantstep("run", "/dev/zero"), "/dev/zero", "larger than 1 MiB")
+
+
+def test_a_binary_file_is_refused(tmp_path):
+    binary = tmp_path / "exp.toml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    refused(giantstep("run", str(binary)), str(binary), "not UTF-8")
+
+
+def test_a_missing_or_malformed_file_is_refused(tmp_path):
+    refused(giantstep("run", str(tmp_path / "absent.toml")), "does not exist")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("dim = = 3\n")
+    refused(giantstep("run", str(bad)), str(bad))
+
+
+def test_a_folder_is_refused_where_a_file_is_expected(tmp_path):
+    out = giantstep("run", str(tmp_path))
+    assert out.returncode == 2 and "is a directory" in out.stderr
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f'base_file = "{tmp_path}"\n[grid]\nseed = [0]\n')
+    refused(giantstep("sweep", str(sweep), "--dry-run"), "is a folder")
+    refused(giantstep("sweep", str(tmp_path / "absent.toml")), "does not exist")
+
+
+def test_a_sweep_base_file_that_is_not_a_name_is_refused(tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text("base_file = 3\n[grid]\nseed = [0]\n")
+    refused(giantstep("sweep", str(sweep), "--dry-run"), "base_file", "3")
+
+
+# -- sizes that pass a type check and would explode later ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "why"),
+    [
+        ("train.batch_size=1000000000000", "train.batch_size", "at most 10,000,000,000"),
+        ("readout.samples=100000000000", "readout.samples", "days of work"),
+        ("train.steps=100000", "train.steps", "at most 1,000"),
+        ("target.noise=1e300", "target.noise", "overflows"),
+        ("width=100000000", "width", "GiB"),
+    ],
+)
+def test_sizes_are_bounded_before_any_work(override, key, why):
+    refused(giantstep("run", *SMALL, "--set", override), key, why)
+
+
+def test_a_grid_of_millions_of_runs_is_refused_before_it_is_expanded(tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    values = ", ".join(map(str, range(1000)))
+    sweep.write_text(f"[grid]\nseed = [{values}]\n'train.batch_size' = [{values}]\n")
+    refused(giantstep("sweep", str(sweep), "--dry-run"), "grid", "1,000,000 runs")
+
+
+# -- outputs that cannot be written -------------------------------------------------------------
+
+
+def test_an_unwritable_out_folder_is_refused_before_the_run(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    refused(giantstep("run", *SMALL, "--out", str(blocker / "sub")), "--out", "not a folder")
+
+
+def test_a_figure_that_cannot_be_written_leaves_nothing_behind(tmp_path):
+    store = tmp_path / "r.sqlite"
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        "[base]\ndim = 12\nwidth = 8\ntrain.batch_size = 256\nreadout.samples = 256\n"
+        "test.samples = 256\n[grid]\nseed = [0, 1]\n"
+    )
+    assert (
+        giantstep("sweep", str(sweep), "--store", str(store), "--executor", "inprocess").returncode
+        == 0
+    )
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = giantstep("plot", str(store), "--x", "seed", "--y", "step_size", "--out",
+                    str(blocker / "fig.png"))  # fmt: skip
+    refused(out, str(blocker))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "r.sqlite", "sweep.toml"]
+
+
+# -- Ctrl-C -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["inprocess", "processes"])
+def test_ctrl_c_exits_130_quietly_workers_included(tmp_path, executor):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        "[base]\ndim = 200\nwidth = 200\ntrain.batch_size = 40000\n"
+        "[grid]\nseed = [0, 1, 2, 3, 4, 5, 6, 7]\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "giantstep", "sweep", str(sweep), "--store",
+         str(tmp_path / "r.sqlite"), "--executor", executor, "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: Ctrl-C reaches it and its workers
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    time.sleep(4)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=BOUND)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stderr, stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the workers leave with their parent
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("workers of the interrupted sweep are still running")

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import giantstep
 from giantstep.cli import main
 from giantstep.config import ConfigError, validate_config
-from giantstep.plots import plot_frame, theory_column
+from giantstep.plots import plot_frame, theory_columns
 from giantstep.store import (
     DIVERGED,
     FAILED,
@@ -203,8 +203,20 @@ def test_plot_mean_spread_and_theory_overlay(tmp_path):
             for n in (256, 1024):
                 store.add_result(giantstep.run(tiny(seed=seed, train__batch_size=n)))
     frame = load(path, arrays=False)
-    assert theory_column(frame.columns, "alignment.1.update_cosine") == "predicted_update_cosine"
-    assert theory_column(frame.columns, "errors.0.test_error") is None
+    assert theory_columns(frame.columns, "alignment.1.update_cosine") == ["predicted_update_cosine"]
+    assert theory_columns(frame.columns, "errors.0.test_error") == []
+    # A prediction per variant, for a metric inside a list of the result.
+    columns = [
+        "errors.0.test_error",
+        "predicted_errors.spiked.errors.0.test_error",
+        "predicted_errors.random_features.errors.0.test_error",
+        "predicted_errors.spiked.errors.1.test_error",
+        "predicted_errors.spiked.reason",
+    ]
+    assert theory_columns(columns, "errors.0.test_error") == [
+        "predicted_errors.random_features.errors.0.test_error",
+        "predicted_errors.spiked.errors.0.test_error",
+    ]
     written = plot_frame(
         frame, "train.batch_size", "alignment.1.update_cosine", out=tmp_path / "f.png"
     )

@@ -18,19 +18,42 @@ from giantstep.config import ConfigError
 from giantstep.files import atomic_path
 
 
-def theory_column(columns: Any, metric: str) -> str | None:
-    """The column holding the prediction of ``metric``, if any.
+def theory_columns(columns: Any, metric: str) -> list[str]:
+    """The columns holding predictions of ``metric`` (none, one, or one per variant).
 
-    For ``a.b.name``: ``a.b.predicted_name``, then ``a.predicted_name``, then ``predicted_name``.
+    For ``a.b.name``: ``a.b.predicted_name``, then ``a.predicted_name``, then
+    ``predicted_name`` (the first that exists); and for a metric inside a list of the result,
+    such as ``errors.0.test_error``, the variants of its prediction
+    ``predicted_errors.<variant>.errors.0.test_error`` (random features, spiked, trained layer).
     """
     *parents, leaf = metric.split(".")
-    if leaf.startswith("predicted_"):
-        return None
+    if leaf.startswith("predicted_") or metric.startswith("predicted_"):
+        return []
+    found = []
     for depth in range(len(parents), -1, -1):
         candidate = ".".join([*parents[:depth], f"predicted_{leaf}"])
         if candidate in columns:
-            return candidate
-    return None
+            found.append(candidate)
+            break
+    if parents:
+        prefix, suffix = f"predicted_{parents[0]}.", f".{metric}"
+        depth = metric.count(".") + 2
+        found += sorted(
+            c
+            for c in columns
+            if c.startswith(prefix) and c.endswith(suffix) and c.count(".") == depth
+        )
+    return found
+
+
+#: Line styles of the predictions, one per variant.
+THEORY_STYLES = ("--", ":", "-.")
+
+
+def _variant(column: str) -> str:
+    """``predicted_errors.spiked.errors.0.test_error`` → ``spiked``; else the column."""
+    parts = column.split(".")
+    return parts[1] if len(parts) > 2 and parts[0].startswith("predicted_") else column
 
 
 def _numeric(frame, column: str, argument: str) -> np.ndarray:
@@ -48,38 +71,44 @@ def plot_frame(
     y: str,
     hue: str | None = None,
     out: str | Path = "plot.png",
-    theory: str | None = None,
+    theory: str | list[str] | None = None,
     logx: bool = False,
     logy: bool = False,
     title: str | None = None,
 ) -> Path:
     """Draw ``y`` against ``x`` from a DataFrame of ``giantstep.load``; returns the file written.
 
+    ``theory``: the column(s) of the prediction, drawn dashed (default: every prediction of
+    ``y`` the runs carry, see :func:`theory_columns`; one line style per variant).
     Raises ConfigError naming a column that does not exist or holds no numbers.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import pandas as pd
 
     out = Path(out)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"out {out}: the figure must end in .png, .pdf or .svg")
     if frame.empty:
         raise ConfigError("the store has no runs to plot")
-    for option, column in (("x", x), ("y", y), ("hue", hue), ("theory", theory)):
+    asked = [theory] if isinstance(theory, str) else list(theory or [])
+    named = [("x", x), ("y", y), ("hue", hue)] + [("theory", t) for t in asked]
+    for option, column in named:
         if column is not None and column not in frame.columns:
             known = ", ".join(map(str, frame.columns))
             raise ConfigError(f"{option} {column}: no such column in the store (columns: {known})")
     runs = frame[frame["status"] == "ok"] if "status" in frame.columns else frame
     if runs.empty:
         raise ConfigError("the store has no finished runs to plot")
-    if theory is None:
-        theory = theory_column(runs.columns, y)
     data = runs.assign(_y=_numeric(runs, y, "y"))
-    if theory is not None:
-        data = data.assign(_theory=_numeric(runs, theory, "theory"))
-    import pandas as pd
+    if asked:
+        predictions = {t: _numeric(runs, t, "theory") for t in asked}
+    else:  # what the runs predict; a variant out of its regime holds no number: not drawn
+        found = {t: pd.to_numeric(runs[t], errors="coerce") for t in theory_columns(runs, y)}
+        predictions = {t: v.to_numpy(dtype=float) for t, v in found.items() if v.notna().any()}
+    data = data.assign(**{f"_theory{k}": v for k, v in enumerate(predictions.values())})
 
     numeric_x = pd.to_numeric(data[x], errors="coerce")
     categories: list | None = None
@@ -100,15 +129,15 @@ def plot_frame(
         ax.plot(xs, mean, "o-", color=color, label=f"{name} (measured)")
         ax.fill_between(xs, mean - spread, mean + spread, color=color, alpha=0.2, lw=0)
         ax.plot(group["_x"], group["_y"], ".", color=color, alpha=0.35, ms=4)
-        if theory is not None:
-            predicted = group.groupby("_x", sort=True)["_theory"].mean()
+        for k, column in enumerate(predictions):
+            predicted = group.groupby("_x", sort=True)[f"_theory{k}"].mean()
             if predicted.notna().any():
                 ax.plot(
                     np.asarray(predicted.index, dtype=float),
                     predicted.to_numpy(),
-                    "--",
+                    THEORY_STYLES[k % len(THEORY_STYLES)],
                     color=color,
-                    label=f"{'' if hue is None else name + ' '}{theory} (theory)",
+                    label=f"{'' if hue is None else name + ' '}{_variant(column)} (theory)",
                 )
     seeds = data.groupby([c for c in (hue, "_x") if c is not None])["_y"].count()
     if categories is not None:

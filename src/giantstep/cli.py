@@ -447,7 +447,11 @@ def results(
 @click.option("--x", "x", required=True, help="Config key on the x axis, e.g. train.batch_size.")
 @click.option("--y", "y", required=True, help="Metric, e.g. alignment.1.update_cosine.")
 @click.option("--hue", default=None, help="Config key: one line per value.")
-@click.option("--theory", default=None, help="Column of the prediction (default: predicted_<y>).")
+@click.option(
+    "--theory",
+    multiple=True,
+    help="Column of a prediction, repeatable (default: every prediction of y in the store).",
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -464,7 +468,7 @@ def plot(
     x: str,
     y: str,
     hue: str | None,
-    theory: str | None,
+    theory: tuple[str, ...],
     out: Path,
     logx: bool,
     logy: bool,
@@ -474,5 +478,5 @@ def plot(
     from giantstep.store import load, select
 
     frame = select(load(store_path, arrays=False), filters)
-    written = plot_frame(frame, x, y, hue=hue, out=out, theory=theory, logx=logx, logy=logy)
+    written = plot_frame(frame, x, y, hue=hue, out=out, theory=list(theory), logx=logx, logy=logy)
     click.echo(f"figure: {written}")

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -166,10 +167,12 @@ class ExperimentConfig(_Section):
 
     @field_validator("activation")
     @classmethod
-    def _known_activation(cls, value: str) -> str:
-        from giantstep.activations import get_activation
+    def _known_activation(cls, value: str, info: ValidationInfo) -> str:
+        from giantstep.activations import check_activation
 
-        get_activation(value)  # raises ValueError naming the accepted activations
+        # Syntax only, never an import: a py: spec runs user code, so it needs the opt-in
+        # allow_python (validation context); raises ValueError naming the accepted activations.
+        check_activation(value, allow_python=bool((info.context or {}).get("allow_python")))
         return value
 
     @model_validator(mode="after")
@@ -218,10 +221,14 @@ def _format_error(err: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def validate_config(data: dict[str, Any]) -> ExperimentConfig:
-    """A config from nested dicts (as TOML gives them); raises ConfigError naming the key."""
+def validate_config(data: dict[str, Any], *, allow_python: bool = False) -> ExperimentConfig:
+    """A config from nested dicts (as TOML gives them); raises ConfigError naming the key.
+
+    allow_python: accept ``activation = "py:module:function"``, whose module is imported (its
+    code run) when the run starts; validation itself never imports it.
+    """
     try:
-        config = ExperimentConfig.model_validate(data)
+        config = ExperimentConfig.model_validate(data, context={"allow_python": allow_python})
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
     config.step_size()
@@ -271,10 +278,16 @@ def default_config_data() -> dict[str, Any]:
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    allow_python: bool = False,
 ) -> ExperimentConfig:
-    """The config from ``path`` (or the built-in default) with ``key=value`` overrides applied."""
+    """The config from ``path`` (or the built-in default) with ``key=value`` overrides applied.
+
+    allow_python: as in :func:`validate_config` (``--allow-python``).
+    """
     data = read_toml(path) if path is not None else default_config_data()
     for item in overrides:
         set_dotted(data, *parse_override(item))
-    return validate_config(data)
+    return validate_config(data, allow_python=allow_python)

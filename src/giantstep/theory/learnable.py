@@ -138,12 +138,14 @@ def _numerical_coefficients(target: Target, max_degree: int) -> dict:
     per_axis = round(len(weights) ** (1 / rank))
     # The rule is a tensor grid (meshgrid 'ij'): the last coordinate runs fastest.
     axis_nodes = nodes[:per_axis, rank - 1]
-    grid = (weights * target.values(nodes)).reshape((per_axis,) * rank)
     table = hermite_table(max_degree, axis_nodes)  # (D + 1, per_axis)
-    for _ in range(rank):
-        # Contract the leading node axis; the new degree axis goes last, so after r
-        # contractions the axes are (α_1 .. α_r) in order.
-        grid = np.tensordot(grid, table, axes=([0], [1]))
+    # A target that overflows gives non-finite coefficients, named by the second moment.
+    with np.errstate(all="ignore"):
+        grid = (weights * target.values(nodes)).reshape((per_axis,) * rank)
+        for _ in range(rank):
+            # Contract the leading node axis; the new degree axis goes last, so after r
+            # contractions the axes are (α_1 .. α_r) in order.
+            grid = np.tensordot(grid, table, axes=([0], [1]))
     return {
         alpha: float(grid[alpha])
         for degree in range(max_degree + 1)

@@ -65,10 +65,11 @@ MAX_TENSOR_ENTRIES = 2_000_000
 #: Highest order (degree) of a Hermite tensor: numpy arrays have at most 32 dimensions (64
 #: from numpy 2), and C_n has n.
 MAX_TENSOR_ORDER = 32
-#: Most multiply-adds the rules may spend on one prediction (leap index included), ~1 s here.
-#: Their cost grows like D³ r^(D+2) for degree D in r coordinates (He5(z1)*He4(z2)*He4(z3)
-#: would take half a minute); a prediction that needs more is refused, whatever the steps.
-MAX_RULE_WORK = 1_000_000_000
+#: Most multiply-adds the rules may spend on one prediction (leap index included): about a
+#: second on an idle 2-core machine (He9(z1)*He9(z2) needs 4e8). Their cost grows like
+#: D³ r^(D+2) for degree D in r coordinates (He5(z1)*He4(z2)*He4(z3) took 25 s); a prediction
+#: that needs more is refused, whatever the steps.
+MAX_RULE_WORK = 500_000_000
 #: Most steps predicted. After a step that adds nothing no later one does (the rule depends
 #: only on the learned subspace), so steps cost nothing past the fixed point, but each is a
 #: row of the answer.
@@ -315,6 +316,8 @@ def step_rule(
             if work is not None:
                 work.spend(n * (tensors[n].size * rank + _CALL_COST))
             block = _project_legs(tensors[n], rest, on_learned, k)
+            if work is not None:
+                work.spend(block.size * rank)  # its SVD
             columns.append(_orthonormal_range(block, tolerance))
     if not columns:
         return np.zeros((rank, 0))

@@ -250,8 +250,13 @@ class Store:
             with closing(_open_readonly(self.path)) as probe:
                 version = _check_store(probe, self.path)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            version = _create_store(self.path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                version = _create_store(self.path)
+            except OSError as err:
+                raise StoreError(
+                    f"{self.path}: cannot create a results store there ({err.strerror or err})"
+                ) from None
         self._conn = _open_for_writing(self.path)
         if version == 0:
             try:

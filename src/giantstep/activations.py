@@ -105,13 +105,13 @@ class Activation:
         if not callable(function):
             raise UserFunctionError(f"activation {name}: {function!r} is not callable")
         if derivative is None:
-            _probe(name, "the function", function)
+            _probe(name, "", function)
             derivative = _central_difference(function)
         elif not callable(derivative):
             raise UserFunctionError(f"activation {name}: {derivative!r} is not callable")
         else:
-            _probe(name, "the function", function)
-            _probe(name, "the derivative", derivative)
+            _probe(name, "", function)
+            _probe(name, "its derivative ", derivative)
         return cls(name, _fresh(name, function), _fresh(name, derivative), kinks)
 
 
@@ -122,13 +122,16 @@ def _describe(value: object) -> str:
 
 
 def _probe(name: str, role: str, f: Function) -> None:
-    """Call f once on _PROBE; UserFunctionError unless it returns a numeric array of its shape."""
+    """Call f once on _PROBE; UserFunctionError unless it returns a numeric array of its shape.
+
+    role: "" for the function itself, "its derivative " for the derivative.
+    """
     try:
         with np.errstate(all="ignore"):
             out = f(_PROBE.copy())
     except Exception as err:  # noqa: BLE001 - any failure of user code is reported as such
         raise UserFunctionError(
-            f"activation {name}: {role} raised {type(err).__name__} on a float64 array of shape "
+            f"activation {name}: {role}raised {type(err).__name__} on a float64 array of shape "
             f"{_PROBE.shape}: {err}"
         ) from None
     try:
@@ -137,7 +140,7 @@ def _probe(name: str, role: str, f: Function) -> None:
         array = None
     if array is None or array.shape != _PROBE.shape or array.dtype.kind not in "biuf":
         raise UserFunctionError(
-            f"activation {name}: {role} did not return an array of the input's shape "
+            f"activation {name}: {role}did not return an array of the input's shape "
             f"(given a float64 array of shape {_PROBE.shape}, it returned {_describe(out)}); "
             "it must map a numpy array elementwise to one of the same shape"
         )

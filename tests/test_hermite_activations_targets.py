@@ -249,7 +249,9 @@ def test_polynomial_expansion_agrees_with_evaluation(expression):
     if not any(z in expression for z in ("z1", "z2", "z3")):
         return
     target = parse_target(expression)
-    assert target.is_polynomial
+    assert target.degree is not None  # a polynomial, whether or not it is expanded
+    if not target.is_polynomial:
+        return  # its expansion would pass giantstep.targets.MAX_TERMS or MAX_EXPANSION_WORK
     h = np.random.default_rng(1).uniform(-1.5, 1.5, (20, target.rank))
     np.testing.assert_allclose(target.polynomial(h), target(h), rtol=1e-9, atol=1e-9)
 

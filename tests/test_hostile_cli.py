@@ -136,7 +136,7 @@ def test_ctrl_c_exits_130_quietly_workers_included(tmp_path, executor):
     sweep = tmp_path / "sweep.toml"
     sweep.write_text(
         "[base]\ndim = 200\nwidth = 200\ntrain.batch_size = 40000\n"
-        "[grid]\nseed = [0, 1, 2, 3, 4, 5, 6, 7]\n"
+        "[grid]\nseed = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n"
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "giantstep", "sweep", str(sweep), "--store",
@@ -147,7 +147,8 @@ def test_ctrl_c_exits_130_quietly_workers_included(tmp_path, executor):
         start_new_session=True,  # its own process group: Ctrl-C reaches it and its workers
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
-    time.sleep(4)
+    first = process.stderr.readline()  # the first finished run: the sweep is under way
+    assert first.startswith("[1/"), first
     os.killpg(process.pid, signal.SIGINT)
     stdout, stderr = process.communicate(timeout=BOUND)
     assert process.returncode == 130, stderr

@@ -10,6 +10,15 @@ An activation is named by a string (the config's ``activation`` key):
   numpy out); without a derivative it is computed by central differences (error ~1e-10).
 
 Every method keeps the input's floating dtype and returns fresh arrays the caller may overwrite.
+
+**Checking is not building.** :func:`check_activation` is what config validation calls: it reads
+the spec and never imports anything, so validating a config (``sweep --dry-run`` included)
+runs no user code. A ``py:`` spec runs the named module's code when the activation is built for a
+run, so it is refused unless the caller opts in (``allow_python=True``; ``--allow-python`` on
+the command line). :func:`get_activation` builds: it imports a ``py:`` module and calls the
+function once on a small array, so a function that is not an array function fails there with a
+message (:class:`UserFunctionError`), not deep inside a run. Sizes are bounded: ``He<k>`` and
+``poly(...)`` up to degree ``hermite.MAX_DEGREE``, specs up to ``MAX_SPEC_LENGTH`` characters.
 """
 
 from __future__ import annotations
@@ -23,9 +32,27 @@ from functools import lru_cache
 import numpy as np
 from scipy import special
 
-from giantstep.hermite import coefficients, hermite
+from giantstep.errors import ConfigError
+from giantstep.hermite import MAX_DEGREE, check_degree, coefficients, hermite
 
 Function = Callable[[np.ndarray], np.ndarray]
+
+#: Longest activation spec, in characters (a poly(...) of the largest degree fits).
+MAX_SPEC_LENGTH = 4000
+#: Most coefficients of ``poly(c0, ..., cm)``: degree m up to ``hermite.MAX_DEGREE``.
+MAX_POLY_COEFFICIENTS = MAX_DEGREE + 1
+_IDENTIFIER = r"[A-Za-z_]\w*"
+_PYTHON_SPEC = re.compile(
+    rf"py:({_IDENTIFIER}(?:\.{_IDENTIFIER})*):({_IDENTIFIER})(?::({_IDENTIFIER}))?"
+)
+#: The array a user function is tried on when it is built: 2-D, like the pre-activations.
+_PROBE = np.linspace(-2.0, 2.0, 12).reshape(3, 4)
+
+
+class UserFunctionError(ConfigError):
+    """A ``py:`` activation (or a callable given to ``Activation.from_callable``) cannot be
+    imported, raised, or did not return an array of its input's shape."""
+
 
 ACTIVATION_FORMS = (
     "tanh, relu, leaky_relu, leaky_relu(s), erf, sigmoid, softplus, gelu, sin, abs, sign, "
@@ -70,27 +97,72 @@ class Activation:
         name: str | None = None,
         kinks: tuple[float, ...] = (),
     ) -> Activation:
-        """Wrap a user's numpy function; without a derivative, use central differences."""
+        """Wrap a user's numpy function; without a derivative, use central differences.
+
+        Each function is called once on a small (3, 4) float64 array: UserFunctionError if it
+        raises or does not return a numeric array of that shape (``print``, ``math.sin``).
+        """
+        name = name or getattr(function, "__name__", "custom")
         if not callable(function):
-            raise ValueError(f"{function!r} is not callable")
+            raise UserFunctionError(f"activation {name}: {function!r} is not callable")
         if derivative is None:
+            _probe(name, "", function)
             derivative = _central_difference(function)
         elif not callable(derivative):
-            raise ValueError(f"{derivative!r} is not callable")
-        return cls(
-            name or getattr(function, "__name__", "custom"),
-            _fresh(function),
-            _fresh(derivative),
-            kinks,
+            raise UserFunctionError(f"activation {name}: {derivative!r} is not callable")
+        else:
+            _probe(name, "", function)
+            _probe(name, "its derivative ", derivative)
+        return cls(name, _fresh(name, function), _fresh(name, derivative), kinks)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype} and shape {value.shape}"
+    return f"a {type(value).__name__}"
+
+
+def _probe(name: str, role: str, f: Function) -> None:
+    """Call f once on _PROBE; UserFunctionError unless it returns a numeric array of its shape.
+
+    role: "" for the function itself, "its derivative " for the derivative.
+    """
+    try:
+        with np.errstate(all="ignore"):
+            out = f(_PROBE.copy())
+    except Exception as err:  # noqa: BLE001 - any failure of user code is reported as such
+        raise UserFunctionError(
+            f"activation {name}: {role}raised {type(err).__name__} on a float64 array of shape "
+            f"{_PROBE.shape}: {err}"
+        ) from None
+    try:
+        array = np.asarray(out)
+    except Exception:  # noqa: BLE001 - whatever it returned is not an array
+        array = None
+    if array is None or array.shape != _PROBE.shape or array.dtype.kind not in "biuf":
+        raise UserFunctionError(
+            f"activation {name}: {role}did not return an array of the input's shape "
+            f"(given a float64 array of shape {_PROBE.shape}, it returned {_describe(out)}); "
+            "it must map a numpy array elementwise to one of the same shape"
         )
 
 
-def _fresh(f: Function) -> Function:
-    """f with its output as a new array of the input's dtype (user functions may return views)."""
+def _fresh(name: str, f: Function) -> Function:
+    """f with its output as a new array of the input's dtype (user functions may return views).
+
+    A failure of the user's function mid-run is reported as UserFunctionError naming it.
+    """
 
     def wrapped(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        return np.array(np.broadcast_to(f(x), x.shape), dtype=x.dtype)
+        try:
+            out = f(x)
+            return np.array(np.broadcast_to(out, x.shape), dtype=x.dtype)
+        except Exception as err:  # noqa: BLE001 - user code: name it instead of a deep traceback
+            raise UserFunctionError(
+                f"activation {name}: failed on an array of dtype {x.dtype} and shape {x.shape} "
+                f"({type(err).__name__}: {err})"
+            ) from err
 
     return wrapped
 
@@ -148,6 +220,7 @@ def _leaky_relu(slope: float) -> Activation:
 
 
 def _hermite_activation(k: int) -> Activation:
+    check_degree(k, "the degree of the activation He<k>")
     return Activation(
         f"He{k}",
         lambda x: hermite(k, x),
@@ -165,26 +238,55 @@ def _polynomial(coefs: list[float]) -> Activation:
             result += cj
         return result
 
+    if len(coefs) > MAX_POLY_COEFFICIENTS:
+        raise ValueError(
+            f"poly(...) has {len(coefs)} coefficients, above the limit MAX_POLY_COEFFICIENTS = "
+            f"{MAX_POLY_COEFFICIENTS} (degree hermite.MAX_DEGREE = {MAX_DEGREE})"
+        )
+    if not all(np.isfinite(coefs)):
+        raise ValueError(f"poly(...) coefficients must be finite numbers, got {coefs}")
     slopes = [j * c for j, c in enumerate(coefs)][1:] or [0.0]
     name = "poly(" + ", ".join(f"{c:g}" for c in coefs) + ")"
     return Activation(name, lambda x: evaluate(coefs, x), lambda x: evaluate(slopes, x))
 
 
+def _python_spec(spec: str) -> tuple[str, list[str]]:
+    """(module, [function, derivative?]) of ``py:module:function[:derivative]``; syntax only."""
+    match = _PYTHON_SPEC.fullmatch(spec)
+    if match is None:
+        raise ValueError(
+            f"'{_shorten(spec)}' is not of the form py:module:function[:derivative] "
+            "(module a dotted name, functions names in it)"
+        )
+    module, function, derivative = match.groups()
+    return module, [function] + ([derivative] if derivative else [])
+
+
 def _user_function(spec: str) -> Activation:
-    parts = spec.split(":")
-    if len(parts) not in (3, 4) or not all(parts[1:]):
-        raise ValueError(f"'{spec}' is not of the form py:module:function[:derivative]")
-    module_name, names = parts[1], parts[2:]
+    module_name, names = _python_spec(spec)
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"cannot import module '{module_name}': {err}") from None
+        raise UserFunctionError(
+            f"activation {spec}: cannot import module '{module_name}': {err}"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - the module's own code failed while importing
+        raise UserFunctionError(
+            f"activation {spec}: importing module '{module_name}' raised "
+            f"{type(err).__name__}: {err}"
+        ) from None
     functions = []
     for name in names:
         if not callable(getattr(module, name, None)):
-            raise ValueError(f"module '{module_name}' has no function '{name}'")
+            raise UserFunctionError(
+                f"activation {spec}: module '{module_name}' has no function '{name}'"
+            )
         functions.append(getattr(module, name))
     return Activation.from_callable(*functions, name=spec)
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _FIXED: dict[str, Activation] = {
@@ -207,12 +309,49 @@ ACTIVATION_NAMES = tuple(_FIXED)
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
-@lru_cache(maxsize=64)
-def get_activation(spec: str) -> Activation:
-    """The activation named by ``spec`` (see the module docstring); ValueError if unknown."""
+def check_activation(spec: str, allow_python: bool = False) -> str:
+    """Validate an activation spec without building anything user-defined; returns it stripped.
+
+    The config's check (``activation``): named, ``He<k>``, ``leaky_relu(s)`` and ``poly(...)``
+    specs are parsed and their limits checked; a ``py:module:function[:derivative]`` spec is
+    checked for its syntax only — the module is **not** imported — and refused unless
+    ``allow_python``, since building it runs that module's code. ValueError saying why.
+    """
+    text = _spec_text(spec)
+    if text.startswith("py:"):
+        module, _ = _python_spec(text)
+        if not allow_python:
+            raise ValueError(
+                f"'{text}' runs the code of Python module '{module}' (imported when the run "
+                "starts); allow it with --allow-python on the command line, or "
+                "allow_python=True in load_config/validate_config"
+            )
+        return text
+    get_activation(text)
+    return text
+
+
+def _spec_text(spec: str) -> str:
     if not isinstance(spec, str):
         raise ValueError(f"an activation is named by a string, got {type(spec).__name__}")
-    spec = spec.strip()
+    text = spec.strip()
+    if len(text) > MAX_SPEC_LENGTH:
+        raise ValueError(
+            f"the activation spec has {len(text)} characters, above the limit "
+            f"MAX_SPEC_LENGTH = {MAX_SPEC_LENGTH}"
+        )
+    return text
+
+
+def get_activation(spec: str) -> Activation:
+    """The activation named by ``spec`` (see the module docstring), built: a ``py:`` spec
+    imports its module and tries the function (UserFunctionError if it is not an array
+    function). ValueError if the spec is unknown or past a limit."""
+    return _build(_spec_text(spec))
+
+
+@lru_cache(maxsize=64)
+def _build(spec: str) -> Activation:
     if spec in _FIXED:
         return _FIXED[spec]
     if match := re.fullmatch(r"He(\d+)", spec):
@@ -222,8 +361,10 @@ def get_activation(spec: str) -> Activation:
     if match := re.fullmatch(r"poly\((.*)\)", spec):
         terms = [t.strip() for t in match.group(1).split(",")]
         if not all(re.fullmatch(_NUMBER, t) for t in terms):
-            raise ValueError(f"'{spec}': poly(...) takes numbers c0, c1, ..., e.g. poly(0, 1, 0.5)")
+            raise ValueError(
+                f"'{_shorten(spec)}': poly(...) takes numbers c0, c1, ..., e.g. poly(0, 1, 0.5)"
+            )
         return _polynomial([float(t) for t in terms])
     if spec.startswith("py:"):
         return _user_function(spec)
-    raise ValueError(f"unknown activation '{spec}'; use one of: {ACTIVATION_FORMS}")
+    raise ValueError(f"unknown activation '{_shorten(spec)}'; use one of: {ACTIVATION_FORMS}")

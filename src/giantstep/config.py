@@ -18,12 +18,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from giantstep.activations import get_activation
 from giantstep.data import CHUNK_ROWS, Distribution, Dtype, SampleStream
+from giantstep.errors import ConfigError
 from giantstep.model import PRESETS, FirstLayerInit, SecondLayerInit
 from giantstep.targets import parse_target
 from giantstep.train import Residual
@@ -61,10 +62,6 @@ SampleCount = Annotated[
 ]
 #: The presets of ``giantstep.model.PRESETS``, as a type the validation can check.
 PresetName = Literal[tuple(PRESETS)]
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the dotted key."""
 
 
 class _Section(BaseModel):
@@ -219,8 +216,12 @@ class ExperimentConfig(_Section):
 
     @field_validator("activation")
     @classmethod
-    def _known_activation(cls, value: str) -> str:
-        get_activation(value)  # raises ValueError naming the accepted activations
+    def _known_activation(cls, value: str, info: ValidationInfo) -> str:
+        from giantstep.activations import check_activation
+
+        # Syntax only, never an import: a py: spec runs user code, so it needs the opt-in
+        # allow_python (validation context); raises ValueError naming the accepted activations.
+        check_activation(value, allow_python=bool((info.context or {}).get("allow_python")))
         return value
 
     @model_validator(mode="after")
@@ -280,10 +281,14 @@ def _format_error(err: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def validate_config(data: dict[str, Any]) -> ExperimentConfig:
-    """A config from nested dicts (as TOML gives them); raises ConfigError naming the key."""
+def validate_config(data: dict[str, Any], *, allow_python: bool = False) -> ExperimentConfig:
+    """A config from nested dicts (as TOML gives them); raises ConfigError naming the key.
+
+    allow_python: accept ``activation = "py:module:function"``, whose module is imported (its
+    code run) when the run starts; validation itself never imports it.
+    """
     try:
-        config = ExperimentConfig.model_validate(data)
+        config = ExperimentConfig.model_validate(data, context={"allow_python": allow_python})
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
     config.step_size()
@@ -353,7 +358,10 @@ def default_config_data() -> dict[str, Any]:
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    allow_python: bool = False,
 ) -> ExperimentConfig:
     """The config from ``path`` (or the built-in default) with ``key=value`` overrides applied.
 
@@ -363,6 +371,9 @@ def load_config(
         A TOML file of config tables; None is the built-in default experiment.
     overrides : sequence of str
         ``"dotted.key=value"`` items, the value a TOML literal (else a string), applied in order.
+    allow_python : bool
+        Accept ``py:module:function`` activations, which run that module's code (the CLI's
+        ``--allow-python``); refused otherwise.
 
     Returns
     -------
@@ -383,9 +394,9 @@ def load_config(
     >>> load_config(overrides=["width=-3"])
     Traceback (most recent call last):
     ...
-    giantstep.config.ConfigError: width: Input should be greater than 0 (got -3)
+    giantstep.errors.ConfigError: width: Input should be greater than 0 (got -3)
     """
     data = read_toml(path) if path is not None else default_config_data()
     for item in overrides:
         set_dotted(data, *parse_override(item))
-    return validate_config(data)
+    return validate_config(data, allow_python=allow_python)

@@ -36,10 +36,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        # mkstemp makes the file private; give it the permissions a plain open() would.
+        with open(tmp, "rb+") as written:  # on disk before the rename makes it visible
+            os.fsync(written.fileno())
+        # mkstemp makes the file private: keep the replaced file's permissions, or give the
+        # ones a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
-        tmp.chmod(0o666 & ~umask)
+        tmp.chmod(path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -20,15 +20,36 @@ import numpy as np
 RANGE = 14.0
 PIECE_WIDTH = 0.5
 NODES_PER_PIECE = 40
+#: Highest Hermite degree computed (``hermite``, ``hermite_table``, ``coefficients``; the
+#: activations ``He<k>``, ``poly(...)`` and the CLI's ``--max-degree`` use it too). Up to it
+#: everything stays finite in double precision: ``He_k(±RANGE) ≈ 14^128 ≈ 5e146``,
+#: ``k! ≈ 4e215`` (the normalisations ``sqrt(k!)``) and the moments ``(2k − 1)!! ≈ 7e252`` of a
+#: degree-k polynomial's square. Far beyond any degree the theory uses, far below the degree
+#: whose table (K + 1 rows of every quadrature node) would exhaust memory.
+MAX_DEGREE = 128
+
+
+def check_degree(degree: int, what: str = "Hermite degree") -> int:
+    """``degree`` if it is an integer in ``0..MAX_DEGREE``, else ValueError saying why."""
+    if isinstance(degree, bool) or not isinstance(degree, int | np.integer):
+        raise ValueError(f"{what} must be an integer, got {degree!r}")
+    if degree < 0:
+        raise ValueError(f"{what} must be >= 0, got {degree}")
+    if degree > MAX_DEGREE:
+        raise ValueError(
+            f"{what} {degree} is above the limit MAX_DEGREE = {MAX_DEGREE} "
+            "(higher degrees overflow double precision)"
+        )
+    return int(degree)
 
 
 def hermite(k: int, x: np.ndarray | float) -> np.ndarray:
     """``He_k(x)`` by the three-term recurrence ``He_{k+1} = x He_k − k He_{k−1}``.
 
-    Shape and floating dtype of x (float32 stays float32).
+    Shape and floating dtype of x (float32 stays float32). ValueError if k is not in
+    ``0..MAX_DEGREE``.
     """
-    if k < 0:
-        raise ValueError(f"Hermite degree must be >= 0, got {k}")
+    k = check_degree(k)
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(float)
@@ -39,7 +60,8 @@ def hermite(k: int, x: np.ndarray | float) -> np.ndarray:
 
 
 def hermite_table(max_degree: int, x: np.ndarray) -> np.ndarray:
-    """``He_0(x) .. He_K(x)`` stacked: (K + 1, *x.shape)."""
+    """``He_0(x) .. He_K(x)`` stacked: (K + 1, *x.shape); ValueError if K > MAX_DEGREE."""
+    max_degree = check_degree(max_degree, "max_degree")
     x = np.asarray(x, dtype=float)
     table = np.empty((max_degree + 1, *x.shape))
     table[0] = 1.0
@@ -114,9 +136,11 @@ def gaussian_expectation(
 def coefficients(
     f: Callable[[np.ndarray], np.ndarray], max_degree: int, kinks: Sequence[float] = ()
 ) -> np.ndarray:
-    """``μ_0(f) .. μ_K(f)``: (K + 1,), accurate to ~1e-12 when the kinks of f are given."""
-    if max_degree < 0:
-        raise ValueError(f"max_degree must be >= 0, got {max_degree}")
+    """``μ_0(f) .. μ_K(f)``: (K + 1,), accurate to ~1e-12 when the kinks of f are given.
+
+    ValueError if K is not in ``0..MAX_DEGREE``.
+    """
+    max_degree = check_degree(max_degree, "max_degree")
     x, w = gaussian_rule(tuple(kinks))
     values = np.asarray(f(x), dtype=float)
     if values.shape != x.shape:

@@ -7,7 +7,7 @@ moments are exact: ``E[z^k] = (k − 1)!!`` for even k and 0 for odd k, coordina
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import prod
+from math import comb, prod
 
 import numpy as np
 
@@ -15,8 +15,21 @@ Exponents = tuple[int, ...]
 
 
 def gaussian_moment(k: int) -> float:
-    """``E[g^k]`` for ``g ~ N(0, 1)``."""
-    return 0.0 if k % 2 else float(prod(range(k - 1, 0, -2)))
+    """``E[g^k]`` for ``g ~ N(0, 1)``; ``inf`` where ``(k − 1)!!`` exceeds double precision
+    (k > 300), so that an expectation overflows to a non-finite number the caller can name
+    instead of raising OverflowError from deep inside."""
+    if k % 2:
+        return 0.0
+    try:
+        return float(prod(range(k - 1, 0, -2)))
+    except OverflowError:
+        return float("inf")
+
+
+def monomial_count(rank: int, degree: int) -> int:
+    """Number of monomials of total degree ≤ ``degree`` in ``rank`` coordinates,
+    ``C(rank + degree, rank)``: a bound on the terms of any polynomial of that degree."""
+    return comb(rank + degree, rank)
 
 
 @dataclass(frozen=True)

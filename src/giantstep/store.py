@@ -17,9 +17,25 @@ Layout (SQLite, WAL journal, ``synchronous=FULL``):
 The result is flattened generically, so a new field of ``RunResult`` needs no change here.
 A run is written in one transaction: it is wholly in the store or absent.
 
+- ``claims``: ``key`` -> the sweep process running it (``owner``, ``host``, ``pid``, the
+  process's start time, the time of the claim or its last renewal); see :meth:`Store.claim`.
+
 Failed runs. ``diverged`` (a ``DivergenceError``: deterministic, the same config diverges again)
 is **skipped** by a rerun of the sweep; ``failed`` (any other error: a lost worker, memory, a
 bug) is **retried** by a rerun. ``giantstep sweep --retry`` retries both.
+
+**Careful with files.** A store is marked: ``PRAGMA application_id`` is ``APPLICATION_ID`` and
+``PRAGMA user_version`` the layout ``SCHEMA_VERSION``. A file is opened as a store only if it is
+one — checked through a read-only connection before anything is written, so any other file (a
+0-byte file, another program's SQLite database, text) is refused **unmodified**; only a path that
+does not exist becomes a new store (built under a temporary name and linked into place, so no
+half-made store is ever seen). A store written before the marker existed (application_id 0,
+user_version 0, exactly the tables ``runs`` and ``arrays`` with their columns) is read as it is
+and upgraded to the current layout only when opened for writing. An unknown schema version is
+refused; ``PRAGMA quick_check`` runs on every open, so a truncated or damaged store is reported as
+corrupted at once instead of failing later mid-read. Readers (``Store(path, readonly=True)``,
+:func:`load`) open with ``mode=ro`` — falling back to ``immutable=1`` where the folder is not
+writable — so a read-only file or folder can be read.
 """
 
 from __future__ import annotations
@@ -28,26 +44,41 @@ import hashlib
 import io
 import json
 import math
+import os
+import socket
 import sqlite3
+import tempfile
 import time
 import tomllib
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from giantstep.config import ConfigError
+from giantstep.files import atomic_path
 
 OK, DIVERGED, FAILED = "ok", "diverged", "failed"
 #: Statuses a rerun skips by default.
 FINAL = (OK, DIVERGED)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
+#: ``PRAGMA application_id`` of a giantstep store ("GSTP" in ASCII).
+APPLICATION_ID = 0x47535450
+#: ``PRAGMA user_version``: the layout this code reads and writes. Version 0 is the layout of
+#: stores written before the marker (application_id 0): read as is, upgraded when written.
+SCHEMA_VERSION = 1
+#: Seconds after which a claim that was not renewed is stale (see Store.claim).
+CLAIM_TTL = 3600.0
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,
     status TEXT NOT NULL,
     error TEXT,
@@ -56,15 +87,29 @@ CREATE TABLE IF NOT EXISTS runs (
     sweep TEXT,
     finished REAL NOT NULL,
     metrics TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS arrays (
+)""",
+    """CREATE TABLE IF NOT EXISTS arrays (
     key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE,
     name TEXT NOT NULL,
     format TEXT NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (key, name)
-);
-"""
+)""",
+    """CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    renewed REAL NOT NULL
+)""",
+)
+#: The columns of the version-0 layout, by table: what tells a pre-marker store from another
+#: program's database.
+_V0_COLUMNS = {
+    "runs": ["key", "status", "error", "config", "version", "sweep", "finished", "metrics"],
+    "arrays": ["key", "name", "format", "data"],
+}
 
 
 def library_version() -> str:
@@ -77,7 +122,9 @@ def canonical_config(config: Any) -> dict[str, Any]:
     from giantstep.config import ExperimentConfig, validate_config
 
     if not isinstance(config, ExperimentConfig):
-        config = validate_config(config)
+        # A record, never run from here: a py: activation is accepted (validation imports
+        # nothing), or results of runs the user allowed could not be stored.
+        config = validate_config(config, allow_python=True)
     return config.model_dump(mode="json")
 
 
@@ -175,21 +222,51 @@ class StoredRun:
 
 
 class Store:
-    """A results file. Only one process should write to it at a time (the sweep's parent);
-    any number may read it while it is written (WAL)."""
+    """A results file, opened for writing (the default: created if the path does not exist)
+    or ``readonly``. Raises StoreError — naming the file and saying why, before anything is
+    written — for a file that is not a giantstep store, a corrupted one, one of an unknown
+    schema version, or one that cannot be opened.
 
-    def __init__(self, path: str | Path):
+    Any number of processes may read a store while it is written (WAL). Several processes may
+    write it (each run in one transaction); sweeps sharing a store use :meth:`claim` so that
+    no run is run twice. ``owner`` names this writer in its claims (default: host, pid and a
+    random tag).
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False, owner: str | None = None):
         self.path = Path(path)
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as err:
-            raise StoreError(f"{self.path}: not a giantstep results store ({err})") from None
+        self.readonly = readonly
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        if readonly:
+            if not self.path.exists():
+                raise StoreError(f"{self.path}: no such results store")
+            self._conn = _open_readonly(self.path)
+            try:
+                self.schema_version = _check_store(self._conn, self.path)
+            except BaseException:
+                self._conn.close()
+                raise
+            return
+        if self.path.exists() or self.path.is_symlink():
+            # Checked read-only first: a file that is not a store is never written to.
+            with closing(_open_readonly(self.path)) as probe:
+                version = _check_store(probe, self.path)
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                version = _create_store(self.path)
+            except OSError as err:
+                raise StoreError(
+                    f"{self.path}: cannot create a results store there ({err.strerror or err})"
+                ) from None
+        self._conn = _open_for_writing(self.path)
+        if version == 0:
+            try:
+                _upgrade(self._conn, self.path)
+            except BaseException:
+                self._conn.close()
+                raise
+        self.schema_version = SCHEMA_VERSION
 
     def close(self) -> None:
         """Close the file."""
@@ -214,6 +291,7 @@ class Store:
         error: str | None,
         sweep: str | None,
     ) -> None:
+        self._writable()
         encoded = [(name, *_encode(value)) for name, value in arrays.items()]
         metrics_json = json.dumps(_finite_or_none(metrics), default=_json_default)
         config_json = json.dumps(config, sort_keys=True, separators=(",", ":"))
@@ -261,7 +339,92 @@ class Store:
         self._write(key, status, config, version, {}, {}, error, sweep)
         return key
 
+    def _writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"{self.path}: the store was opened read-only")
+
+    # -- claims: sweeps sharing a store run each run once ----------------------------------
+
+    def claim(
+        self,
+        key: str,
+        owner: str | None = None,
+        *,
+        skip: Iterable[str] = FINAL,
+        ttl: float = CLAIM_TTL,
+    ) -> bool:
+        """Take the run ``key`` for ``owner`` (default: this Store's); True if it is now ours.
+
+        False if the run is stored with a status in ``skip`` (done: ``FINAL`` by default, or
+        ``(OK,)`` for a sweep with ``--retry``), or if another owner holds a live claim on it.
+        A claim is stale — and taken over — when its owner is a process of this host that has
+        exited (a pid that was reused does not count: the process start time is compared) or
+        when it was neither made nor renewed for ``ttl`` seconds (an owner on another host,
+        or hung). One transaction: of several processes claiming a key, exactly one wins.
+        Long runs: :meth:`renew` the claims well within ``ttl``; after storing a run,
+        :meth:`release` it.
+        """
+        self._writable()
+        owner = owner or self.owner
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT status FROM runs WHERE key = ?", (key,)).fetchone()
+            held = conn.execute(
+                "SELECT owner, host, pid, started, renewed FROM claims WHERE key = ?", (key,)
+            ).fetchone()
+            now = time.time()
+            if (row is not None and row[0] in tuple(skip)) or (
+                held is not None and held[0] != owner and not _stale(*held[1:], ttl, now)
+            ):
+                conn.execute("ROLLBACK")
+                return False
+            host, pid, started = _this_process()
+            conn.execute(
+                "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)",
+                (key, owner, host, pid, started, now),
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return True
+
+    def release(self, key: str, owner: str | None = None) -> bool:
+        """Give up ``owner``'s claim on ``key`` (after storing the run); True if it held one."""
+        self._writable()
+        cursor = self._conn.execute(
+            "DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner or self.owner)
+        )
+        return cursor.rowcount > 0
+
+    def release_all(self, owner: str | None = None) -> int:
+        """Give up every claim of ``owner`` (a sweep that stops); returns how many."""
+        self._writable()
+        cursor = self._conn.execute("DELETE FROM claims WHERE owner = ?", (owner or self.owner,))
+        return cursor.rowcount
+
+    def renew(self, owner: str | None = None) -> int:
+        """Mark every claim of ``owner`` as live now (call well within CLAIM_TTL)."""
+        self._writable()
+        cursor = self._conn.execute(
+            "UPDATE claims SET renewed = ? WHERE owner = ?", (time.time(), owner or self.owner)
+        )
+        return cursor.rowcount
+
+    def claims(self) -> dict[str, str]:
+        """``{key: owner}`` of the claims in the store (stale ones included)."""
+        if self.schema_version < 1:
+            return {}
+        return dict(self._conn.execute("SELECT key, owner FROM claims").fetchall())
+
     # -- reading ------------------------------------------------------------------------------
+
+    def versions(self) -> dict[str, int]:
+        """``{library version: number of runs}``: which giantstep wrote the runs."""
+        return dict(
+            self._conn.execute("SELECT version, COUNT(*) FROM runs GROUP BY version").fetchall()
+        )
 
     def status(self, keys: Iterable[str] | None = None) -> dict[str, str]:
         """``{key: status}`` for the given keys that are in the store (all if None)."""
@@ -274,11 +437,13 @@ class Store:
     def __len__(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
-    def runs(self) -> Iterator[StoredRun]:
-        """Every run, in the order they finished."""
+    def runs(self, version: str | None = None) -> Iterator[StoredRun]:
+        """The stored runs in the order they finished (only those of ``version`` if given)."""
+        where, args = ("WHERE version = ? ", (version,)) if version is not None else ("", ())
         rows = self._conn.execute(
             "SELECT key, status, error, config, version, sweep, finished, metrics FROM runs "
-            "ORDER BY finished, key"
+            f"{where}ORDER BY finished, key",
+            args,
         )
         for key, status, error, config, version, sweep, finished, metrics in rows:
             yield StoredRun(
@@ -299,18 +464,283 @@ class Store:
         ).fetchall()
         return {name: _decode(fmt, data) for name, fmt, data in rows}
 
-    def all_arrays(self) -> dict[str, dict[str, Any]]:
-        """The arrays of every run: ``{key: {dotted name: value}}``."""
+    def all_arrays(self, version: str | None = None) -> dict[str, dict[str, Any]]:
+        """``{key: arrays}`` of every run (only those of ``version`` if given)."""
+        query = "SELECT key, name, format, data FROM arrays"
+        args: tuple = ()
+        if version is not None:
+            query += " WHERE key IN (SELECT key FROM runs WHERE version = ?)"
+            args = (version,)
         out: dict[str, dict[str, Any]] = {}
-        for key, name, fmt, data in self._conn.execute(
-            "SELECT key, name, format, data FROM arrays"
-        ):
+        for key, name, fmt, data in self._conn.execute(query, args):
             out.setdefault(key, {})[name] = _decode(fmt, data)
         return out
 
 
 class StoreError(ConfigError):
-    """The file is not a results store (or cannot be opened)."""
+    """The file is not a results store, is corrupted, or cannot be opened."""
+
+
+def _uri(path: Path, query: str) -> str:
+    return f"file:{quote(str(path.resolve()), safe='/')}?{query}"
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection: ``immutable=1`` when no -wal file exists, else ``mode=ro``, or
+    ``immutable=1`` where the folder is not writable.
+
+    In WAL mode a reader needs the ``-shm`` index; where it does not exist and cannot be made
+    (a read-only folder) SQLite refuses ``mode=ro``, and ``immutable=1`` reads the file as it
+    is — right, unless changes are still in a ``-wal`` file it would not see: then StoreError.
+    """
+    _check_header(path)
+    if not Path(f"{path}-wal").exists():
+        # No connection has the store open (the last one to close removes the -wal file), so
+        # every change is in the file itself: read it as it is, which leaves no -wal/-shm
+        # files behind (mode=ro would create them and could not remove them). A writer that
+        # opens it meanwhile writes into its own -wal until a checkpoint, 1000 pages later.
+        try:
+            return _connect_readonly(path, "mode=ro&immutable=1")
+        except sqlite3.DatabaseError as err:
+            raise _unreadable(path, err) from None
+    try:
+        return _connect_readonly(path, "mode=ro")
+    except sqlite3.OperationalError as err:
+        first = err
+    except sqlite3.DatabaseError as err:
+        raise _unreadable(path, err) from None
+    if os.access(path.parent, os.W_OK):
+        raise StoreError(f"{path}: cannot be opened for reading ({first})")
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreError(
+            f"{path}: its folder is read-only and {wal.name} holds changes a read-only reader "
+            "cannot see; open the store once where its folder is writable"
+        )
+    try:
+        return _connect_readonly(path, "mode=ro&immutable=1")
+    except sqlite3.DatabaseError as err:
+        raise _unreadable(path, err) from None
+
+
+def _connect_readonly(path: Path, query: str) -> sqlite3.Connection:
+    """A connection by URI, opened for real (the first read attaches the WAL index)."""
+    conn = sqlite3.connect(_uri(path, query), uri=True, timeout=30.0)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_header(path: Path) -> bytes:
+    """The 100-byte SQLite header of ``path``; StoreError if the file cannot be one."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except IsADirectoryError:
+        raise StoreError(f"{path}: is a folder, not a giantstep results store") from None
+    except OSError as err:
+        raise StoreError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not header:
+        raise StoreError(
+            f"{path}: an empty file, not a giantstep results store (a store is created only "
+            "at a path that does not exist)"
+        )
+    if not header.startswith(_SQLITE_MAGIC):
+        raise StoreError(f"{path}: not a SQLite database, so not a giantstep results store")
+    if len(header) >= 72 and int.from_bytes(header[68:72], "big") not in (0, APPLICATION_ID):
+        # Another program's mark: refused without even a read-only connection to it.
+        application_id = int.from_bytes(header[68:72], "big")
+        raise StoreError(
+            f"{path}: another program's SQLite database (application_id {application_id}), "
+            "not a giantstep results store"
+        )
+    return header
+
+
+def _ours_by_header(path: Path) -> bool:
+    """Whether the header (bytes 68..71: application_id) carries giantstep's mark."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError:
+        return False
+    return len(header) >= 72 and int.from_bytes(header[68:72], "big") == APPLICATION_ID
+
+
+def _unreadable(path: Path, err: Exception) -> StoreError:
+    if _ours_by_header(path):
+        return StoreError(f"{path}: the results store is corrupted ({err})")
+    return StoreError(f"{path}: not a giantstep results store, or corrupted ({err})")
+
+
+def _check_store(conn: sqlite3.Connection, path: Path) -> int:
+    """The schema version of the store behind ``conn``; StoreError naming what is wrong.
+
+    Reads only: the marker, the tables and ``PRAGMA quick_check`` (every page is read once).
+    """
+    try:
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        schema = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {
+            name: [c[1] for c in conn.execute(f"PRAGMA table_info('{name}')").fetchall()]
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            ).fetchall()
+        }
+    except sqlite3.DatabaseError as err:
+        raise _unreadable(path, err) from None
+    if application_id == APPLICATION_ID:
+        if not 1 <= schema <= SCHEMA_VERSION:
+            raise StoreError(
+                f"{path}: a giantstep results store of schema version {schema}, which this "
+                f"giantstep ({library_version()}, schema {SCHEMA_VERSION}) cannot read; use the "
+                "giantstep that wrote it"
+            )
+        expected = {"runs", "arrays", "claims"}
+    elif application_id == 0 and schema == 0 and tables and set(tables) == set(_V0_COLUMNS):
+        if any(tables[name] != columns for name, columns in _V0_COLUMNS.items()):
+            raise StoreError(f"{path}: not a giantstep results store (other columns)")
+        expected = set(_V0_COLUMNS)
+    elif application_id == 0 and not tables:
+        raise StoreError(
+            f"{path}: a SQLite database without a giantstep store's tables, not a results "
+            "store (a store is created only at a path that does not exist)"
+        )
+    else:
+        raise StoreError(
+            f"{path}: another program's SQLite database (application_id {application_id}, "
+            f"tables {', '.join(sorted(tables)) or 'none'}), not a giantstep results store"
+        )
+    if missing := expected - set(tables):
+        raise StoreError(f"{path}: the results store is corrupted (no table {min(missing)})")
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"{path}: the results store is corrupted ({err})") from None
+    if problems != ["ok"]:
+        raise StoreError(f"{path}: the results store is corrupted ({'; '.join(problems[:3])})")
+    return schema if application_id == APPLICATION_ID else 0
+
+
+def _schema_statements() -> list[str]:
+    return [
+        *_TABLES,
+        f"PRAGMA application_id = {APPLICATION_ID}",
+        f"PRAGMA user_version = {SCHEMA_VERSION}",
+    ]
+
+
+def _create_store(path: Path) -> int:
+    """Make a new, empty store at ``path`` (which did not exist); returns its schema version.
+
+    Built under a temporary name in the same folder and hard-linked into place: a reader or a
+    second creator sees no store or a whole one, never a half-made file. If another process
+    created the store meanwhile, that one is kept (and checked).
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # what sqlite3 would have given a file it created
+        with closing(sqlite3.connect(tmp, isolation_level=None)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _schema_statements():
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, f"{tmp}-wal", f"{tmp}-shm"):
+            if os.path.lexists(leftover):
+                os.unlink(leftover)
+    with closing(_open_readonly(path)) as probe:
+        return _check_store(probe, path)
+
+
+def _open_for_writing(path: Path) -> sqlite3.Connection:
+    """A connection that can write the (checked) store, or StoreError now — not at the first
+    run stored, hours into a sweep. SQLite opens a file it may not write read-only, silently:
+    a write rolled back at once tells."""
+    conn = None
+    try:
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+        finally:
+            conn.execute("ROLLBACK")
+    except sqlite3.DatabaseError as err:
+        if conn is not None:
+            conn.close()
+        raise StoreError(
+            f"{path}: cannot be opened for writing ({err}); a read-only store can still be "
+            "listed, exported and plotted"
+        ) from None
+    return conn
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    """Version 0 (written before the marker) -> SCHEMA_VERSION, in one transaction."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            marked = conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+            if not marked:  # else another writer upgraded it meanwhile
+                for statement in _schema_statements():
+                    conn.execute(statement)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"{path}: cannot upgrade the store for writing ({err})") from None
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (Linux); 0o022 where it cannot be read."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def _this_process() -> tuple[str, int, float]:
+    """(host, pid, start time) of this process: what makes a claim's owner identifiable."""
+    import psutil
+
+    return socket.gethostname(), os.getpid(), psutil.Process().create_time()
+
+
+def _stale(host: str, pid: int, started: float, renewed: float, ttl: float, now: float) -> bool:
+    """Whether a claim made by (host, pid, started), renewed at ``renewed``, may be taken."""
+    if now - renewed > ttl:
+        return True
+    if host != socket.gethostname():
+        return False  # cannot see the process: only the age tells
+    import psutil
+
+    try:
+        return abs(psutil.Process(pid).create_time() - started) > 0.5  # the pid was reused
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:  # e.g. access denied: it exists
+        return False
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -331,8 +761,10 @@ def _restore_float(value: Any) -> Any:
     return value
 
 
-def load(path: str | Path, arrays: bool = True):
-    """The store as a pandas DataFrame, one row per run.
+def load(path: str | Path, arrays: bool = True, all_versions: bool = False):
+    """The store as a pandas DataFrame, one row per run — of this library version only,
+    unless ``all_versions`` (runs of two versions are not the same experiment: their keys
+    differ, and mixing them would average two codes; see :meth:`Store.versions`).
 
     Parameters
     ----------
@@ -340,6 +772,8 @@ def load(path: str | Path, arrays: bool = True):
         A results store (``giantstep sweep --store``).
     arrays : bool
         Also load the arrays of every run (spectra, overlaps), one object column each.
+    all_versions : bool
+        Also the runs of other giantstep versions (by default only this version's).
 
     Returns
     -------
@@ -354,7 +788,8 @@ def load(path: str | Path, arrays: bool = True):
     Raises
     ------
     StoreError
-        If the file does not exist or is not a results store.
+        If the file does not exist, is not a results store or is corrupted. The store is
+        opened read-only: a read-only file or folder works.
 
     Examples
     --------
@@ -374,10 +809,11 @@ def load(path: str | Path, arrays: bool = True):
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such results store")
-    with closing(Store(path)) as store:
+    version = None if all_versions else library_version()
+    with closing(Store(path, readonly=True)) as store:
         rows = []
-        blobs = store.all_arrays() if arrays else {}
-        for run in store.runs():
+        blobs = store.all_arrays(version) if arrays else {}
+        for run in store.runs(version):
             row: dict[str, Any] = {
                 "key": run.key,
                 "status": run.status,
@@ -453,8 +889,15 @@ def summary_columns(frame) -> list[str]:
 
 
 def export(frame, path: str | Path, fmt: str) -> Path:
-    """Write runs to csv (arrays as JSON lists) or parquet (arrays as lists)."""
+    """Write runs to csv (arrays as JSON lists) or parquet (arrays as lists), atomically.
+
+    The file is written under a temporary name in the same folder, flushed to disk and renamed
+    over ``path``: an export interrupted (a full disk, a kill) leaves the previous file whole
+    and no temporary file behind.
+    """
     path = Path(path)
+    if fmt not in ("csv", "parquet"):
+        raise ConfigError(f"fmt: unknown format {fmt!r} (csv or parquet)")
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def plain(value: Any) -> Any:
@@ -472,10 +915,9 @@ def export(frame, path: str | Path, fmt: str) -> Path:
                 frame[column] = frame[column].map(
                     lambda v: json.dumps(v) if isinstance(v, list | dict) else v
                 )
-    if fmt == "csv":
-        frame.to_csv(path, index=False)
-    elif fmt == "parquet":
-        frame.to_parquet(path, index=False)
-    else:
-        raise ConfigError(f"fmt: unknown format {fmt!r} (csv or parquet)")
+    with atomic_path(path) as tmp:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
     return path

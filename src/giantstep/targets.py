@@ -4,24 +4,66 @@ A target expression is written in the coordinates ``z1 .. zr`` of ``h = W* x`` w
 ``+ - * / **``, parentheses and the functions ``He1 .. He9``, ``tanh``, ``relu``, ``sign``, ``abs``,
 ``exp``, ``erf``. It is parsed with :mod:`ast` and only those nodes are accepted: nothing is
 evaluated by Python, so ``__import__('os')``, attributes, subscripts and other names are rejected.
+
+**Bounded before any work.** An expression is text from a config, a command line or a sweep
+file, so it is measured before it is built: its length, the node count and nesting depth of its
+syntax tree and its largest coordinate index are checked on the tree before anything is
+allocated; the degree of every polynomial part is bounded bottom-up as the tree is compiled
+(``deg(p ± q) = max``, ``deg(pq) = sum``, ``deg(p**k) = k·deg(p)``, ``deg(He_k(p)) = k·deg(p)``)
+and refused above ``MAX_DEGREE``; and an exact expansion is only computed when its term count,
+bounded by ``min(terms(p)·terms(q), C(r + deg, r))``, and its cost fit ``MAX_TERMS`` and
+``MAX_EXPANSION_WORK`` — otherwise the target is evaluated numerically (``polynomial`` is None).
+Exceeding a limit raises ValueError naming it; parsing any text takes milliseconds.
 """
 
 from __future__ import annotations
 
 import ast
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from math import prod
 
 import numpy as np
 from scipy import optimize, special
 
 from giantstep.data import TEACHER, Block, generator
+from giantstep.errors import ConfigError
+from giantstep.hermite import MAX_DEGREE as _HERMITE_MAX_DEGREE
 from giantstep.hermite import RANGE, hermite, product_rule
-from giantstep.polynomial import Polynomial
+from giantstep.polynomial import Polynomial, monomial_count
 
+#: Longest expression, in characters.
 MAX_LENGTH = 2000
+#: Most nodes of the syntax tree (numbers, names, operators, calls: ``z1 + 2*z2`` has 5). Each
+#: node is one array operation per block of samples and per quadrature node.
+MAX_NODES = 1000
+#: Deepest nesting of the syntax tree. Compiling and evaluating recurse once per level (a few
+#: Python frames each), so this keeps both far below Python's recursion limit. Parentheses,
+#: calls and signs nest; the terms of a sum ``a + b - c ...`` or a product ``a * b * c`` do not.
+MAX_DEPTH = 100
+#: Largest coordinate index ``z_k``: the rank r of ``W*`` (r × d), and the length of every
+#: exponent tuple of the exact polynomial; the theory's targets have a handful.
+MAX_RANK = 100
+#: Highest degree of any polynomial part of an expression (``(z1**32)**10`` is refused): the
+#: same as the Hermite degrees giantstep computes, up to which the exact Gaussian moments of
+#: the square of the polynomial stay finite in double precision.
+MAX_DEGREE = _HERMITE_MAX_DEGREE
+#: Most terms of an exact polynomial expansion; a target that may have more is evaluated
+#: numerically instead. Its exact moments cost up to terms² products (``second_moment``).
+MAX_TERMS = 1000
+#: Most products of two terms (weighted by the rank, ~1 µs each) spent on expanding one
+#: expression exactly; past it the rest is evaluated numerically. Keeps parsing well under 1 s.
+MAX_EXPANSION_WORK = 300_000
+#: Integer powers up to this are expanded exactly (higher ones are evaluated numerically).
 MAX_POLYNOMIAL_POWER = 32
+#: Largest label noise ``target.noise``. Labels are O(1); a noise a million times larger is
+#: noise alone, and far larger ones overflow the squared labels summed over a block in float32.
+MAX_NOISE = 1e6
+#: Rows of quadrature nodes evaluated at once: an expression nested k deep holds up to k
+#: intermediate arrays, so the millions of nodes of a rank-4 rule are evaluated in slices.
+_EVALUATION_ROWS = 1 << 16
 _KINKED = {"relu": lambda x: np.maximum(x, 0), "sign": np.sign, "abs": np.abs}
 _SMOOTH = {"tanh": np.tanh, "exp": np.exp, "erf": special.erf}
 _HERMITE = {f"He{k}": k for k in range(1, 10)}
@@ -30,11 +72,46 @@ FUNCTIONS = (*_HERMITE, *_SMOOTH, *_KINKED)
 Evaluator = Callable[[np.ndarray], "np.ndarray | float"]
 
 
+class NonFiniteLabelsError(ConfigError):
+    """The target produced labels that are not finite for some inputs (``1/(relu(z1) -
+    relu(z1))``, ``exp(exp(exp(z1)))``).
+
+    A property of ``target.expression``, not of the step size: the run stops naming the key,
+    distinct from a diverging step (``train.DivergenceError``). A ConfigError, so the command
+    line reports it as bad input (exit code 2). ``target.noise`` cannot cause it: check_noise
+    bounds the noise far below what could push a finite label over.
+    """
+
+
+class TargetMomentError(ConfigError):
+    """A Gaussian moment of the target (``E[g*²]``, ``E[g* h]``) is not a finite number."""
+
+
+def check_noise(noise: float) -> float:
+    """``noise`` as a float if it is a finite standard deviation in ``[0, MAX_NOISE]``.
+
+    ValueError saying why otherwise (the config layer prefixes the key ``target.noise``).
+    """
+    if isinstance(noise, bool) or not isinstance(noise, int | float | np.integer | np.floating):
+        raise ValueError(f"the label noise is a number, got {type(noise).__name__}")
+    value = float(noise)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"the label noise is a standard deviation >= 0, got {noise!r}")
+    if value > MAX_NOISE:
+        raise ValueError(
+            f"the label noise {value:g} is above the limit MAX_NOISE = {MAX_NOISE:g} "
+            "(labels are O(1); larger noise overflows their squares)"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Target:
     """A parsed target ``g*``: ``target(h)`` maps (rows, r) coordinates to (rows,) labels.
 
-    polynomial: the exact polynomial when g* is one (He_k of polynomials included), else None.
+    polynomial: the exact polynomial when g* is one (He_k of polynomials included) and its
+    expansion fits ``MAX_TERMS``/``MAX_EXPANSION_WORK``, else None. degree: the degree of g*
+    when it is a polynomial, expanded or not, else None.
     """
 
     expression: str
@@ -43,6 +120,7 @@ class Target:
     polynomial: Polynomial | None = field(repr=False)
     # Arguments of relu/sign/abs, kept to find the kinks of rank-1 targets.
     kinked_arguments: tuple[Evaluator, ...] = field(repr=False, default=())
+    degree: int | None = None
 
     @property
     def is_polynomial(self) -> bool:
@@ -55,6 +133,17 @@ class Target:
             value = self.evaluate(h)
         return np.array(np.broadcast_to(value, h.shape[:1]), dtype=h.dtype)
 
+    def values(self, h: np.ndarray) -> np.ndarray:
+        """``self(h)`` computed ``_EVALUATION_ROWS`` rows at a time (the same numbers, bounded
+        memory): for the millions of nodes of a quadrature rule."""
+        h = np.asarray(h)
+        if h.shape[0] <= _EVALUATION_ROWS:
+            return self(h)
+        out = np.empty(h.shape[0], dtype=h.dtype)
+        for start in range(0, h.shape[0], _EVALUATION_ROWS):
+            out[start : start + _EVALUATION_ROWS] = self(h[start : start + _EVALUATION_ROWS])
+        return out
+
     def kinks(self) -> tuple[float, ...]:
         """Rank 1: the points where an argument of relu/sign/abs changes sign (on ±RANGE)."""
         if self.rank != 1:
@@ -62,7 +151,8 @@ class Target:
         grid = np.linspace(-RANGE, RANGE, 28001)
         found = {0.0}
         for argument in self.kinked_arguments:
-            values = np.broadcast_to(argument(grid[:, None]), grid.shape)
+            with np.errstate(all="ignore"):
+                values = np.broadcast_to(argument(grid[:, None]), grid.shape)
             found.update(grid[values == 0])
             for i in np.flatnonzero(values[:-1] * values[1:] < 0):
                 found.add(
@@ -79,135 +169,315 @@ class Target:
         """``E[g*(h) w(h)]`` for ``h ~ N(0, I_r)`` by quadrature split at the kinks (rank ≤ 4).
 
         weight: (M, r) → (M,), default 1. Accurate to ~1e-10 when g* is smooth away from the
-        kinks (rank 1: found; rank ≥ 2: the coordinate hyperplanes ``z_i = 0``).
+        kinks (rank 1: found; rank ≥ 2: the coordinate hyperplanes ``z_i = 0``). The result
+        may be inf or nan when g* overflows; the moments below name that.
         """
         nodes, weights = product_rule(self.rank, self.kinks())
-        values = self(nodes)
+        values = self.values(nodes)
         if weight is not None:
-            values = values * weight(nodes)
-        return float(weights @ values)
+            with np.errstate(all="ignore"):
+                values = values * weight(nodes)
+        with np.errstate(all="ignore"):
+            return float(weights @ values)
+
+    def _finite(self, value: float, what: str) -> float:
+        if not np.isfinite(value):
+            raise TargetMomentError(
+                f"target.expression: {what} of '{_shorten(self.expression)}' is not finite "
+                f"({value}): the target overflows double precision for typical Gaussian inputs"
+            )
+        return value
 
     def second_moment(self, noise: float = 0.0) -> float:
-        """``E[y²] = E[g*(h)²] + noise²`` (exact for polynomials)."""
+        """``E[y²] = E[g*(h)²] + noise²`` (exact for polynomials).
+
+        TargetMomentError if it is not finite; ValueError if ``noise`` is refused by
+        :func:`check_noise`.
+        """
+        noise = check_noise(noise)
         if self.polynomial is not None:
-            return (self.polynomial * self.polynomial).expectation() + noise**2
-        return self.expectation(lambda h: self(h)) + noise**2
+            moment = (self.polynomial * self.polynomial).expectation()
+        else:
+            moment = self.expectation(lambda h: self.values(h))
+        return self._finite(moment + noise**2, "E[y²]")
 
     def linear_coefficients(self) -> np.ndarray:
-        """``C_1 = E[g*(h) h]``: (r,) (exact for polynomials)."""
+        """``C_1 = E[g*(h) h]``: (r,) (exact for polynomials); TargetMomentError if not finite."""
         if self.polynomial is not None:
-            return np.array(
+            c1 = np.array(
                 [
                     (self.polynomial * Polynomial.variable(self.rank, k)).expectation()
                     for k in range(self.rank)
                 ]
             )
-        return np.array([self.expectation(lambda h, k=k: h[:, k]) for k in range(self.rank)])
+        else:
+            c1 = np.array([self.expectation(lambda h, k=k: h[:, k]) for k in range(self.rank)])
+        for k, value in enumerate(c1):
+            self._finite(float(value), f"E[g*(h) z{k + 1}]")
+        return c1
+
+
+def _count(n: int) -> str:
+    return str(n) if n < 10**6 else f"{float(n):.3g}"
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A compiled sub-expression: its evaluator, its exact expansion (None if it is not a
+    polynomial or was not expanded) and its degree (None if it is not a polynomial)."""
+
+    evaluate: Evaluator
+    polynomial: Polynomial | None
+    degree: int | None
 
 
 class _Compiler:
-    """Turns a whitelisted AST into an evaluator and, where possible, an exact polynomial."""
+    """Turns a whitelisted AST into an evaluator and, where possible, an exact polynomial.
 
-    def __init__(self, expression: str, rank: int):
+    Degrees are bounded bottom-up as the tree is compiled, and every expansion is priced before
+    it is computed: a polynomial part of degree above MAX_DEGREE is refused; one whose
+    expansion may exceed MAX_TERMS terms, or the remaining MAX_EXPANSION_WORK, is left
+    unexpanded (evaluated numerically), so compiling costs milliseconds whatever the text.
+    """
+
+    def __init__(self, expression: str, rank: int, tree: ast.AST):
         self.expression = expression
         self.rank = rank
         self.kinked_arguments: list[Evaluator] = []
+        self.with_variables = _with_variables(tree)
+        self.work_left = MAX_EXPANSION_WORK
+        # A product of two terms costs a tuple of `rank` sums; ~1 µs up to rank 8.
+        self.pair_cost = 1 + rank // 8
 
     def reject(self, node: ast.AST, why: str) -> ValueError:
         snippet = ast.get_source_segment(self.expression, node) or type(node).__name__
-        return ValueError(f"{why}: '{snippet}' in '{self.expression}'")
+        return ValueError(f"{why}: '{_shorten(snippet)}' in '{_shorten(self.expression)}'")
 
-    def compile(self, node: ast.AST) -> tuple[Evaluator, Polynomial | None]:
-        evaluate, polynomial = self.compile_node(node)
-        if any(isinstance(n, ast.Name) and _variable_index(n.id) for n in ast.walk(node)):
-            return evaluate, polynomial
-        # A constant part is folded now, so '2**9999' or '(-8)**0.5' fail here and not mid-run.
+    def bounded(self, node: ast.AST, degree: int | None) -> int | None:
+        if degree is not None and degree > MAX_DEGREE:
+            raise self.reject(
+                node,
+                f"polynomial of degree {_count(degree)}, above the limit MAX_DEGREE = {MAX_DEGREE} "
+                "(its values and Gaussian moments overflow double precision)",
+            )
+        return degree
+
+    def afford(self, pairs: int, terms: int) -> bool:
+        """Whether an expansion of ``pairs`` term products into at most ``terms`` terms fits
+        the limits; if so its cost is spent."""
+        cost = pairs * self.pair_cost
+        if terms > MAX_TERMS or cost > self.work_left:
+            return False
+        self.work_left -= cost
+        return True
+
+    def terms_bound(self, degree: int, *counts: int) -> int:
+        """Terms of a product of polynomials with ``counts`` terms and total ``degree``."""
+        return min(prod(counts), monomial_count(self.rank, degree))
+
+    def compile(self, node: ast.AST) -> _Part:
+        if _chain(node) is not None:
+            return self.chain(node)
+        return self.fold(node, self.compile_node(node))
+
+    def fold(self, node: ast.AST, part: _Part) -> _Part:
+        """A part without coordinates folded to its value, so '2**9999' or '(-8)**0.5' fail
+        here and not mid-run."""
+        if id(node) in self.with_variables:
+            return part
         try:
             with np.errstate(all="raise"):
-                value = complex(evaluate(np.zeros((1, self.rank))))
+                value = complex(part.evaluate(np.zeros((1, self.rank))))
         except (ArithmeticError, ValueError, TypeError, FloatingPointError):
             value = complex("nan")
         if value.imag or not np.isfinite(value.real):
             raise self.reject(node, "not a finite real number")
-        return (lambda h: value.real), Polynomial.constant(self.rank, value.real)
+        return _Part((lambda h: value.real), Polynomial.constant(self.rank, value.real), 0)
 
-    def compile_node(self, node: ast.AST) -> tuple[Evaluator, Polynomial | None]:
+    def chain(self, node: ast.BinOp) -> _Part:
+        """``a + b - c + ...`` or ``a * b * c ...``: compiled in a loop and evaluated in one,
+        so a long sum costs neither recursion depth nor nested calls (the same arithmetic, in
+        the same order, as the nested form)."""
+        family = _chain(node)
+        spine = []
+        leftmost: ast.AST = node
+        while _chain(leftmost) == family:
+            spine.append(leftmost)
+            leftmost = leftmost.left
+        part = self.compile(leftmost)
+        base, steps = part.evaluate, []
+        for link in reversed(spine):
+            right = self.compile(link.right)
+            polynomial, degree = self.arithmetic(link, part, right)
+            steps.append((_OPERATORS[type(link.op)], right.evaluate))
+            part = _Part(_sequence(base, tuple(steps)), polynomial, degree)
+            if id(link) not in self.with_variables:
+                part = self.fold(link, part)
+                base, steps = part.evaluate, []
+        return part
+
+    def compile_node(self, node: ast.AST) -> _Part:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, int | float):
                 raise self.reject(node, "only numbers are allowed as constants")
-            value = float(node.value)
-            return (lambda h: value), Polynomial.constant(self.rank, value)
+            try:
+                value = float(node.value)
+            except OverflowError:  # an integer literal with hundreds of digits
+                raise self.reject(node, "not a finite real number") from None
+            return _Part((lambda h: value), Polynomial.constant(self.rank, value), 0)
         if isinstance(node, ast.Name):
             index = _variable_index(node.id)
             if index is None:
                 raise self.reject(node, f"unknown name (use z1..zr or {', '.join(FUNCTIONS)})")
-            return (lambda h: h[:, index - 1]), Polynomial.variable(self.rank, index - 1)
+            return _Part((lambda h: h[:, index - 1]), Polynomial.variable(self.rank, index - 1), 1)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
-            f, p = self.compile(node.operand)
+            operand = self.compile(node.operand)
             if isinstance(node.op, ast.UAdd):
-                return f, p
-            return (lambda h: -f(h)), (-p if p is not None else None)
+                return operand
+            f, p = operand.evaluate, operand.polynomial
+            return _Part((lambda h: -f(h)), -p if p is not None else None, operand.degree)
         if isinstance(node, ast.BinOp):
             return self.binary(node)
         if isinstance(node, ast.Call):
             return self.call(node)
         raise self.reject(node, "not allowed in a target expression")
 
-    def binary(self, node: ast.BinOp) -> tuple[Evaluator, Polynomial | None]:
-        (f, p), (g, q) = self.compile(node.left), self.compile(node.right)
-        if isinstance(node.op, ast.Add):
-            return (lambda h: f(h) + g(h)), _both(p, q, Polynomial.__add__)
-        if isinstance(node.op, ast.Sub):
-            return (lambda h: f(h) - g(h)), _both(p, q, Polynomial.__sub__)
-        if isinstance(node.op, ast.Mult):
-            return (lambda h: f(h) * g(h)), _both(p, q, Polynomial.__mul__)
+    def arithmetic(
+        self, node: ast.BinOp, left: _Part, right: _Part
+    ) -> tuple[Polynomial | None, int | None]:
+        """The expansion (if affordable) and degree of ``left (+|-|*) right``."""
+        p, q = left.polynomial, right.polynomial
+        both = left.degree is not None and right.degree is not None
+        if isinstance(node.op, ast.Add | ast.Sub):
+            degree = max(left.degree, right.degree) if both else None
+            polynomial = None
+            if p is not None and q is not None and self.afford(0, len(p.terms) + len(q.terms)):
+                polynomial = p + q if isinstance(node.op, ast.Add) else p - q
+            return polynomial, degree
+        degree = self.bounded(node, left.degree + right.degree) if both else None
+        polynomial = None
+        if p is not None and q is not None:
+            tp, tq = len(p.terms), len(q.terms)
+            if self.afford(tp * tq, self.terms_bound(degree, tp, tq)):
+                polynomial = p * q
+        return polynomial, degree
+
+    def binary(self, node: ast.BinOp) -> _Part:
+        left, right = self.compile(node.left), self.compile(node.right)
+        f, g = left.evaluate, right.evaluate
+        p, q = left.polynomial, right.polynomial
         if isinstance(node.op, ast.Div):
             divisor = q.constant_value if q is not None else None
             if divisor == 0:
                 raise self.reject(node, "division by zero")
             polynomial = p.scale(1 / divisor) if p is not None and divisor is not None else None
-            return (lambda h: f(h) / g(h)), polynomial
+            degree = left.degree if divisor is not None else None
+            return _Part((lambda h: f(h) / g(h)), polynomial, degree)
         if isinstance(node.op, ast.Pow):
-            power = q.constant_value if q is not None else None
-            base = p.constant_value if p is not None else None
-            if power is None:
-                if base is None or base <= 0:
-                    raise self.reject(node, "a variable exponent needs a positive number as base")
-            elif power != int(power) and base is None and not _non_negative(node.left):
-                # Otherwise half the Gaussian inputs give NaN labels, found only mid-run.
-                raise self.reject(
-                    node, "a fractional power needs a base that is never negative (abs, relu, exp)"
-                )
-            polynomial = None
-            if p is not None and power is not None and power == int(power):
-                if 0 <= power <= MAX_POLYNOMIAL_POWER:
-                    polynomial = p ** int(power)
-            return (lambda h: f(h) ** g(h)), polynomial
+            return self.power(node, left, right)
         raise self.reject(node, "operator not allowed (use + - * / **)")
 
-    def call(self, node: ast.Call) -> tuple[Evaluator, Polynomial | None]:
+    def power(self, node: ast.BinOp, left: _Part, right: _Part) -> _Part:
+        f, g = left.evaluate, right.evaluate
+        p, q = left.polynomial, right.polynomial
+        power = q.constant_value if q is not None else None
+        base = p.constant_value if p is not None else None
+        if power is None:
+            if base is None or base <= 0:
+                raise self.reject(node, "a variable exponent needs a positive number as base")
+        elif power != int(power) and base is None and not _non_negative(node.left):
+            # Otherwise half the Gaussian inputs give NaN labels, found only mid-run.
+            raise self.reject(
+                node, "a fractional power needs a base that is never negative (abs, relu, exp)"
+            )
+        degree = None
+        polynomial = None
+        if left.degree is not None and power is not None and power == int(power) and power >= 0:
+            k = int(power)
+            degree = self.bounded(node, k * left.degree)
+            if p is not None and k <= MAX_POLYNOMIAL_POWER:
+                tp = len(p.terms)
+                # p**k multiplies k times by p; the i-th product has p**i on the left.
+                pairs = sum(self.terms_bound(i * left.degree, *(tp,) * i) * tp for i in range(k))
+                if self.afford(pairs, self.terms_bound(degree, *(tp,) * k)):
+                    polynomial = p**k
+        return _Part((lambda h: f(h) ** g(h)), polynomial, degree)
+
+    def call(self, node: ast.Call) -> _Part:
         name = node.func.id if isinstance(node.func, ast.Name) else None
         if name not in FUNCTIONS:
             raise self.reject(node, f"unknown function (use {', '.join(FUNCTIONS)})")
         if len(node.args) != 1 or node.keywords:
             raise self.reject(node, f"{name} takes exactly one argument")
-        f, p = self.compile(node.args[0])
+        argument = self.compile(node.args[0])
+        f, p = argument.evaluate, argument.polynomial
         if name in _HERMITE:
             k = _HERMITE[name]
-            return (lambda h: hermite(k, f(h))), (p.hermite(k) if p is not None else None)
+            degree = None
+            polynomial = None
+            if argument.degree is not None:
+                degree = self.bounded(node, k * argument.degree)
+                if p is not None:
+                    tp = len(p.terms)
+                    # He_{j+1}(p) = p He_j(p) − j He_{j−1}(p): k products with He_j(p) on the left.
+                    pairs = sum(
+                        min((tp + 1) ** j, monomial_count(self.rank, j * argument.degree)) * tp
+                        for j in range(k)
+                    )
+                    bound = min((tp + 1) ** k, monomial_count(self.rank, degree))
+                    if self.afford(pairs, bound):
+                        polynomial = p.hermite(k)
+            return _Part((lambda h: hermite(k, f(h))), polynomial, degree)
         if name in _KINKED:
             self.kinked_arguments.append(f)
         function = {**_SMOOTH, **_KINKED}[name]
-        return (lambda h: function(f(h))), None
+        return _Part((lambda h: function(f(h))), None, None)
+
+
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+
+
+def _chain(node: ast.AST) -> str | None:
+    """The family of a link of a left-nested chain (``+``/``-`` or ``*``), else None."""
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Add | ast.Sub):
+            return "sum"
+        if isinstance(node.op, ast.Mult):
+            return "product"
+    return None
+
+
+def _sequence(base: Evaluator, steps: tuple) -> Evaluator:
+    """``base(h) op_1 g_1(h) op_2 g_2(h) ...``, left to right, in one loop."""
+
+    def evaluate(h: np.ndarray) -> np.ndarray | float:
+        value = base(h)
+        for op, g in steps:
+            value = op(value, g(h))
+        return value
+
+    return evaluate
+
+
+def _with_variables(tree: ast.AST) -> set[int]:
+    """ids of the nodes whose subtree uses a coordinate z_k (one pass, no recursion)."""
+    order = list(ast.walk(tree))  # breadth first: every child comes after its parent
+    found: set[int] = set()
+    for node in reversed(order):
+        if (isinstance(node, ast.Name) and _variable_index(node.id)) or any(
+            id(child) in found for child in ast.iter_child_nodes(node)
+        ):
+            found.add(id(node))
+    return found
 
 
 def _non_negative(node: ast.AST) -> bool:
     """Whether the expression is non-negative by its outer function, whatever its argument."""
     return isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("abs", "relu", "exp")
-
-
-def _both(p: Polynomial | None, q: Polynomial | None, operation) -> Polynomial | None:
-    return None if p is None or q is None else operation(p, q)
 
 
 def _variable_index(name: str) -> int | None:
@@ -216,34 +486,80 @@ def _variable_index(name: str) -> int | None:
     return None
 
 
-@lru_cache(maxsize=256)
+def _tree_size(tree: ast.Expression) -> tuple[int, int]:
+    """(node count, nesting depth) of the expression nodes of ``tree``, without recursion;
+    the links of a chain ``a + b - c ...`` or ``a * b * c ...`` share one level."""
+    nodes, depth = 0, 0
+    stack = [(tree.body, 1)]
+    while stack:
+        node, level = stack.pop()
+        nodes += 1
+        depth = max(depth, level)
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.expr):
+                # The left operand continuing a chain (a + b + c) is compiled in a loop.
+                same = child is getattr(node, "left", None) and _chain(child) == _chain(node)
+                stack.append((child, level if same and _chain(node) else level + 1))
+    return nodes, depth
+
+
 def parse_target(expression: str) -> Target:
-    """Parse ``expression`` into a Target; ValueError saying what is wrong otherwise."""
+    """Parse ``expression`` into a Target; ValueError saying what is wrong otherwise.
+
+    Every limit of the module docstring is checked before the work it bounds; parsing any text
+    takes milliseconds and little memory. Results are cached by text.
+    """
     if not isinstance(expression, str):
         raise ValueError(f"a target expression is a string, got {type(expression).__name__}")
-    text = expression.strip()
+    return _parse(expression.strip())
+
+
+@lru_cache(maxsize=256)
+def _parse(text: str) -> Target:
     if not text:
         raise ValueError("the target expression is empty")
     if len(text) > MAX_LENGTH:
-        raise ValueError(f"the target expression is longer than {MAX_LENGTH} characters")
+        raise ValueError(
+            f"the target expression has {len(text)} characters, above the limit "
+            f"MAX_LENGTH = {MAX_LENGTH}"
+        )
     try:
         tree = ast.parse(text, mode="eval")
-    except (SyntaxError, RecursionError, MemoryError) as err:
-        raise ValueError(f"'{text}' is not a valid expression ({type(err).__name__})") from None
+    except (SyntaxError, RecursionError, MemoryError, ValueError) as err:
+        reason = type(err).__name__
+        raise ValueError(f"'{_shorten(text)}' is not a valid expression ({reason})") from None
+    nodes, depth = _tree_size(tree)
+    if nodes > MAX_NODES:
+        raise ValueError(
+            f"'{_shorten(text)}' has {nodes} terms, operators and calls, above the limit "
+            f"MAX_NODES = {MAX_NODES}"
+        )
+    if depth > MAX_DEPTH:
+        raise ValueError(
+            f"'{_shorten(text)}' is nested {depth} levels deep, above the limit "
+            f"MAX_DEPTH = {MAX_DEPTH}"
+        )
     indices = [
         index
         for node in ast.walk(tree)
         if isinstance(node, ast.Name) and (index := _variable_index(node.id)) is not None
     ]
     rank = max(indices, default=1)
-    compiler = _Compiler(text, rank)
+    if rank > MAX_RANK:
+        raise ValueError(
+            f"'{_shorten(text)}' uses z{rank}, above the limit MAX_RANK = {MAX_RANK} "
+            f"(the largest coordinate index of a target)"
+        )
+    compiler = _Compiler(text, rank, tree)
     try:
-        evaluate, polynomial = compiler.compile(tree.body)
+        part = compiler.compile(tree.body)
     except RecursionError:
-        raise ValueError(f"'{text}' is nested too deeply") from None
+        raise ValueError(f"'{_shorten(text)}' is nested too deeply") from None
     if not indices:
-        raise ValueError(f"'{text}' uses no coordinate z1..zr")
-    return Target(text, rank, evaluate, polynomial, tuple(compiler.kinked_arguments))
+        raise ValueError(f"'{_shorten(text)}' uses no coordinate z1..zr")
+    return Target(
+        text, rank, part.evaluate, part.polynomial, tuple(compiler.kinked_arguments), part.degree
+    )
 
 
 def teacher_directions(rng: np.random.Generator, rank: int, dim: int) -> np.ndarray:
@@ -257,12 +573,19 @@ def teacher_directions(rng: np.random.Generator, rank: int, dim: int) -> np.ndar
 class Teacher:
     """``y = g*(W* x) + noise · ε``: a target, its directions and the label noise level.
 
-    directions: (r, d) orthonormal rows ``W*``; noise: the standard deviation ``σ_ε``.
+    directions: (r, d) orthonormal rows ``W*``; noise: the standard deviation ``σ_ε``, in
+    ``[0, MAX_NOISE]`` (a ConfigError naming ``target.noise`` otherwise).
     """
 
     target: Target
     directions: np.ndarray
     noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        try:
+            check_noise(self.noise)
+        except ValueError as err:
+            raise ConfigError(f"target.noise: {err}") from None
 
     @classmethod
     def draw(cls, seed: int, expression: str, dim: int, noise: float = 0.0) -> Teacher:
@@ -272,9 +595,32 @@ class Teacher:
         return cls(target, directions, noise)
 
     def labels(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
-        """(h, y) of a block: h (rows, r) the target coordinates ``x W*ᵀ``, y (rows,) labels."""
+        """(h, y) of a block: h (rows, r) the target coordinates ``x W*ᵀ``, y (rows,) labels.
+
+        Raises NonFiniteLabelsError if a label is not finite: the target overflows or divides
+        by zero at some inputs, which would otherwise surface steps later as non-finite weights,
+        mistaken for a diverging step. (The noise, at most MAX_NOISE times a normal draw, cannot
+        push a finite label over: the gap to overflow is far wider, ~1e292.)
+        """
         h = block.x @ self.directions.T.astype(block.x.dtype)
         y = self.target(h)
+        if not np.isfinite(y).all():
+            raise self._non_finite(h, y)
         if self.noise:
             y += self.noise * block.noise
         return h, y
+
+    def _non_finite(self, h: np.ndarray, y: np.ndarray) -> NonFiniteLabelsError:
+        row = int(np.flatnonzero(~np.isfinite(y))[0])
+        point = ", ".join(f"{v:.3g}" for v in h[row, :4]) + (", ..." if h.shape[1] > 4 else "")
+        precision = (
+            f" in {h.dtype} (compute.dtype; float64 has a far larger range)"
+            if h.dtype != np.float64
+            else ""
+        )
+        return NonFiniteLabelsError(
+            f"target.expression: the target is not finite for some inputs ({y[row]} at "
+            f"h = ({point})) of "
+            f"'{_shorten(self.target.expression)}'{precision}: the labels overflow or divide by "
+            "zero there. This is the target, not a diverging step: change the expression."
+        )

@@ -44,14 +44,15 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from functools import lru_cache
-from math import factorial
+from math import factorial, prod, sqrt
 
 import numpy as np
 
 from giantstep.activations import get_activation
+from giantstep.hermite import _PRODUCT_RULES as _NUMERICAL_RANKS
 from giantstep.hermite import hermite_table, product_rule
 from giantstep.polynomial import Polynomial
-from giantstep.targets import Target, parse_target
+from giantstep.targets import Target, TargetMomentError, parse_target
 
 #: Highest Hermite degree integrated for a target that is not a polynomial.
 NUMERICAL_MAX_DEGREE = 6
@@ -61,6 +62,37 @@ RANGE_TOLERANCE = 1e-7
 NUMERICAL_TOLERANCE = 1e-4
 #: Largest tensor (entries) built; a polynomial of high degree in many coordinates is refused.
 MAX_TENSOR_ENTRIES = 2_000_000
+#: Highest order (degree) of a Hermite tensor: numpy arrays have at most 32 dimensions (64
+#: from numpy 2), and C_n has n.
+MAX_TENSOR_ORDER = 32
+#: Most multiply-adds the rules may spend on one prediction (leap index included): about a
+#: second on an idle 2-core machine (He9(z1)*He9(z2) needs 4e8). Their cost grows like
+#: D³ r^(D+2) for degree D in r coordinates (He5(z1)*He4(z2)*He4(z3) took 25 s); a prediction
+#: that needs more is refused, whatever the steps.
+MAX_RULE_WORK = 500_000_000
+#: Most steps predicted. After a step that adds nothing no later one does (the rule depends
+#: only on the learned subspace), so steps cost nothing past the fixed point, but each is a
+#: row of the answer.
+MAX_STEPS = 10_000
+#: Multiply-adds charged per tensor contraction on top of its arithmetic (Python's overhead).
+_CALL_COST = 20_000
+
+
+class _Work:
+    """A budget of multiply-adds for the rules; ValueError naming MAX_RULE_WORK when spent."""
+
+    def __init__(self, expression: str, limit: int = MAX_RULE_WORK):
+        self.expression = expression
+        self.left = limit
+
+    def spend(self, amount: int) -> None:
+        self.left -= amount
+        if self.left < 0:
+            raise ValueError(
+                f"'{self.expression}': the learnability rules need more than "
+                f"MAX_RULE_WORK = {MAX_RULE_WORK:.0e} operations for this target (its Hermite "
+                "tensors are too large: lower its degree or its number of coordinates)"
+            )
 
 
 def _multi_indices(rank: int, degree: int):
@@ -69,19 +101,34 @@ def _multi_indices(rank: int, degree: int):
         yield tuple(split.count(i) for i in range(rank))
 
 
+def _moment_with_hermite(b: int, a: int) -> int:
+    """``E[g^b He_a(g)]`` for ``g ~ N(0, 1)``: ``b! / (j! 2^j)`` with ``b = a + 2j``, else 0
+    (from ``g^b = Σ_j b!/(j! 2^j (b−2j)!) He_{b−2j}(g)`` and ``E[He_a He_m] = a! δ_am``)."""
+    if a > b or (b - a) % 2:
+        return 0
+    j = (b - a) // 2
+    return factorial(b) // (factorial(j) * 2**j)
+
+
 def _polynomial_coefficients(polynomial: Polynomial, max_degree: int) -> dict:
-    """``E[p(h) He_α(h)]`` for |α| ≤ max_degree, exactly (Gaussian moments of a polynomial)."""
+    """``E[p(h) He_α(h)]`` for |α| ≤ max_degree, exactly (Gaussian moments of a polynomial).
+
+    Coordinates are independent, so a monomial ``z^β`` contributes
+    ``Π_i E[z_i^{β_i} He_{α_i}(z_i)]`` to exactly the α with ``α ≤ β`` of the same parity per
+    coordinate: the cost is the number of such (β, α) pairs, not #α × terms².
+    """
     rank = polynomial.rank
-    variables = [Polynomial.variable(rank, i) for i in range(rank)]
-    hermites = [[v.hermite(k) for k in range(max_degree + 1)] for v in variables]
-    result = {}
-    for degree in range(max_degree + 1):
-        for alpha in _multi_indices(rank, degree):
-            basis = Polynomial.constant(rank, 1.0)
-            for i, a in enumerate(alpha):
-                if a:
-                    basis = basis * hermites[i][a]
-            result[alpha] = (polynomial * basis).expectation()
+    result = dict.fromkeys(
+        (alpha for degree in range(max_degree + 1) for alpha in _multi_indices(rank, degree)),
+        0.0,
+    )
+    for beta, c in polynomial.terms.items():
+        # Per coordinate, the α_i that z_i^{β_i} reaches, with their moments.
+        options = [[(a, _moment_with_hermite(b, a)) for a in range(b % 2, b + 1, 2)] for b in beta]
+        for choice in itertools.product(*options):
+            alpha = tuple(a for a, _ in choice)
+            if alpha in result:
+                result[alpha] += c * float(prod(m for _, m in choice))
     return result
 
 
@@ -92,12 +139,14 @@ def _numerical_coefficients(target: Target, max_degree: int) -> dict:
     per_axis = round(len(weights) ** (1 / rank))
     # The rule is a tensor grid (meshgrid 'ij'): the last coordinate runs fastest.
     axis_nodes = nodes[:per_axis, rank - 1]
-    grid = (weights * target(nodes)).reshape((per_axis,) * rank)
     table = hermite_table(max_degree, axis_nodes)  # (D + 1, per_axis)
-    for _ in range(rank):
-        # Contract the leading node axis; the new degree axis goes last, so after r
-        # contractions the axes are (α_1 .. α_r) in order.
-        grid = np.tensordot(grid, table, axes=([0], [1]))
+    # A target that overflows gives non-finite coefficients, named by the second moment.
+    with np.errstate(all="ignore"):
+        grid = (weights * target.values(nodes)).reshape((per_axis,) * rank)
+        for _ in range(rank):
+            # Contract the leading node axis; the new degree axis goes last, so after r
+            # contractions the axes are (α_1 .. α_r) in order.
+            grid = np.tensordot(grid, table, axes=([0], [1]))
     return {
         alpha: float(grid[alpha])
         for degree in range(max_degree + 1)
@@ -107,18 +156,46 @@ def _numerical_coefficients(target: Target, max_degree: int) -> dict:
 
 @lru_cache(maxsize=64)
 def _coefficients_of(expression: str) -> tuple[dict, int, float]:
+    """(``c_α`` for |α| ≤ D, D, ``E[g*²]``), every size checked before it is built."""
     target = parse_target(expression)
-    degree = target.polynomial.degree if target.polynomial is not None else NUMERICAL_MAX_DEGREE
-    if target.rank**degree > MAX_TENSOR_ENTRIES:
+    if target.polynomial is None and target.rank > max(_NUMERICAL_RANKS):
+        kind = (
+            f"a polynomial of degree {target.degree} too large to expand exactly "
+            "(giantstep.targets.MAX_TERMS)"
+            if target.degree is not None
+            else "not a polynomial"
+        )
         raise ValueError(
-            f"'{expression}': C_{degree} in {target.rank} coordinates has "
-            f"{target.rank**degree} entries, more than {MAX_TENSOR_ENTRIES}"
+            f"'{expression}' is {kind}, and the numerical Hermite tensors need rank "
+            f"<= {max(_NUMERICAL_RANKS)}, not {target.rank}"
+        )
+    degree = target.polynomial.degree if target.polynomial is not None else NUMERICAL_MAX_DEGREE
+    if degree > MAX_TENSOR_ORDER:
+        raise ValueError(
+            f"'{expression}' has degree {degree}: its Hermite tensor C_{degree} would have "
+            f"{degree} indices, above the limit MAX_TENSOR_ORDER = {MAX_TENSOR_ORDER}"
+        )
+    entries = target.rank**degree
+    if entries > MAX_TENSOR_ENTRIES:
+        size = str(entries) if entries < 10**12 else f"{float(entries):.2e}"
+        raise ValueError(
+            f"'{expression}': C_{degree} in {target.rank} coordinates has {size} entries, "
+            f"above the limit MAX_TENSOR_ENTRIES = {MAX_TENSOR_ENTRIES}"
         )
     if target.polynomial is not None:
         coefficients = _polynomial_coefficients(target.polynomial, degree)
+        # Parseval: E[p²] = Σ_α c_α²/α!, exact since every c_α of p is here — no p·p product.
+        second_moment = sum(
+            c * c / prod(factorial(a) for a in alpha) for alpha, c in coefficients.items()
+        )
+        if not np.isfinite(second_moment):
+            raise TargetMomentError(
+                f"target.expression: E[g*²] of '{expression}' is not finite ({second_moment})"
+            )
     else:
         coefficients = _numerical_coefficients(target, degree)
-    return coefficients, degree, target.second_moment()
+        second_moment = target.second_moment()
+    return coefficients, degree, second_moment
 
 
 def _scale(target: Target) -> float:
@@ -158,16 +235,32 @@ def hermite_tensors(target: Target | str) -> list[np.ndarray]:
     >>> c[1].tolist(), c[2].tolist()
     ([1.0, 0.0], [[0.0, 1.0], [1.0, 0.0]])
     """
-    target = parse_target(target) if isinstance(target, str) else target
-    coefficients, degree, _ = _coefficients_of(target.expression)
-    rank = target.rank
-    tensors = []
-    for n in range(degree + 1):
-        tensor = np.empty((rank,) * n)
-        for index in itertools.product(range(rank), repeat=n):
-            tensor[index] = coefficients[tuple(index.count(i) for i in range(rank))]
-        tensors.append(tensor)
-    return tensors
+    expression = target if isinstance(target, str) else target.expression
+    return [tensor.copy() for tensor in _tensors_of(expression)]
+
+
+@lru_cache(maxsize=8)  # up to ~MAX_TENSOR_ENTRIES floats each
+def _tensors_of(expression: str) -> tuple[np.ndarray, ...]:
+    coefficients, degree, _ = _coefficients_of(expression)
+    rank = parse_target(expression).rank
+    return tuple(_symmetric_tensor(coefficients, rank, n) for n in range(degree + 1))
+
+
+def _symmetric_tensor(coefficients: dict, rank: int, n: int) -> np.ndarray:
+    """C_n (r,)*n: the entry at (i_1..i_n) is the coefficient of the multiplicities of the i's.
+
+    Vectorised: the sorted index tuple, read as a base-r number (< r^n), keys every entry.
+    """
+    if n == 0:
+        return np.array(coefficients[(0,) * rank])
+    index = np.indices((rank,) * n, dtype=np.int16).reshape(n, -1)
+    index.sort(axis=0)
+    key = (rank ** np.arange(n, dtype=np.int64)) @ index
+    lookup = np.zeros(rank**n)
+    for alpha in _multi_indices(rank, n):
+        legs = [i for i, a in enumerate(alpha) for _ in range(a)]
+        lookup[sum(i * rank**j for j, i in enumerate(legs))] = coefficients[alpha]
+    return lookup[key].reshape((rank,) * n)
 
 
 def _project_legs(tensor: np.ndarray, rest: np.ndarray, learned: np.ndarray, k: int) -> np.ndarray:
@@ -214,10 +307,10 @@ def activation_support(activation: str, max_degree: int) -> list[bool]:
     """``[μ_0 ≠ 0, ..., μ_D ≠ 0]`` for the named activation (see RANGE_TOLERANCE)."""
     sigma = get_activation(activation)
     mu = sigma.hermite_coefficients(max_degree)
-    scale = np.sqrt(max(float(np.sum(mu**2 / [factorial(k) for k in range(len(mu))])), 1e-300))
-    return [
-        bool(abs(m) > RANGE_TOLERANCE * np.sqrt(factorial(k)) * scale) for k, m in enumerate(mu)
-    ]
+    scale = np.sqrt(
+        max(float(np.sum(mu**2 / [float(factorial(k)) for k in range(len(mu))])), 1e-300)
+    )
+    return [bool(abs(m) > RANGE_TOLERANCE * sqrt(factorial(k)) * scale) for k, m in enumerate(mu)]
 
 
 def step_rule(
@@ -226,8 +319,12 @@ def step_rule(
     batch_exponent: int,
     support: list[bool],
     scale: float,
+    work: _Work | None = None,
 ) -> np.ndarray:
-    """Directions (r, k), orthonormal and ⊥ learned (r, u), that one more step adds."""
+    """Directions (r, k), orthonormal and ⊥ learned (r, u), that one more step adds.
+
+    work: a budget the contractions are charged to (ValueError when it is spent).
+    """
     rank = tensors[1].shape[0] if len(tensors) > 1 else learned.shape[0]
     on_learned = learned @ learned.T
     rest = np.eye(rank) - on_learned
@@ -235,11 +332,15 @@ def step_rule(
     for n in range(1, len(tensors)):
         if not support[n]:
             continue
-        tolerance = np.sqrt(factorial(n)) * scale
+        tolerance = sqrt(factorial(n)) * scale
         for k in range(1, min(batch_exponent, n) + 1):
             if n - k and not learned.shape[1]:
                 continue  # a term needing learned coordinates when none are learned
+            if work is not None:
+                work.spend(n * (tensors[n].size * rank + _CALL_COST))
             block = _project_legs(tensors[n], rest, on_learned, k)
+            if work is not None:
+                work.spend(block.size * rank)  # its SVD
             columns.append(_orthonormal_range(block, tolerance))
     if not columns:
         return np.zeros((rank, 0))
@@ -292,15 +393,24 @@ class Prediction:
 
 
 def _iterate(
-    tensors: list[np.ndarray], batch_exponent: int, steps: int, support: list[bool], scale: float
+    tensors: list[np.ndarray],
+    batch_exponent: int,
+    steps: int,
+    support: list[bool],
+    scale: float,
+    work: _Work | None = None,
 ) -> list[np.ndarray]:
     """The added directions (k_t, r) of steps 1..steps."""
     rank = tensors[1].shape[0] if len(tensors) > 1 else 1
     learned = np.zeros((rank, 0))
     added = []
     for _ in range(steps):
-        new = step_rule(tensors, learned, batch_exponent, support, scale)
-        added.append(canonical_basis(new) if new.shape[1] else np.zeros((0, rank)))
+        new = step_rule(tensors, learned, batch_exponent, support, scale, work)
+        if not new.shape[1]:
+            # The learned subspace is a fixed point: every later step adds nothing too.
+            added += [np.zeros((0, rank))] * (steps - len(added))
+            break
+        added.append(canonical_basis(new))
         learned = np.concatenate([learned, new], axis=1)
     return added
 
@@ -309,7 +419,7 @@ def relevant_subspace(tensors: list[np.ndarray], scale: float) -> np.ndarray:
     """Orthonormal basis (r, k) of every direction the target depends on (Σ_n range C_n)."""
     rank = tensors[1].shape[0] if len(tensors) > 1 else 1
     columns = [
-        _orthonormal_range(tensors[n].reshape(rank, -1), np.sqrt(factorial(n)) * scale)
+        _orthonormal_range(tensors[n].reshape(rank, -1), sqrt(factorial(n)) * scale)
         for n in range(1, len(tensors))
     ]
     if not columns:
@@ -317,17 +427,24 @@ def relevant_subspace(tensors: list[np.ndarray], scale: float) -> np.ndarray:
     return _orthonormal_range(np.concatenate(columns, axis=1), 1e-6)
 
 
-def leap_index(target: Target | str) -> int | None:
+def leap_index(target: Target | str, work: _Work | None = None) -> int | None:
     """The target's leap index (module docstring); None if above the degree integrated.
 
     Parameters
     ----------
     target : Target or str
         ``g*``.
+    work : optional
+        A budget of operations shared with a caller (default: a fresh one).
 
     Returns
     -------
     int or None
+
+    Raises
+    ------
+    ValueError
+        If the rules would need more than MAX_RULE_WORK operations.
 
     Examples
     --------
@@ -335,6 +452,7 @@ def leap_index(target: Target | str) -> int | None:
     (1, 2, 3)
     """
     target = parse_target(target) if isinstance(target, str) else target
+    work = work if work is not None else _Work(target.expression)
     tensors = hermite_tensors(target)
     scale = _scale(target)
     needed = relevant_subspace(tensors, scale).shape[1]
@@ -343,7 +461,7 @@ def leap_index(target: Target | str) -> int | None:
     every = [True] * len(tensors)
     for kappa in range(1, len(tensors)):
         # Each useful step adds a direction, so rank steps reach the fixed point.
-        added = _iterate(tensors, kappa, target.rank, every, scale)
+        added = _iterate(tensors, kappa, target.rank, every, scale, work)
         if sum(a.shape[0] for a in added) == needed:
             return kappa
     return None
@@ -373,7 +491,10 @@ def predict(
     Raises
     ------
     ValueError
-        For ``κ < 1``, ``T < 0``, or a target beyond the predictor.
+        For ``κ < 1``, ``T < 0``, or a target beyond the predictor. Bounded like the parser:
+        more than MAX_STEPS steps, a tensor above MAX_TENSOR_ENTRIES entries, a non-polynomial
+        target of rank above 4, or rules that would need more than MAX_RULE_WORK operations
+        are refused naming the limit — in about a second at most.
 
     Examples
     --------
@@ -387,14 +508,17 @@ def predict(
         raise ValueError(f"the batch exponent κ must be >= 1, got {batch_exponent}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if steps > MAX_STEPS:
+        raise ValueError(f"steps {steps} is above the limit MAX_STEPS = {MAX_STEPS}")
     target = parse_target(target) if isinstance(target, str) else target
+    work = _Work(target.expression)
     tensors = hermite_tensors(target)
     degree = len(tensors) - 1
     mu = get_activation(activation).hermite_coefficients(max(degree, 1))
     support = activation_support(activation, max(degree, 1))
     scale = _scale(target)
     rank = target.rank
-    added = _iterate(tensors, batch_exponent, steps, support, scale) if degree else []
+    added = _iterate(tensors, batch_exponent, steps, support, scale, work) if degree else []
     added += [np.zeros((0, rank))] * (steps - len(added))
     subspaces = [np.zeros((0, rank))]
     for new in added:
@@ -407,7 +531,7 @@ def predict(
         coefficients=mu.tolist(),
         subspaces=subspaces,
         added=added,
-        leap_index=leap_index(target),
+        leap_index=leap_index(target, work),
         max_degree=degree,
         exact=target.polynomial is not None,
     )
@@ -419,6 +543,10 @@ def dimension_sequence(prediction: Prediction) -> list[int]:
 
 
 __all__ = [
+    "MAX_RULE_WORK",
+    "MAX_STEPS",
+    "MAX_TENSOR_ENTRIES",
+    "MAX_TENSOR_ORDER",
     "NUMERICAL_MAX_DEGREE",
     "RANGE_TOLERANCE",
     "Prediction",

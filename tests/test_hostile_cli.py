@@ -162,3 +162,118 @@ def test_ctrl_c_exits_130_quietly_workers_included(tmp_path, executor):
         time.sleep(0.2)
     else:
         pytest.fail("workers of the interrupted sweep are still running")
+
+
+# -- trust: py: activations run code --------------------------------------------------------------
+
+
+def user_module(tmp_path: Path) -> Path:
+    """A module whose import leaves a mark (top-level code) and that defines an activation."""
+    (tmp_path / "mine.py").write_text(
+        "import pathlib, numpy as np\n"
+        f"pathlib.Path({str(tmp_path / 'imported')!r}).write_text('yes')\n"
+        "def act(x):\n    return np.tanh(x)\n"
+    )
+    return tmp_path
+
+
+def test_a_python_activation_needs_the_opt_in_and_dry_run_never_imports_it(tmp_path):
+    user_module(tmp_path)
+    spec = ["--set", "activation=py:mine:act"]
+    out = giantstep("run", *SMALL, *spec, cwd=tmp_path)
+    refused(out, "activation", "--allow-python")
+    assert not (tmp_path / "imported").exists()
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('[base]\nactivation = "py:mine:act"\ndim = 8\n[grid]\nseed = [0, 1]\n')
+    listed = giantstep("sweep", str(sweep), "--dry-run", "--allow-python", cwd=tmp_path)
+    assert listed.returncode == 0 and "2 runs" in listed.stdout, listed.stderr
+    assert not (tmp_path / "imported").exists()  # validated, never imported
+    ran = giantstep("run", *SMALL, *spec, "--allow-python", "--json", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "imported").exists()
+
+
+def test_an_unexpected_error_is_one_line_exit_1_and_debug_shows_the_traceback():
+    import click
+    from click.testing import CliRunner
+
+    from giantstep.cli import Giantstep
+
+    @click.group(cls=Giantstep)
+    @click.option("--debug", is_flag=True)
+    def group(debug):
+        pass
+
+    @group.command()
+    def broken():
+        raise RuntimeError("an internal inconsistency")
+
+    out = CliRunner().invoke(group, ["broken"])
+    assert out.exit_code == 1
+    assert "internal error: RuntimeError: an internal inconsistency" in out.output
+    assert "--debug" in out.output and "Traceback" not in out.output
+    debug = CliRunner().invoke(group, ["--debug", "broken"])
+    assert isinstance(debug.exception, RuntimeError)  # the traceback is shown, not hidden
+
+
+# -- the store ------------------------------------------------------------------------------------
+
+
+def sweep_file(tmp_path: Path, seeds: int) -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text(
+        "[base]\ndim = 60\nwidth = 40\ntrain.batch_size = 4096\nreadout.samples = 1024\n"
+        f"test.samples = 512\n[grid]\nseed = {list(range(seeds))}\n"
+    )
+    return path
+
+
+def test_two_sweeps_at_once_on_one_store_run_each_run_exactly_once(tmp_path):
+    path, store = sweep_file(tmp_path, 12), tmp_path / "r.sqlite"
+    assert giantstep("sweep", str(path), "--store", str(store), "--dry-run").returncode == 0
+    command = [sys.executable, "-m", "giantstep", "sweep", str(path), "--store", str(store),
+               "--executor", "inprocess"]  # fmt: skip
+    both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
+    outputs = [p.communicate(timeout=120)[0] for p in both]
+    assert all(p.returncode == 0 for p in both), outputs
+    done = [int(o.split(" runs: ")[1].split(" done")[0]) for o in outputs]
+    assert sum(done) == 12, outputs  # each run ran once, in one sweep or the other
+    import sqlite3
+
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM runs").fetchone() == (12, 12)
+        assert conn.execute("SELECT COUNT(*) FROM claims").fetchone() == (0,)
+
+
+def test_runs_of_another_version_are_not_shown_unless_asked(tmp_path):
+    import giantstep as library
+    from giantstep.store import Store
+
+    store = tmp_path / "r.sqlite"
+    config = {"dim": 12, "width": 8, "train": {"batch_size": 256}, "readout": {"samples": 256},
+              "test": {"samples": 256}}  # fmt: skip
+    result = library.run(config).model_dump(mode="json")
+    with Store(store) as s:
+        s.add_result(result)
+        s.add_result({**result, "version": "0.0.1"})
+    out = giantstep("results", str(store))
+    assert out.returncode == 0 and "1 runs" in out.stdout, out.stdout
+    assert "left out: runs of other giantstep versions (1 of 0.0.1)" in out.stderr
+    every = giantstep("results", str(store), "--all-versions")
+    assert "2 runs" in every.stdout and "0.0.1" in every.stdout
+
+
+def test_non_finite_labels_are_named_and_a_rerun_skips_them(tmp_path):
+    out = giantstep("run", *SMALL, "--set", "target.expression=1/(relu(z1)-relu(z1))")
+    refused(out, "target.expression", "not finite", "not a diverging step")
+    path = tmp_path / "sweep.toml"
+    path.write_text(
+        '[base]\ndim = 8\nwidth = 4\ntarget.expression = "exp(exp(exp(z1)))"\n'
+        "train.batch_size = 256\n[grid]\nseed = [0]\n"
+    )
+    store = tmp_path / "r.sqlite"
+    first = giantstep("sweep", str(path), "--store", str(store), "--executor", "inprocess")
+    assert "1 failed" in first.stdout, first.stdout
+    again = giantstep("sweep", str(path), "--store", str(store), "--executor", "inprocess")
+    assert "1 already in" in again.stdout, again.stdout  # deterministic: not retried

@@ -17,6 +17,7 @@ from giantstep import render
 from giantstep.config import ConfigError, load_config
 from giantstep.executors import open_executor
 from giantstep.files import write_text_atomically
+from giantstep.hermite import MAX_DEGREE as MAX_HERMITE_DEGREE
 from giantstep.train import DivergenceError
 
 #: Exit code for bad input and diverging runs (the same as click's usage errors).
@@ -97,6 +98,21 @@ def reports_bad_input(flags: dict[str, str] | None = None) -> Callable:
     return decorate
 
 
+_allow_python = click.option(
+    "--allow-python",
+    is_flag=True,
+    help="Accept activations py:module:function, which import and run that module's code "
+    "(a config or sweep file naming one is code: only for files you trust).",
+)
+
+
+_all_versions = click.option(
+    "--all-versions",
+    is_flag=True,
+    help="Also the runs of other giantstep versions (by default only this version's).",
+)
+
+
 @click.group(cls=Giantstep, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="giantstep")
 @click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
@@ -128,6 +144,7 @@ def main(debug: bool) -> None:
     default=None,
     help="Spread every streamed sum of the run over a Dask cluster's workers (tcp://host:port).",
 )
+@_allow_python
 @reports_bad_input({"scheduler": "--scheduler"})
 def run(
     config_file: str | None,
@@ -135,11 +152,12 @@ def run(
     as_json: bool,
     out: Path | None,
     scheduler: str | None,
+    allow_python: bool,
 ):
     """Run one experiment (the built-in default if no CONFIG_FILE is given)."""
     from giantstep.experiment import run as run_experiment
 
-    config = load_config(config_file, overrides)
+    config = load_config(config_file, overrides, allow_python=allow_python)
     if out is not None:
         _check_writable(out)
     progress = not as_json and sys.stderr.isatty()
@@ -166,14 +184,23 @@ def _check_writable(folder: Path) -> None:
         _fail(f"--out {folder}: cannot write into {existing}")
 
 
-def _hermite_coefficients(activation: str, max_degree: int):
-    """μ_0..μ_K of an activation named on the command line; exit 2 naming it if unknown."""
-    from giantstep.activations import get_activation
+def _activation(spec: str, allow_python: bool):
+    """The activation named on the command line; exit 2 naming it if unknown or not allowed."""
+    from giantstep.activations import check_activation, get_activation
 
     try:
-        return get_activation(activation).hermite_coefficients(max_degree)
+        return get_activation(check_activation(spec, allow_python=allow_python))
     except ValueError as err:
-        _fail(f"activation: {err}")
+        _fail(f"activation {spec}: {err}")
+
+
+def _hermite_coefficients(spec: str, max_degree: int, allow_python: bool):
+    """μ_0..μ_K of an activation named on the command line; exit 2 naming it if unknown."""
+    activation = _activation(spec, allow_python)
+    try:
+        return activation.hermite_coefficients(max_degree)
+    except ValueError as err:
+        _fail(f"activation {spec}: {err}")
 
 
 @main.group()
@@ -183,11 +210,14 @@ def theory() -> None:
 
 @theory.command()
 @click.argument("activation")
-@click.option("--max-degree", default=8, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--max-degree", default=8, show_default=True, type=click.IntRange(0, MAX_HERMITE_DEGREE)
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def hermite(activation: str, max_degree: int, as_json: bool) -> None:
+@_allow_python
+def hermite(activation: str, max_degree: int, as_json: bool, allow_python: bool) -> None:
     """Hermite coefficients μ_k = E[σ(g) He_k(g)] of an activation."""
-    coefficients = _hermite_coefficients(activation, max_degree)
+    coefficients = _hermite_coefficients(activation, max_degree, allow_python)
     if as_json:
         click.echo(json.dumps({"activation": activation, "coefficients": coefficients.tolist()}))
     else:
@@ -206,24 +236,32 @@ def hermite(activation: str, max_degree: int, as_json: bool) -> None:
 @click.option("--steps", "-T", default=3, show_default=True, type=click.IntRange(min=0))
 @click.option("--activation", default="relu", show_default=True, help="The student's σ.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def learnable(expression: str, batch_exponent: int, steps: int, activation: str, as_json: bool):
+@_allow_python
+def learnable(
+    expression: str,
+    batch_exponent: int,
+    steps: int,
+    activation: str,
+    as_json: bool,
+    allow_python: bool,
+):
     """The target directions T giant steps learn at n = Θ(d^κ) (Dandi et al.'s rules)."""
-    from giantstep.activations import get_activation
     from giantstep.targets import parse_target
     from giantstep.theory.learnable import activation_support, predict
+
+    def named(err: ValueError) -> str:  # a target's own errors already name their key
+        text = str(err)
+        return text if text.startswith("target.expression") else f"expression: {text}"
 
     try:
         parse_target(expression)
     except ValueError as err:
-        _fail(f"expression: {err}")
-    try:
-        get_activation(activation)
-    except ValueError as err:
-        _fail(f"activation: {err}")
+        _fail(named(err))
+    _activation(activation, allow_python)
     try:
         prediction = predict(expression, batch_exponent, steps, activation=activation)
     except ValueError as err:
-        _fail(f"expression: {err}")
+        _fail(named(err))
     if as_json:
         click.echo(json.dumps(prediction.to_dict()))
     else:
@@ -235,11 +273,12 @@ def learnable(expression: str, batch_exponent: int, steps: int, activation: str,
 @click.option("--activation", default="relu", show_default=True, help="The student's σ.")
 @click.option("--max-degree", default=6, show_default=True, type=click.IntRange(min=1, max=9))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def phases(activation: str, max_degree: int, as_json: bool) -> None:
+@_allow_python
+def phases(activation: str, max_degree: int, as_json: bool, allow_python: bool) -> None:
     """Moniri et al.'s band rule: spikes after one step with η = c·n^α, by band of α."""
     from giantstep.theory.bands import bands
 
-    mu = _hermite_coefficients(activation, max_degree)
+    mu = _hermite_coefficients(activation, max_degree, allow_python)
     rows = bands(mu)
     if as_json:
         payload = {
@@ -345,6 +384,7 @@ def reproduce(name: str | None, quick: bool, out: Path, as_json: bool) -> None:
 )
 @click.option("--retry", is_flag=True, help="Also rerun diverged runs (failed ones always are).")
 @click.option("--dry-run", is_flag=True, help="Validate and list the runs; run nothing.")
+@_allow_python
 @reports_bad_input({"scheduler": "--scheduler", "executor": "--executor"})
 def sweep(
     sweep_file: str,
@@ -355,6 +395,7 @@ def sweep(
     connect_timeout: float,
     retry: bool,
     dry_run: bool,
+    allow_python: bool,
 ) -> None:
     """Run every config of a sweep file not yet in the results store.
 
@@ -366,11 +407,11 @@ def sweep(
     from giantstep.sweep import load_sweep, run_sweep
 
     plan = load_sweep(sweep_file)
-    runs = plan.expand()  # every config validated before any run
+    runs = plan.expand(allow_python=allow_python)  # every config validated before any run
     if dry_run:
         status: dict[str, str] = {}
         if store_path.exists():
-            with Store(store_path) as store:
+            with Store(store_path, readonly=True) as store:
                 status = store.status(p.key for p in runs)
         render.print_dry_run(runs, status, store_path)
         return
@@ -388,6 +429,22 @@ def sweep(
     render.print_sweep_summary(summary, store_path)
 
 
+def _say_hidden_versions(store_path: Path, all_versions: bool) -> None:
+    """On stderr: how many runs of other giantstep versions the command leaves out."""
+    from giantstep.store import Store, library_version
+
+    if all_versions:
+        return
+    with Store(store_path, readonly=True) as store:
+        others = {v: n for v, n in store.versions().items() if v != library_version()}
+    if others:
+        listed = ", ".join(f"{n} of {v}" for v, n in sorted(others.items()))
+        click.echo(
+            f"left out: runs of other giantstep versions ({listed}); --all-versions shows them",
+            err=True,
+        )
+
+
 @main.command()
 @click.argument("store_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("filters", nargs=-1, metavar="[KEY=VALUE]...")
@@ -400,6 +457,7 @@ def sweep(
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--columns", default=None, help="Comma-separated columns to list.")
+@_all_versions
 @reports_bad_input({"fmt": "--export"})
 def results(
     store_path: Path,
@@ -407,6 +465,7 @@ def results(
     export_format: str | None,
     out: Path | None,
     columns: str | None,
+    all_versions: bool,
 ) -> None:
     """List the runs of a results store, those matching every KEY=VALUE (e.g. seed=0)."""
     import numpy as np
@@ -419,7 +478,9 @@ def results(
         varying_config_columns,
     )
 
-    frame = select(load(store_path, arrays=export_format is not None), filters)
+    frame = load(store_path, arrays=export_format is not None, all_versions=all_versions)
+    _say_hidden_versions(store_path, all_versions)
+    frame = select(frame, filters)
     if export_format is not None:
         if out is None:
             _fail("--export needs --out FILE")
@@ -461,6 +522,7 @@ def results(
 )
 @click.option("--logx", is_flag=True)
 @click.option("--logy", is_flag=True)
+@_all_versions
 @reports_bad_input({"x": "--x", "y": "--y", "hue": "--hue", "theory": "--theory", "out": "--out"})
 def plot(
     store_path: Path,
@@ -472,11 +534,13 @@ def plot(
     out: Path,
     logx: bool,
     logy: bool,
+    all_versions: bool,
 ) -> None:
     """Plot a metric against a config key: mean ± sd over the other keys (seeds), with theory."""
     from giantstep.plots import plot_frame
     from giantstep.store import load, select
 
-    frame = select(load(store_path, arrays=False), filters)
+    frame = select(load(store_path, arrays=False, all_versions=all_versions), filters)
+    _say_hidden_versions(store_path, all_versions)
     written = plot_frame(frame, x, y, hue=hue, out=out, theory=list(theory), logx=logx, logy=logy)
     click.echo(f"figure: {written}")

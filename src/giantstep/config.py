@@ -26,7 +26,7 @@ from pydantic import (
 from giantstep.data import CHUNK_ROWS, Distribution, Dtype, SampleStream
 from giantstep.errors import ConfigError
 from giantstep.model import PRESETS, FirstLayerInit, SecondLayerInit
-from giantstep.targets import parse_target
+from giantstep.targets import check_noise, parse_target
 from giantstep.train import Residual
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -40,8 +40,6 @@ MAX_SAMPLES = 10**10
 MAX_STEPS = 1000
 #: Ridge values of one readout.
 MAX_RIDGE_VALUES = 1000
-#: Label noise σ_ε (its square must stay far from float64 overflow in the error sums).
-MAX_NOISE = 1e100
 
 
 def at_most(limit: float, why: str) -> AfterValidator:
@@ -93,11 +91,7 @@ class TargetConfig(_Section):
     """The teacher ``y = g*(W* x) + ε``: ``g*`` as an expression in ``z1..zr``, ``σ_ε``."""
 
     expression: str = "z1 + He2(z1)/2"
-    noise: Annotated[
-        float,
-        Field(ge=0, allow_inf_nan=False),
-        at_most(MAX_NOISE, "larger noise overflows the squared errors"),
-    ] = 0.0
+    noise: Annotated[float, Field(ge=0, allow_inf_nan=False), AfterValidator(check_noise)] = 0.0
 
     @field_validator("expression")
     @classmethod

@@ -882,7 +882,7 @@ def summary_columns(frame) -> list[str]:
         named = [c for c in frame.columns if c == leaf or c.endswith("." + leaf)]
         if named:
             metrics.append(named[-1] if leaf != "test_error" else named[0])
-    cols = ["key", "status", *varying, *metrics]
+    cols = ["key", "status", "version", *varying, *metrics]
     if "error" in frame and frame["error"].notna().any():
         cols.append("error")
     return [c for c in dict.fromkeys(cols) if c in frame]

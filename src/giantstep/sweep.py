@@ -25,7 +25,7 @@ import itertools
 import math
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
@@ -41,7 +41,8 @@ from giantstep.config import (
 )
 from giantstep.experiment import check_memory
 from giantstep.reduction import is_cluster
-from giantstep.store import FINAL, Store, library_version, run_key
+from giantstep.store import CLAIM_TTL, FINAL, OK, Store, library_version, run_key
+from giantstep.targets import NonFiniteLabelsError
 from giantstep.train import DivergenceError
 
 _SWEEP_KEYS = {"name", "base", "base_file", "grid", "zip"}
@@ -72,8 +73,12 @@ class Sweep:
     base: dict[str, Any]
     axes: list[tuple[tuple[str, ...], list[tuple[Any, ...]]]] = field(default_factory=list)
 
-    def expand(self) -> list[PlannedRun]:
-        """All runs, every config validated (ConfigError naming the run and the key)."""
+    def expand(self, *, allow_python: bool = False) -> list[PlannedRun]:
+        """All runs, every config validated (ConfigError naming the run and the key).
+
+        ``allow_python``: accept ``py:module:function`` activations (they run that module's
+        code; see ``config.validate_config``).
+        """
         version = library_version()
         runs: list[PlannedRun] = []
         seen: set[str] = set()
@@ -86,7 +91,7 @@ class Sweep:
             for key, value in values.items():
                 set_dotted(data, key, value)
             try:
-                config = validate_config(data)
+                config = validate_config(data, allow_python=allow_python)
             except ConfigError as err:
                 where = ", ".join(f"{k}={v!r}" for k, v in values.items())
                 raise ConfigError(f"run with {where or 'the base config'}: {err}") from None
@@ -232,12 +237,14 @@ def execute(config: dict[str, Any]) -> Outcome:
     """Run one config (plain JSON data) and never raise: errors come back as data.
 
     Runs in the worker (a process of the pool or a Dask worker); the parent stores the outcome.
+    The parent validated the config, opt-in to ``py:`` activations included.
+    A diverging run and non-finite labels are deterministic (``diverged``: a rerun skips them).
     """
     from giantstep.experiment import run
 
     try:
-        result = run(config)
-    except DivergenceError as err:
+        result = run(validate_config(config, allow_python=True))
+    except (DivergenceError, NonFiniteLabelsError) as err:
         return Outcome(error=str(err), diverged=True)
     except Exception as err:  # noqa: BLE001 - any failure is recorded, the sweep goes on
         tail = traceback.format_exc(limit=3)
@@ -268,10 +275,11 @@ def _parallelism(executor: Any) -> int:
     return max(1, getattr(executor, "_max_workers", 1))
 
 
-def _outcomes(executor: Any, runs: list[PlannedRun]) -> Iterator[tuple[PlannedRun, Outcome]]:
+def _outcomes(executor: Any, runs: Iterable[PlannedRun]) -> Iterator[tuple[PlannedRun, Outcome]]:
     """Each run with its outcome, as they finish: here (None), or on the executor.
 
-    A few runs are queued per worker: enough to keep them busy, few to redo after a crash.
+    ``runs`` is read lazily, just before each run is started. A few runs are queued per
+    worker: enough to keep them busy, few to redo after a crash.
     On a Dask cluster the run's key is the task key, so a worker lost mid-run has its runs
     rerun elsewhere by Dask.
     """
@@ -372,29 +380,55 @@ def run_sweep(
             except ConfigError as err:
                 raise ConfigError(f"run with {planned.label()}: {err}") from None
     status = store.status(p.key for p in runs)
-    keep = (FINAL[0],) if retry else FINAL
+    keep = (OK,) if retry else FINAL
     todo = [p for p in runs if status.get(p.key) not in keep]
     summary = SweepSummary(total=len(runs), skipped=len(runs) - len(todo))
     if callback:
         callback(summary, None, None)
-    for planned, outcome in _outcomes(executor, todo):
-        if outcome.result is not None:
-            key = store.add_result(outcome.result, sweep=name)
-            if key == planned.key:
-                summary.done += 1
-            else:  # the worker's giantstep is another version: its result has another key
-                outcome = Outcome(
-                    error=f"the worker ran giantstep {outcome.result.get('version')}, "
-                    f"this sweep is {library_version()}: install the same version everywhere"
-                )
-                store.add_failure(planned.config, outcome.error, sweep=name)
-                summary.failed += 1
-        else:
-            store.add_failure(
-                planned.config, outcome.error or "", diverged=outcome.diverged, sweep=name
-            )
-            summary.failed += 1
-        if callback:
-            callback(summary, planned, outcome)
+
+    def claimed() -> Iterator[PlannedRun]:
+        # Each run is claimed just before it starts: a second sweep on the same store (here or
+        # on another machine) skips what this one runs or has stored, so no run runs twice.
+        for planned in todo:
+            if store.claim(planned.key, skip=keep):
+                yield planned
+            else:
+                summary.skipped += 1
+
+    try:
+        renewed = time.monotonic()
+        for planned, outcome in _outcomes(executor, claimed()):
+            _store_outcome(store, planned, outcome, summary, name)
+            store.release(planned.key)
+            if time.monotonic() - renewed > CLAIM_TTL / 4:  # keep the claims in flight live
+                store.renew()
+                renewed = time.monotonic()
+            if callback:
+                callback(summary, planned, outcome)
+    finally:
+        store.release_all()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _store_outcome(
+    store: Store, planned: PlannedRun, outcome: Outcome, summary: SweepSummary, name: str | None
+) -> None:
+    """Write one run's outcome (one transaction) and count it."""
+    if outcome.result is not None:
+        key = store.add_result(outcome.result, sweep=name)
+        if key == planned.key:
+            summary.done += 1
+        else:  # the worker's giantstep is another version: its result has another key
+            error = (
+                f"the worker ran giantstep {outcome.result.get('version')}, "
+                f"this sweep is {library_version()}: install the same version everywhere"
+            )
+            outcome.result, outcome.error = None, error
+            store.add_failure(planned.config, error, sweep=name)
+            summary.failed += 1
+    else:
+        store.add_failure(
+            planned.config, outcome.error or "", diverged=outcome.diverged, sweep=name
+        )
+        summary.failed += 1

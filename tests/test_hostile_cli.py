@@ -277,3 +277,12 @@ def test_non_finite_labels_are_named_and_a_rerun_skips_them(tmp_path):
     assert "1 failed" in first.stdout, first.stdout
     again = giantstep("sweep", str(path), "--store", str(store), "--executor", "inprocess")
     assert "1 already in" in again.stdout, again.stdout  # deterministic: not retried
+
+
+def test_a_non_finite_activation_is_named_apart_from_a_diverging_step():
+    huge = "poly(" + ", ".join(["0"] * 40 + ["1e300"]) + ")"
+    out = giantstep("run", *SMALL, "--set", f"activation={huge}")
+    refused(out, "activation poly(", "not a diverging step")
+    assert "RuntimeWarning" not in out.stderr
+    diverged = giantstep("run", *SMALL, "--set", "train.step_size.scale=1e200")
+    refused(diverged, "diverged at step 1", "lower train.step_size.scale")

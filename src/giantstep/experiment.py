@@ -24,7 +24,7 @@ from giantstep.spectrum import SpectrumResult
 from giantstep.spectrum import measure as measure_spectrum
 from giantstep.targets import Teacher
 from giantstep.theory.spikes import direction_cosine
-from giantstep.train import DivergenceError, StepPlan, giant_steps
+from giantstep.train import DivergenceError, StepPlan, check_finite, giant_steps
 
 
 class RidgeErrors(BaseModel):
@@ -352,6 +352,8 @@ def run(
             test_stats = feature_statistics(
                 network, teacher, config.stream(TEST), n_samples=config.test.samples, **sets
             )
+        for stats in (train_stats, test_stats):  # before the eigensolver, which refuses them
+            check_finite(stats.gram, network, config.train.steps, "the features σ(XWᵀ)")
         coefficients = ridge_path(train_stats, config.readout.ridge)
     train_errors = train_stats.mean_squared_error(coefficients)
     test_errors = test_stats.mean_squared_error(coefficients)

@@ -37,6 +37,36 @@ class DivergenceError(RuntimeError):
         )
 
 
+class NonFiniteActivationError(DivergenceError):
+    """The activation gave non-finite values on finite, moderate pre-activations: the
+    activation is the cause (e.g. ``poly`` with huge coefficients), not a diverging step.
+    Deterministic like a divergence (a sweep's rerun skips it)."""
+
+    def __init__(self, step: int, activation: str, what: str):
+        self.step = step
+        RuntimeError.__init__(
+            self,
+            f"activation {activation}: {what} are not finite for some inputs at step {step} "
+            f"although the weights are finite and moderate (|w| ≤ {MODERATE_WEIGHT:g}): this is "
+            "the activation, not a diverging step — change the activation",
+        )
+
+
+#: Weights below this size are not the product of a diverging step: non-finite values computed
+#: from them come from the activation.
+MODERATE_WEIGHT = 1e6
+
+
+def check_finite(values: np.ndarray, network: TwoLayerNetwork, step: int, what: str) -> None:
+    """Raise if ``values`` are not all finite: NonFiniteActivationError when the first layer is
+    moderate (the activation did it), DivergenceError otherwise."""
+    if np.isfinite(values).all():
+        return
+    if np.abs(network.first_layer).max() <= MODERATE_WEIGHT:
+        raise NonFiniteActivationError(step, network.activation.name, what)
+    raise DivergenceError(step, what)
+
+
 @dataclass(frozen=True)
 class StepPlan:
     """How the gradient batches are drawn: ``n`` samples, fresh per step unless reused."""
@@ -238,6 +268,7 @@ def giant_steps(
                 executor=executor,
                 progress=progress,
             )
+            check_finite(grad, network, t + 1, "σ(XWᵀ) or σ'(XWᵀ) (in the gradient)")
             network = network.with_first_layer(network.first_layer - step_size * grad)
         if not np.isfinite(network.first_layer).all():
             raise DivergenceError(t + 1, "the first-layer weights")

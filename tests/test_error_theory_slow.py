@@ -42,8 +42,8 @@ def networks(data: dict):
     plan = StepPlan(
         config.train.batch_size,
         config.compute.block_size,
-        config.train.residual,
-        config.train.reuse_batch,
+        residual=config.train.residual,
+        reuse_batch=config.train.reuse_batch,
     )
     # The network after the last step (the initial one when train.steps = 0).
     trained = initial
@@ -51,11 +51,11 @@ def networks(data: dict):
         initial,
         teacher,
         plan,
-        config.train.steps,
-        config.step_size(),
-        config.seed,
-        config.data.distribution,
-        config.compute.dtype,
+        steps=config.train.steps,
+        step_size=config.step_size(),
+        seed=config.seed,
+        distribution=config.data.distribution,
+        dtype=config.compute.dtype,
     )
     for network in steps:
         trained = network

@@ -245,6 +245,7 @@ class TargetMoments:
 
     @classmethod
     def of(cls, target: Target, noise: float = 0.0) -> TargetMoments:
+        """The moments of ``target`` with label noise of standard deviation ``noise``."""
         return cls(
             target.expectation(),
             np.asarray(target.linear_coefficients(), dtype=float),
@@ -342,6 +343,7 @@ class SpikedFeatures:
 
     @property
     def width(self) -> int:
+        """N, the number of neurons."""
         return len(self.spike)
 
     @classmethod

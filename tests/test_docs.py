@@ -24,6 +24,8 @@ DOCTESTED = [
     "giantstep.theory.bands",
     "giantstep.theory.spikes",
     "giantstep.theory.learnable",
+    "giantstep.theory.gaussian",
+    "giantstep.theory.errors",
 ]
 
 #: Functions a user calls first: each has Parameters, Returns (or Yields) and Examples.
@@ -45,6 +47,14 @@ API = [
     "giantstep.theory.learnable.predict",
     "giantstep.theory.learnable.hermite_tensors",
     "giantstep.theory.learnable.leap_index",
+    "giantstep.theory.gaussian.gaussian_moments",
+    "giantstep.theory.errors.predict_errors",
+    "giantstep.theory.errors.predict_learning_curve",
+    "giantstep.theory.errors.random_features_errors",
+    "giantstep.theory.errors.spectral_ridge_errors",
+    "giantstep.theory.errors.spiked_errors",
+    "giantstep.theory.errors.predicted_features",
+    "giantstep.theory.errors.trained_layer_features",
 ]
 
 

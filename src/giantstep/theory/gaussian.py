@@ -1,0 +1,259 @@
+"""One-dimensional Gaussian integrals for the error theory (``giantstep.theory.errors``).
+
+Every expectation the deterministic equivalents need is ``E_g f(m + c g)``, ``g ~ N(0, 1)``, for
+many shifts ``m`` and scales ``c`` at once (one pair per neuron and spike node): the mean, the
+cross moment ``E[f(m + c g) g]`` and the second moment. They are computed by composite
+Gauss–Legendre quadrature on ``[−SPAN, SPAN]`` (``PANELS`` panels × ``NODES`` nodes) times the
+Gaussian density, with the interval **split at each kink** ``g* = (kink − m)/c`` of f: the kink
+moves with ``(m, c)``, so the fixed kinks of ``giantstep.hermite.gaussian_rule`` do not apply.
+On each smooth piece the rule converges geometrically (12 nodes on a panel of width ≤ 1 resolve
+the Gaussian to ~1e-16); the mass outside ±11 is ~4e-28. relu, the default activation, has closed
+forms and skips the quadrature.
+
+The integrals over the spike coordinate ``s`` are over smooth functions (Gaussian convolutions),
+for which probabilists' Gauss–Hermite is the efficient rule (:func:`spike_rule`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+from giantstep.activations import Activation
+from giantstep.hermite import coefficients, gaussian_expectation, gaussian_rule
+
+SPAN = 11.0
+PANELS = 22
+NODES = 12
+#: Pairs (m, c) integrated at once: bounds the (pairs × nodes) work arrays to ~16 MB.
+CHUNK_NODES = 2_000_000
+
+Function = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class GaussianMoments:
+    """``E f(m + c g)``, ``E[f(m + c g) g]`` and ``E f(m + c g)²``, each of the shape of m and c."""
+
+    mean: np.ndarray
+    cross: np.ndarray
+    second: np.ndarray
+
+
+def _legendre_reference() -> tuple[np.ndarray, np.ndarray]:
+    nodes, weights = np.polynomial.legendre.leggauss(NODES)
+    return nodes, weights
+
+
+def _segment_rule(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights (P, PANELS·NODES) of the composite rule on [left_p, right_p] × density."""
+    reference_nodes, reference_weights = _legendre_reference()
+    fractions = np.arange(PANELS + 1) / PANELS
+    edges = left[:, None] + (right - left)[:, None] * fractions[None, :]  # (P, PANELS + 1)
+    half = (edges[:, 1:] - edges[:, :-1]) / 2
+    middle = (edges[:, 1:] + edges[:, :-1]) / 2
+    nodes = middle[:, :, None] + half[:, :, None] * reference_nodes[None, None, :]
+    weights = half[:, :, None] * reference_weights[None, None, :] * np.ones_like(nodes)
+    nodes = nodes.reshape(len(left), -1)
+    weights = weights.reshape(len(left), -1) * np.exp(-nodes * nodes / 2) / np.sqrt(2 * np.pi)
+    return nodes, weights
+
+
+def _quadrature_moments(
+    function: Function, kinks: tuple[float, ...], shift: np.ndarray, scale: np.ndarray
+) -> GaussianMoments:
+    """The three moments for flat arrays shift, scale (P,) with scale > 0, by split quadrature."""
+    count = len(shift)
+    mean, cross, second = np.empty(count), np.empty(count), np.empty(count)
+    pieces = len(kinks) + 1
+    chunk = max(1, CHUNK_NODES // (pieces * PANELS * NODES))
+    for start in range(0, count, chunk):
+        m, c = shift[start : start + chunk], scale[start : start + chunk]
+        # The breakpoints of each pair: ±SPAN and the kinks mapped to g, clipped and sorted.
+        inner = np.array([(k - m) / c for k in kinks]).reshape(len(kinks), len(m)).T
+        breaks = np.sort(np.clip(inner, -SPAN, SPAN), axis=1)
+        bounds = np.concatenate(
+            [np.full((len(m), 1), -SPAN), breaks, np.full((len(m), 1), SPAN)], axis=1
+        )
+        total = [np.zeros(len(m)) for _ in range(3)]
+        for piece in range(pieces):
+            g, w = _segment_rule(bounds[:, piece], bounds[:, piece + 1])
+            values = np.asarray(function(m[:, None] + c[:, None] * g), dtype=float)
+            weighted = w * values
+            total[0] += weighted.sum(axis=1)
+            total[1] += (weighted * g).sum(axis=1)
+            total[2] += (weighted * values).sum(axis=1)
+        mean[start : start + chunk], cross[start : start + chunk] = total[0], total[1]
+        second[start : start + chunk] = total[2]
+    return GaussianMoments(mean, cross, second)
+
+
+def _relu_moments(shift: np.ndarray, scale: np.ndarray) -> GaussianMoments:
+    """Closed forms with ``a = m/c``: ``mΦ(a) + cφ(a)``, ``cΦ(a)``, ``(m² + c²)Φ(a) + mcφ(a)``."""
+    a = shift / scale
+    cdf = special.ndtr(a)
+    pdf = np.exp(-a * a / 2) / np.sqrt(2 * np.pi)
+    return GaussianMoments(
+        shift * cdf + scale * pdf,
+        scale * cdf,
+        (shift * shift + scale * scale) * cdf + shift * scale * pdf,
+    )
+
+
+def gaussian_moments(
+    function: Function,
+    shift: np.ndarray | float,
+    scale: np.ndarray | float,
+    kinks: tuple[float, ...] = (),
+    *,
+    closed_form: str | None = None,
+) -> GaussianMoments:
+    """``E f(m + c g)``, ``E[f(m + c g) g]``, ``E f(m + c g)²`` for ``g ~ N(0, 1)``.
+
+    Parameters
+    ----------
+    function : callable
+        f, numpy in and out, elementwise.
+    shift, scale : array_like
+        m and c ≥ 0, broadcast to one shape S. ``c = 0`` gives ``f(m)``, 0 and ``f(m)²``.
+    kinks : tuple of float
+        Points where f or its derivative jumps; the quadrature is split at ``(kink − m)/c``.
+    closed_form : {"relu"} or None
+        Use the closed form of that function instead of quadrature.
+
+    Returns
+    -------
+    GaussianMoments
+        mean, cross, second: arrays of shape S, accurate to ~1e-13 relative.
+
+    Examples
+    --------
+    >>> from giantstep.theory.gaussian import gaussian_moments
+    >>> moments = gaussian_moments(lambda x: x * x, 1.0, 2.0)
+    >>> round(float(moments.mean), 12), round(float(moments.cross), 12)
+    (5.0, 4.0)
+    """
+    m, c = np.broadcast_arrays(np.asarray(shift, dtype=float), np.asarray(scale, dtype=float))
+    shape = m.shape
+    m, c = m.ravel(), c.ravel()
+    if np.any(c < 0) or not (np.isfinite(m).all() and np.isfinite(c).all()):
+        raise ValueError("Gaussian moments need finite shifts and scales ≥ 0")
+    mean, cross, second = np.empty(len(m)), np.zeros(len(m)), np.empty(len(m))
+    degenerate = c == 0
+    if degenerate.any():
+        values = np.asarray(function(m[degenerate]), dtype=float)
+        mean[degenerate], second[degenerate] = values, values * values
+    spread = ~degenerate
+    if spread.any():
+        if closed_form == "relu":
+            moments = _relu_moments(m[spread], c[spread])
+        elif closed_form is None:
+            moments = _quadrature_moments(function, tuple(kinks), m[spread], c[spread])
+        else:
+            raise ValueError(f"no closed form for {closed_form!r}")
+        mean[spread], cross[spread], second[spread] = moments.mean, moments.cross, moments.second
+    return GaussianMoments(mean.reshape(shape), cross.reshape(shape), second.reshape(shape))
+
+
+def activation_moments(
+    activation: Activation, shift: np.ndarray | float, scale: np.ndarray | float
+) -> GaussianMoments:
+    """:func:`gaussian_moments` of a student activation (closed forms for relu)."""
+    return gaussian_moments(
+        activation.function,
+        shift,
+        scale,
+        activation.kinks,
+        closed_form="relu" if activation.name == "relu" else None,
+    )
+
+
+@dataclass(frozen=True)
+class ActivationConstants:
+    """Gaussian constants of σ at unit input variance (THEORY-ERRORS.md §1).
+
+    mu: ``μ_0 .. μ_3``; second_moment: ``E σ²``; nonlinear: ``μ*² = E σ² − μ_0² − μ_1²``;
+    slope_variance: ``Var σ′ = E σ′² − μ_1²``.
+    """
+
+    mu: np.ndarray
+    second_moment: float
+    nonlinear: float
+    slope_variance: float
+
+
+def activation_constants(activation: Activation) -> ActivationConstants:
+    """The constants of σ, by quadrature split at its kinks (accurate to ~1e-12)."""
+    mu = coefficients(activation.function, 3, activation.kinks)
+    second = gaussian_expectation(lambda x: activation.function(x) ** 2, activation.kinks)
+    slope_second = gaussian_expectation(
+        lambda x: activation.derivative_function(x) ** 2, activation.kinks
+    )
+    return ActivationConstants(
+        mu=mu,
+        second_moment=second,
+        nonlinear=second - mu[0] ** 2 - mu[1] ** 2,
+        slope_variance=slope_second - mu[1] ** 2,
+    )
+
+
+@dataclass(frozen=True)
+class NeuronConstants:
+    """Gaussian constants of ``σ(w_j·x)`` for rows of norms ``‖w_j‖`` (each (N,)).
+
+    mean ``E σ``, slope ``E σ′`` (the coefficient of ``w_j·x``), curvature ``E σ″``,
+    nonlinear ``E σ² − mean² − ‖w_j‖² slope²``, slope_variance ``Var σ′``, at input variance
+    ``‖w_j‖²``. For unit rows they are ``μ_0, μ_1, μ_2, μ*², Var σ′``.
+    """
+
+    mean: np.ndarray
+    slope: np.ndarray
+    curvature: np.ndarray
+    nonlinear: np.ndarray
+    slope_variance: np.ndarray
+
+
+def neuron_constants(activation: Activation, norms: np.ndarray) -> NeuronConstants:
+    """Per-neuron constants for rows of the given norms (N,) > 0 (Stein: ``E σ′ = E[σ g]/‖w‖``)."""
+    norms = np.asarray(norms, dtype=float)
+    if np.any(norms <= 0):
+        raise ValueError("every first-layer row needs a positive norm")
+    # Equal norms (sphere rows, to rounding) share one evaluation.
+    unique, inverse = np.unique(np.round(norms, 13), return_inverse=True)
+    moments = activation_moments(activation, np.zeros_like(unique), unique)
+    slope = moments.cross / unique
+    curvature, slope_second = np.empty(len(unique)), np.empty(len(unique))
+    for i, norm in enumerate(unique):
+        # σ(‖w‖ g) has its kinks at g = kink/‖w‖.
+        x, w = gaussian_rule(tuple(k / norm for k in activation.kinks))
+        curvature[i] = w @ (activation.function(norm * x) * (x * x - 1)) / norm**2
+        slope_second[i] = w @ activation.derivative_function(norm * x) ** 2
+    nonlinear = moments.second - moments.mean**2 - moments.cross**2
+    return NeuronConstants(
+        mean=moments.mean[inverse],
+        slope=slope[inverse],
+        curvature=curvature[inverse],
+        nonlinear=np.maximum(nonlinear, 0.0)[inverse],
+        slope_variance=(slope_second - slope**2)[inverse],
+    )
+
+
+def spike_rule(
+    nodes: int, kinks: tuple[float, ...] = (), cosine: float = 0.0, sine: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``s_q`` and weights ``w_q`` (Q,), ``Σ w_q = 1``, for ``E_s`` over ``s ~ N(0, 1)``.
+
+    Probabilists' Gauss–Hermite with ``nodes`` points: the integrands are Gaussian convolutions,
+    smooth in s. A target with kinks seen through a small ``sine = ρ`` (``y ≈ σ*(γ s)``) is not
+    smooth in s; then a composite rule split at ``s = kink/γ`` is used instead (more nodes).
+    """
+    if nodes < 1:
+        raise ValueError(f"the spike quadrature needs at least one node, got {nodes}")
+    if kinks and sine < 0.25 and cosine != 0:
+        x, w = gaussian_rule(tuple(k / cosine for k in kinks), 8.0, 1.0, 10)
+        return x, w / w.sum()
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    return x, w / w.sum()

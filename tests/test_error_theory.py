@@ -1,0 +1,412 @@
+"""The error theory without simulation: Gaussian constants, DE identities, solver paths.
+
+THEORY-ERRORS.md §5 items 1 and 2; the checks against simulation are in
+test_error_theory_slow.py.
+"""
+
+from math import pi, sqrt
+
+import numpy as np
+import pytest
+from scipy import integrate, special
+
+from giantstep.activations import get_activation
+from giantstep.config import validate_config
+from giantstep.experiment import build
+from giantstep.hermite import coefficients
+from giantstep.targets import parse_target
+from giantstep.theory import errors
+from giantstep.theory.errors import (
+    ResidualStatistics,
+    SpikedFeatures,
+    predict_errors,
+    predict_learning_curve,
+    predicted_features,
+    random_features_errors,
+    ridge_kappa,
+    solve_fixed_point,
+    spectral_ridge_errors,
+    spiked_errors,
+    trained_layer_features,
+)
+from giantstep.theory.gaussian import (
+    activation_constants,
+    gaussian_moments,
+    neuron_constants,
+)
+
+PHI0 = 1 / sqrt(2 * pi)
+RELU, TANH = get_activation("relu"), get_activation("tanh")
+HE2_TARGET, TANH_TARGET = parse_target("z1 + He2(z1)/2"), parse_target("tanh(z1)")
+
+
+def unit_rows(rng, width, dim):
+    w = rng.standard_normal((width, dim))
+    return w / np.linalg.norm(w, axis=1, keepdims=True)
+
+
+def adaptive(f):
+    """``E f(g)`` by adaptive quadrature: an integrator independent of the module's rules."""
+    value, _ = integrate.quad(
+        lambda g: f(g) * np.exp(-g * g / 2) * PHI0, -40, 40, epsabs=1e-14, epsrel=1e-14, limit=500
+    )
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Constants
+# ---------------------------------------------------------------------------------------------
+
+
+def test_relu_hermite_coefficients_match_closed_forms():
+    # μ_k(relu) = φ(0) He_{k−2}(0) for k ≥ 2: 1/√2π, 1/2, 1/√2π, 0, −1/√2π, 0, 3/√2π.
+    expected = np.array([PHI0, 0.5, PHI0, 0.0, -PHI0, 0.0, 3 * PHI0])
+    np.testing.assert_allclose(coefficients(RELU.function, 6, RELU.kinks), expected, atol=1e-12)
+    constants = activation_constants(RELU)
+    np.testing.assert_allclose(constants.mu, expected[:4], atol=1e-12)
+    assert abs(constants.second_moment - 0.5) < 1e-12
+    assert abs(constants.nonlinear - (0.5 - 1 / (2 * pi) - 0.25)) < 1e-12
+    assert abs(constants.slope_variance - 0.25) < 1e-12
+
+
+def test_tanh_constants_match_adaptive_quadrature():
+    constants = activation_constants(TANH)
+    mu1 = adaptive(lambda g: np.tanh(g) * g)
+    nonlinear = adaptive(lambda g: np.tanh(g) ** 2) - mu1**2
+    slope_variance = adaptive(lambda g: (1 - np.tanh(g) ** 2) ** 2) - mu1**2
+    # THEORY-ERRORS.md §5 prints μ*² = 0.0274148…; 30-digit quadrature (mpmath) gives
+    # E tanh² = 0.39429449040, μ_1 = 0.60570550960, μ*² = 0.02741532604.
+    assert abs(mu1 - 0.6057055096) < 1e-10 and abs(nonlinear - 0.0274153260) < 1e-10
+    assert abs(constants.mu[1] - mu1) < 1e-10
+    assert abs(constants.nonlinear - nonlinear) < 1e-10
+    assert abs(constants.slope_variance - slope_variance) < 1e-10
+    assert abs(constants.mu[0]) < 1e-14 and abs(constants.mu[2]) < 1e-14
+
+
+def test_kink_split_quadrature_matches_relu_closed_forms():
+    m, c = np.meshgrid(np.linspace(-5, 5, 41), np.linspace(0.5, 3, 11))
+    quadrature = gaussian_moments(lambda x: np.maximum(x, 0), m, c, (0.0,))
+    exact = gaussian_moments(lambda x: np.maximum(x, 0), m, c, closed_form="relu")
+    a = m / c
+    np.testing.assert_allclose(
+        exact.mean, m * special.ndtr(a) + c * np.exp(-a * a / 2) * PHI0, rtol=1e-14, atol=1e-15
+    )
+    for got, want in [
+        (quadrature.mean, exact.mean),
+        (quadrature.cross, exact.cross),
+        (quadrature.second, exact.second),
+    ]:
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_kink_free_rule_matches_a_million_node_reference():
+    softplus = get_activation("softplus")
+    shifts = np.array([-4.0, -1.5, 0.0, 0.7, 3.0])
+    scales = np.array([0.5, 1.0, 2.0, 3.0, 1.3])
+    moments = gaussian_moments(softplus.function, shifts, scales)
+    # Composite Simpson on [−12, 12] with 10⁶ + 1 nodes: error ~h⁴ ≈ 1e-19.
+    g = np.linspace(-12, 12, 1_000_001)
+    simpson = np.ones_like(g)
+    simpson[1:-1:2], simpson[2:-1:2] = 4, 2
+    weights = simpson * (g[1] - g[0]) / 3 * np.exp(-g * g / 2) * PHI0
+    for k, (m, c) in enumerate(zip(shifts, scales, strict=True)):
+        values = softplus.function(m + c * g)
+        assert abs(moments.mean[k] - weights @ values) < 1e-10
+        assert abs(moments.cross[k] - weights @ (values * g)) < 1e-10
+        assert abs(moments.second[k] - weights @ values**2) < 1e-10
+
+
+def test_neuron_constants_scale_with_the_row_norm():
+    # relu(‖w‖ g): mean ‖w‖φ(0), E σ′ = 1/2, E σ″ = E δ(‖w‖g) = φ(0)/‖w‖, Var σ′ = 1/4.
+    norms = np.array([0.5, 1.0, 2.0])
+    constants = neuron_constants(RELU, norms)
+    np.testing.assert_allclose(constants.mean, norms * PHI0, atol=1e-12)
+    np.testing.assert_allclose(constants.slope, 0.5, atol=1e-12)
+    np.testing.assert_allclose(constants.curvature, PHI0 / norms, atol=1e-12)
+    np.testing.assert_allclose(constants.slope_variance, 0.25, atol=1e-12)
+    np.testing.assert_allclose(
+        constants.nonlinear, norms**2 * (0.5 - 1 / (2 * pi) - 0.25), atol=1e-12
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Deterministic-equivalent identities
+# ---------------------------------------------------------------------------------------------
+
+
+def test_kappa_for_identity_covariance_is_the_quadratic_root():
+    width = 300
+    samples = np.array([100.0, 300.0, 600.0, 2400.0])
+    ridges = np.logspace(-4, 1, 6)
+    kappa = ridge_kappa(np.ones(width), samples, ridges)
+    b = ridges[None, :] + width / samples[:, None] - 1
+    closed = (b + np.sqrt(b * b + 4 * ridges[None, :])) / 2
+    np.testing.assert_allclose(kappa, closed, rtol=1e-10)
+
+
+def test_train_error_is_the_test_error_times_lambda_over_kappa_squared():
+    rng = np.random.default_rng(3)
+    eigenvalues = rng.gamma(0.5, 1.0, 200)
+    projections = rng.standard_normal(200) * np.sqrt(eigenvalues) * 0.05
+    samples, ridges = np.array([150, 400, 1600]), np.array([1e-3, 0.1, 1.0])
+    curve = spectral_ridge_errors(eigenvalues, projections, 1.3, samples, ridges)
+    kappa = ridge_kappa(eigenvalues, samples, ridges)
+    np.testing.assert_allclose(curve.train, (ridges / kappa) ** 2 * curve.test, rtol=1e-12)
+    assert np.all(curve.train < curve.test)
+
+
+def test_huge_ridge_predicts_the_label_second_moment():
+    rng = np.random.default_rng(4)
+    w = unit_rows(rng, 100, 80)
+    beta = np.eye(80)[0]
+    second = HE2_TARGET.second_moment(0.2)
+    level1 = random_features_errors(w, RELU, HE2_TARGET, beta[None], 0.2, 300, 1e6)
+    assert abs(level1.test[0, 0] - second) < 1e-4
+    layer = SpikedFeatures.from_layer(w, np.full(100, 0.4), beta, beta, np.ones(100))
+    for path in ("homogeneous", "heterogeneous"):
+        spiked = spiked_errors(layer, RELU, HE2_TARGET, 0.2, 300, 1e6, path=path)
+        assert abs(spiked.test[0, 0] - second) < 1e-4
+
+
+@pytest.mark.parametrize(("width", "tolerance"), [(200, 0.01), (800, 0.003)])
+@pytest.mark.parametrize(
+    ("activation", "target"), [(RELU, HE2_TARGET), (TANH, TANH_TARGET)], ids=["relu", "tanh"]
+)
+def test_spiked_solver_without_spike_reproduces_level_one(width, tolerance, activation, target):
+    rng = np.random.default_rng(width)
+    w = unit_rows(rng, width, width)
+    beta = np.eye(width)[0]
+    ridges = [1e-3, 0.1]
+    level1 = random_features_errors(w, activation, target, beta[None], 0.0, 2 * width, ridges)
+    no_spike = SpikedFeatures.from_layer(w, np.zeros(width), beta, beta, np.ones(width))
+    spiked = spiked_errors(no_spike, activation, target, 0.0, 2 * width, ridges)
+    np.testing.assert_allclose(spiked.test, level1.test, rtol=tolerance)
+    np.testing.assert_allclose(spiked.train, level1.train, rtol=tolerance)
+
+
+def spiked_layer(rng, width, dim, spike=0.7, scale=1.05, cosine=0.8):
+    w = unit_rows(rng, width, dim)
+    beta, other = np.eye(dim)[0], np.eye(dim)[1]
+    v = cosine * beta + np.sqrt(1 - cosine**2) * other
+    # A small β-amplification term, as in the predicted layer.
+    bulk = scale * w + 0.3 * np.outer(w @ beta, beta)
+    return SpikedFeatures.from_layer(bulk, np.full(width, spike), v, beta, np.full(width, scale))
+
+
+@pytest.mark.parametrize(
+    ("activation", "target"), [(RELU, HE2_TARGET), (TANH, HE2_TARGET)], ids=["relu", "tanh"]
+)
+def test_homogeneous_fast_path_equals_the_general_path(activation, target):
+    layer = spiked_layer(np.random.default_rng(5), 150, 120)
+    samples, ridges = [150, 300, 600], [1e-3, 0.1, 1.0]
+    fast = spiked_errors(layer, activation, target, 0.1, samples, ridges, path="homogeneous")
+    general = spiked_errors(layer, activation, target, 0.1, samples, ridges, path="heterogeneous")
+    np.testing.assert_allclose(fast.test, general.test, rtol=1e-8)
+    np.testing.assert_allclose(fast.train, general.train, rtol=1e-8)
+
+
+def test_odd_activation_flips_negative_spikes_onto_the_fast_path():
+    rng = np.random.default_rng(6)
+    layer = spiked_layer(rng, 120, 100)
+    signs = np.where(np.arange(120) % 2, -1.0, 1.0)
+    # Neuron j with spike −r and bulk row w_j is, for odd σ, minus the neuron (r, −w_j).
+    mixed = SpikedFeatures(
+        spike=layer.spike * signs,
+        bulk_gram=layer.bulk_gram * np.outer(signs, signs),
+        bulk_scale=layer.bulk_scale,
+        bulk_along_spike=layer.bulk_along_spike * signs,
+        bulk_along_target=layer.bulk_along_target * signs,
+        cosine=layer.cosine,
+    )
+    assert not errors.is_homogeneous(mixed)
+    flipped = spiked_errors(mixed, TANH, HE2_TARGET, 0.0, 240, [1e-2, 0.1])
+    unflipped = errors._ridge_path(  # the general solver on the features as given
+        errors._HeterogeneousSolver(
+            mixed, errors._node_functions(mixed, TANH, HE2_TARGET, 0.0, 31, False)
+        ),
+        np.array([240.0]),
+        np.array([1e-2, 0.1]),
+        31,
+        True,
+    )
+    np.testing.assert_allclose(flipped.test, unflipped.test, rtol=1e-8)
+
+
+def moniri_layer(dim):
+    config = validate_config(
+        {"dim": dim, "width": dim, "train": {"residual": "y", "batch_size": 4 * dim}}
+    )
+    initial, teacher = build(config)
+    residual = ResidualStatistics.of(teacher.target)
+    steps = config.step_size() * initial.output_scale * initial.second_layer
+    return predicted_features(
+        initial.first_layer, steps, RELU, residual, 4 * dim, teacher.directions[0],
+        np.random.default_rng(0),
+    )  # fmt: skip
+
+
+def cui_layer(dim):
+    config = validate_config(
+        {
+            "dim": dim,
+            "width": dim,
+            "preset": "dandi",
+            "model": {"second_layer": "ones"},
+            "train": {
+                "batch_size": 2 * dim,
+                "step_size": {"scale": 1.0, "width_exponent": 1.0},
+            },
+        }
+    )
+    initial, teacher = build(config)
+    residual = ResidualStatistics.of(teacher.target, offset=float(PHI0))
+    steps = config.step_size() * initial.output_scale * initial.second_layer
+    return predicted_features(
+        initial.first_layer, steps, RELU, residual, 2 * dim, teacher.directions[0],
+        np.random.default_rng(0),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("layer", [moniri_layer(150), cui_layer(200)], ids=["moniri", "cui"])
+def test_twenty_one_and_forty_one_spike_nodes_agree(layer):
+    samples = [2 * layer.width, 4 * layer.width]
+    coarse = spiked_errors(layer, RELU, HE2_TARGET, 0.0, samples, [1e-3, 0.1], nodes=21)
+    fine = spiked_errors(layer, RELU, HE2_TARGET, 0.0, samples, [1e-3, 0.1], nodes=41)
+    np.testing.assert_allclose(coarse.test, fine.test, rtol=1e-6)
+    np.testing.assert_allclose(coarse.train, fine.train, rtol=1e-6)
+
+
+def test_self_energy_iteration_rises_monotonically_to_its_fixed_point():
+    layer = spiked_layer(np.random.default_rng(7), 100, 100, spike=0.9)
+    functions = errors._node_functions(layer, RELU, HE2_TARGET, 0.0, 21, True)
+    solver = errors._HomogeneousSolver(layer, functions)
+    general = errors._HeterogeneousSolver(
+        layer, errors._node_functions(layer, RELU, HE2_TARGET, 0.0, 21, False)
+    )
+    for ratio in (0.5, 1, 2, 4, 8):
+        for ridge in np.logspace(-4, 1, 6):
+            samples = ratio * layer.width
+            plain = solve_fixed_point(
+                lambda v, n=samples, r=ridge: solver.self_energy_step(v, n, r),
+                np.zeros(21),
+                accelerate=False,
+                keep_history=True,
+            )
+            assert np.isfinite(plain.value).all() and np.all(plain.value > 0)
+            assert np.all(np.diff(plain.history, axis=0) >= -1e-12 * (1 + plain.history[1:]))
+            fast = solve_fixed_point(
+                lambda v, n=samples, r=ridge: solver.self_energy_step(v, n, r), np.zeros(21)
+            )
+            np.testing.assert_allclose(fast.value, plain.value, rtol=1e-8)
+            assert fast.iterations <= plain.iterations
+            if ratio in (0.5, 2) and ridge in (1e-4, 1.0):
+                full = solve_fixed_point(
+                    lambda v, n=samples, r=ridge: general.self_energy_step(v, n, r),
+                    np.zeros(21),
+                    accelerate=False,
+                    keep_history=True,
+                )
+                assert np.all(np.diff(full.history, axis=0) >= -1e-12 * (1 + full.history[1:]))
+                np.testing.assert_allclose(full.value, plain.value, rtol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point: scope, reasons, warnings
+# ---------------------------------------------------------------------------------------------
+
+SMALL = {"dim": 50, "width": 50, "readout": {"samples": 100, "ridge": [0.1, 1e-3]}}
+
+
+def small(**tables):
+    data = {**SMALL, "train": {"residual": "y", "batch_size": 200}}
+    for key, value in tables.items():
+        if isinstance(value, dict):
+            data[key] = {**data.get(key, {}), **value}
+        else:
+            data[key] = value
+    config = validate_config(data)
+    initial, teacher = build(config)
+    trained = initial.with_first_layer(
+        initial.first_layer + 0.3 * np.outer(initial.second_layer, teacher.directions[0])
+    )
+    return config, initial, teacher, trained
+
+
+def test_one_step_run_gets_all_three_variants_in_ridge_order():
+    config, initial, teacher, trained = small()
+    predicted = predict_errors(config, initial, teacher, trained)
+    for variant in (predicted.random_features, predicted.spiked, predicted.trained_layer):
+        assert variant.errors is not None and variant.reason is None
+        assert [e.ridge for e in variant.errors] == [0.1, 1e-3]
+        assert all(0 < e.train_error < e.test_error for e in variant.errors)
+    # relu × (z1 + He2(z1)/2) at n0 = 4d: the spiked variant is flagged, the others are not.
+    assert "trained_layer" in predicted.spiked.warning
+    assert predicted.trained_layer.warning is None
+    baseline = random_features_errors(
+        initial.first_layer, RELU, teacher.target, teacher.directions, 0.0, 100, [0.1, 1e-3]
+    )
+    assert predicted.random_features.errors[1].test_error == pytest.approx(baseline.test[0, 1])
+
+
+def test_no_amplification_warning_without_second_hermite_terms():
+    config, initial, teacher, trained = small(activation="tanh", target={"expression": "tanh(z1)"})
+    predicted = predict_errors(config, initial, teacher, trained)
+    assert predicted.spiked.errors is not None and predicted.spiked.warning is None
+
+
+ONE_STEP = ("spiked", "trained_layer")
+ALL = ("random_features", "spiked", "trained_layer")
+
+
+@pytest.mark.parametrize(
+    ("tables", "key", "variants"),
+    [
+        ({"train": {"steps": 0}}, "train.steps", ONE_STEP),
+        ({"train": {"steps": 2}}, "train.steps", ONE_STEP),
+        ({"target": {"expression": "z1 + z1*z2"}}, "target.expression", ONE_STEP),
+        ({"data": {"distribution": "rademacher"}}, "data.distribution", ALL),
+        ({"train": {"residual": "y-f"}}, "train.residual", ("spiked",)),
+    ],
+)
+def test_out_of_scope_variants_say_why(tables, key, variants):
+    config, initial, teacher, trained = small(**tables)
+    predicted = predict_errors(config, initial, teacher, trained)
+    for name in ALL:
+        variant = getattr(predicted, name)
+        if name in variants:
+            assert variant.errors is None and key in variant.reason
+        else:
+            assert variant.errors is not None and variant.reason is None
+
+
+def test_mean_field_second_layer_keeps_the_residual_y_minus_f():
+    config, initial, teacher, trained = small(
+        preset="dandi", model={"second_layer": "ones"}, train={"residual": "y-f"}
+    )
+    predicted = predict_errors(config, initial, teacher, trained)
+    assert predicted.spiked.errors is not None
+    assert predict_errors(config, initial, teacher).trained_layer.reason.startswith("no trained")
+
+
+def test_learning_curve_matches_single_runs():
+    config, initial, teacher, trained = small()
+    curve = predict_learning_curve(config, initial, teacher, [50, 100, 400], trained)
+    single = predict_errors(config, initial, teacher, trained)
+    for name in ("random_features", "spiked", "trained_layer"):
+        at_100 = [e.test_error for e in getattr(curve[1], name).errors]
+        assert at_100 == pytest.approx([e.test_error for e in getattr(single, name).errors])
+    more_data = [p.random_features.errors[0].test_error for p in curve]
+    assert more_data[2] < more_data[1]
+
+
+def test_trained_layer_features_recover_an_exact_spike():
+    rng = np.random.default_rng(8)
+    w0 = unit_rows(rng, 60, 40)
+    beta = np.eye(40)[0]
+    v = 0.6 * beta + 0.8 * np.eye(40)[1]
+    spike = rng.standard_normal(60)
+    layer = trained_layer_features(w0, w0 + np.outer(spike, v), beta)
+    assert layer.cosine == pytest.approx(0.6)
+    # W_b keeps W₀'s own component along v.
+    np.testing.assert_allclose(layer.spike, spike, rtol=1e-10)
+    np.testing.assert_allclose(layer.bulk_along_spike, w0 @ v, atol=1e-12)

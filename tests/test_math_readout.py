@@ -144,18 +144,6 @@ def test_ridge_minimises_its_objective(rows):
     assert np.all(np.diff(errors) > 0)
 
 
-def test_statistics_add_up_in_every_field():
-    rng = np.random.default_rng(0)
-    f, y = rng.standard_normal((50, 4)), rng.standard_normal(50)
-    first, second = GramStatistics.zeros(4), GramStatistics.zeros(4)
-    first.add(f[:20], y[:20])
-    second.add(f[20:], y[20:])
-    total = first + second
-    np.testing.assert_allclose(total.gram, f.T @ f, rtol=1e-12)
-    np.testing.assert_allclose(total.cross, f.T @ y, rtol=1e-12)
-    assert total.sum_sq == pytest.approx(y @ y, rel=1e-12) and total.count == 50
-
-
 def test_label_noise_is_sigma_times_a_standard_normal():
     """y = g*(W* x) + σ_ε ε with ε ~ N(0, 1), independent of x, and σ_ε the configured value."""
     teacher = Teacher.draw(0, "z1 + z1*z2", 3, noise=0.7)

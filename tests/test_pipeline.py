@@ -100,8 +100,10 @@ def test_statistics_add_up():
     first.add(f[:20], y[:20])
     second.add(f[20:], y[20:])
     total = first + second
-    np.testing.assert_allclose(total.gram, whole.gram, rtol=1e-12)
-    assert total.count == 50
+    np.testing.assert_allclose(total.gram, f.T @ f, rtol=1e-12)
+    np.testing.assert_allclose(total.cross, f.T @ y, rtol=1e-12)
+    assert total.sum_sq == pytest.approx(y @ y, rel=1e-12) and total.count == 50
+    np.testing.assert_allclose(whole.gram, f.T @ f, rtol=1e-12)
 
 
 def tiny_config(**overrides):

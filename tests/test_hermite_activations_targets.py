@@ -1,5 +1,7 @@
 """Hermite coefficients against closed forms, activations' derivatives, and the target parser."""
 
+import ast
+import re
 from math import factorial, pi, sqrt
 
 import numpy as np
@@ -255,12 +257,30 @@ def test_polynomial_expansion_agrees_with_evaluation(expression):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(alphabet="z12+-*/()._'\"[]:=,abcdefghijklmnopqrstuvwxyz ", max_size=30))
-def test_parser_raises_only_value_errors(text):
+@given(
+    st.one_of(
+        st.text(alphabet="z12+-*/()._'\"[]:=,abcdefghijklmnopqrstuvwxyz ", max_size=30),
+        _expressions(),
+    )
+)
+def test_parser_accepts_only_expressions_in_z_and_evaluates_them(text):
+    """Any text either raises ValueError with a message (any other exception fails the test),
+    or is a Python expression whose rank is its largest z-index and whose value on h is one
+    real label per row (the polynomial form, when there is one, agreeing with it)."""
     try:
-        parse_target(text)
-    except ValueError:
-        pass
+        target = parse_target(text)
+    except ValueError as err:
+        assert str(err)
+        return
+    tree = ast.parse(text.strip(), mode="eval")  # accepted text is an expression ...
+    indices = [int(n.id[1:]) for n in ast.walk(tree)
+               if isinstance(n, ast.Name) and re.fullmatch(r"z[1-9][0-9]*", n.id)]  # fmt: skip
+    assert indices and target.rank == max(indices)  # ... in the coordinates z1..zr
+    h = np.random.default_rng(0).uniform(0.5, 1.5, (7, target.rank))
+    values = target(h)
+    assert values.shape == (7,) and values.dtype == np.float64
+    if target.is_polynomial:
+        np.testing.assert_allclose(target.polynomial(h), values, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("bad", ["2**9999 * z1", "(-8)**0.5 * z1", "0**-1 * z1", "10**400 + z1"])

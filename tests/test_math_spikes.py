@@ -122,6 +122,17 @@ def test_bulk_spacing_is_a_median():
     assert count_outliers(values, 0.975) == 1
 
 
+def test_bulk_spacing_is_the_median_of_the_ten_gaps_below():
+    """The spacing is the median of the SPACING_WINDOW = 10 gaps below the candidate. Below
+    the outlier come five gaps δ, then gaps 3δ: the median of ten is 2δ (≤ 9 gaps: δ; ≥ 11:
+    3δ). A gap of 20δ is an outlier's (> 16δ, not > 24δ), one of 12δ is not (> 8δ only)."""
+    delta = 0.01
+    gaps = np.array([delta] * 5 + [3 * delta] * 20)
+    below = 1.0 - np.concatenate([[0.0], np.cumsum(gaps)])
+    assert count_outliers(np.concatenate([[1.0 + 20 * delta], below]), 1.05) == 1
+    assert count_outliers(np.concatenate([[1.0 + 12 * delta], below]), 1.05) == 0
+
+
 def moniri_config(alpha, seed, activation):
     """One correlation-loss step, η = 2·n^α, at d = N = 300, n = 8d: the second spike's gap
     is 18–50 times the bulk spacing and no bulk gap is above 8 (checked over 8 seeds)."""

@@ -59,6 +59,26 @@ def test_kinked_activations_match_closed_forms(name, closed_form):
     np.testing.assert_allclose(mu, expected, rtol=0, atol=1e-8)
 
 
+def test_a_kink_off_the_quadrature_grid_is_split_there():
+    """relu(x − 1/3): μ_0 = φ(t) − t Φ̄(t), μ_1 = Φ̄(t), μ_k = φ(t) He_{k−2}(t) (Stein), to
+    1e-12. The pieces of the rule have edges at multiples of 1/2, so kinks at 0 (relu, abs,
+    sign) are split anyway; a kink at 1/3 is split only if the kink is honoured (else the
+    error is 4e-5). The same for a target: relu(z1 − 0.3) has C_1 = Φ̄(0.3) and
+    E[y²] = (1 + t²) Φ̄(t) − t φ(t)."""
+    from scipy.stats import norm
+
+    t = 1 / 3
+    shifted = Activation.from_callable(lambda x: np.maximum(x - t, 0), kinks=(t,))
+    mu = shifted.hermite_coefficients(8)
+    expected = [norm.pdf(t) - t * norm.sf(t), norm.sf(t)]
+    expected += [norm.pdf(t) * hermite(k - 2, t) for k in range(2, 9)]
+    np.testing.assert_allclose(mu, expected, rtol=0, atol=1e-12)
+    target, t = parse_target("relu(z1 - 0.3)"), 0.3
+    assert target.linear_coefficients()[0] == pytest.approx(norm.sf(t), abs=1e-12)
+    second = (1 + t * t) * norm.sf(t) - t * norm.pdf(t)
+    assert target.second_moment() == pytest.approx(second, abs=1e-12)
+
+
 def test_relu_sixth_coefficient_that_gauss_hermite_misses():
     assert abs(get_activation("relu").hermite_coefficients(6)[6] - 3 / sqrt(2 * pi)) < 1e-10
 

@@ -11,8 +11,18 @@ import pytest
 
 from giantstep import run
 from giantstep.activations import get_activation
-from giantstep.spectrum import count_outliers
-from giantstep.theory.bands import band_index, bands, predicted_spikes, spiking_degrees
+from giantstep.config import CHUNK_ROWS
+from giantstep.data import RIDGE, SampleStream
+from giantstep.model import initialize
+from giantstep.spectrum import Probes, count_outliers, feature_sums, operator_norm
+from giantstep.targets import Teacher
+from giantstep.theory.bands import (
+    band_index,
+    bands,
+    predicted_spikes,
+    spiking_degrees,
+    update_triplet,
+)
 
 #: All μ_k non-zero (e.g. σ = exp: μ_k = e^{1/2} for every k).
 EVERY = np.full(13, math.exp(0.5))
@@ -180,3 +190,40 @@ def test_linear_activation_is_its_own_spiked_approximation():
         (f_1,) = [e for e in s.approximation_ridge_errors if e.ell == 1]
         assert f_1.train_error == pytest.approx(result.errors[0].train_error, rel=1e-8)
         assert f_1.test_error == pytest.approx(result.errors[0].test_error, rel=1e-8)
+
+
+def test_quadratic_activation_meets_its_taylor_expansion():
+    """σ(x) = x + x²/2 has σ' − μ_1 = x and σ'' = μ_2 = 1, so a rank-one update
+    W_1 = W_0 + c u vᵀ gives, with P = X̃W_0ᵀ and T = c (X̃v) uᵀ, exactly
+    F = σ(P + T) = F_0 + μ_1 T + (μ_2/2) T^{∘2} + P ⊙ T. Hence F_2 = F − P ⊙ T and
+    F_1 = F_2 − T^{∘2}/2: the 1/k!, the Hadamard powers of u and the scale c of F_ℓ are pinned
+    by Taylor's theorem, not by the formula typed again."""
+    width, dim, rows = 15, 20, 600
+    activation = get_activation("poly(0, 1, 0.5)")
+    mu = activation.hermite_coefficients(2)
+    np.testing.assert_allclose(mu, [0.5, 1.0, 1.0], atol=1e-12)
+    initial = initialize(1, width, dim, activation, "moniri")
+    teacher = Teacher.draw(1, "z1", dim)
+    rng = np.random.default_rng(0)
+    u, v = rng.standard_normal(width), rng.standard_normal(dim)
+    u, v, c = u / np.linalg.norm(u), v / np.linalg.norm(v), 3.0
+    network = initial.with_first_layer(initial.first_layer + c * np.outer(u, v))
+    triplet = update_triplet(network.first_layer - initial.first_layer)
+    assert triplet.value == pytest.approx(c, rel=1e-12)
+    stream = SampleStream(1, (RIDGE, 0), dim)
+    probes = Probes(beta=teacher.directions[0], zeta=None,
+                    network_direction=initial.first_layer.T @ initial.second_layer, max_degree=2)
+    sums = feature_sums(network, initial, teacher, stream=stream, n_samples=rows,
+                        block_size=CHUNK_ROWS, probes=probes, triplet=triplet, mu=mu,
+                        residual_grams=True)  # fmt: skip
+    x = stream.rows(0, rows).x.copy()
+    p, t = x @ initial.first_layer.T, c * np.outer(x @ v, u)
+    features = p + t + (p + t) ** 2 / 2
+    f_2 = features - p * t
+    f_1 = f_2 - t**2 / 2
+    for ell, f_ell in ((1, f_1), (2, f_2)):
+        gram = sums.statistics(ell).gram
+        np.testing.assert_allclose(gram, f_ell.T @ f_ell, rtol=1e-10, atol=1e-9)
+        dense_norm = np.linalg.norm(features - f_ell, 2) / np.sqrt(rows)
+        streamed = operator_norm(sums.residual_grams[ell - 1], rows)
+        assert streamed == pytest.approx(dense_norm, rel=1e-9)

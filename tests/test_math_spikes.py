@@ -56,6 +56,8 @@ def test_band_index_inside_bands_and_exactly_on_their_edges():
     """Inside a band ℓ(α) = ⌈1/(1−2α)⌉ − 1; on an edge (k−1)/(2k) the lower band, flagged;
     α = 0 is the edge of the first term (no term yet, on the boundary)."""
     assert band_index(0.0) == (0, True)
+    # Rounding noise is on the edge too, at 0 where a relative tolerance sees nothing.
+    assert band_index(1e-13) == (0, True) and band_index(0.25 - 1e-13) == (1, True)
     assert predicted_spikes(0.0, EVERY) == 0
     for ell in range(1, 12):
         lower, upper = Fraction(ell - 1, 2 * ell), Fraction(ell, 2 * ell + 2)
@@ -93,8 +95,8 @@ def test_band_counts_of_activations_missing_coefficients(activation):
         middle = float((b.lower + b.upper) / 2)
         assert predicted_spikes(middle, mu) == b.spikes
         assert all(abs(mu[k]) > 1e-6 for k in b.degrees)
-    with pytest.raises(ValueError):
-        spiking_degrees(10, mu)  # needs μ_0..μ_10
+    with pytest.raises(ValueError, match=r"need μ_0\.\.μ_10, got 10"):
+        spiking_degrees(10, mu)
 
 
 def bulk(top=1.0, spacing=0.01, size=30):

@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from scipy import integrate
 
 from giantstep.activations import Activation, get_activation
-from giantstep.hermite import coefficients, gaussian_expectation, hermite, product_rule
+from giantstep.hermite import (
+    coefficients,
+    gaussian_expectation,
+    hermite,
+    hermite_table,
+    product_rule,
+)
 from giantstep.polynomial import gaussian_moment
 from giantstep.targets import parse_target, teacher_directions
 
@@ -106,6 +112,27 @@ def test_polynomials_are_exact():
         expected = np.zeros(10)
         expected[k] = factorial(k)
         np.testing.assert_allclose(mu, expected, atol=1e-9 * factorial(k))
+
+
+def test_low_degrees_constants_integers_and_bad_arguments():
+    """The corners mutmut found untested: K = 0 and K = 1 (the table's first rows), a constant
+    function (broadcast to the nodes), integer inputs, and errors that say what is wrong."""
+    half = np.exp(0.5)
+    np.testing.assert_allclose(coefficients(np.exp, 0), [half], rtol=1e-12)
+    np.testing.assert_allclose(coefficients(np.exp, 1), [half, half], rtol=1e-12)
+    np.testing.assert_allclose(hermite_table(1, np.array([0.5, 2.0])), [[1, 1], [0.5, 2.0]])
+    np.testing.assert_allclose(coefficients(lambda x: 2.0, 2), [2.0, 0.0, 0.0], atol=1e-13)
+    integers = hermite(3, np.array([0, 1, 2]))  # He3 = x³ − 3x
+    assert integers.dtype == np.float64
+    np.testing.assert_array_equal(integers, [0.0, -2.0, 2.0])
+    with pytest.raises(ValueError, match="degree must be >= 0, got -1"):
+        hermite(-1, 0.5)
+    with pytest.raises(ValueError, match="max_degree must be >= 0, got -1"):
+        coefficients(np.exp, -1)
+    with pytest.raises(ValueError, match="not finite on the quadrature nodes"):
+        coefficients(lambda x: np.where(x > 10, np.inf, 1.0), 2)
+    with pytest.raises(ValueError, match="rank 1..4, got 5"):
+        product_rule(5)
 
 
 def test_coefficients_of_a_plain_callable():

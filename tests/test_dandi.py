@@ -3,14 +3,16 @@
 import numpy as np
 import pytest
 
+import dense
 from giantstep import ConfigError, run
+from giantstep.activations import get_activation
 from giantstep.config import validate_config
-from giantstep.experiment import build
-from giantstep.overlaps import learned_subspace
+from giantstep.data import TRAIN, SampleStream
+from giantstep.model import initialize
+from giantstep.overlaps import same_subspace
 from giantstep.reproduce import reproductions
 from giantstep.reproduce.dandi import REPRODUCTIONS
-from giantstep.theory.learnable import predict
-from giantstep.train import StepPlan, giant_steps
+from giantstep.targets import Teacher
 
 
 def small(**extra):
@@ -33,25 +35,33 @@ def small(**extra):
 
 
 def test_each_step_records_overlaps_learned_and_predicted_subspaces():
+    """Each step's record against an independent reference: the weights from dense steps
+    W ← W − η ∇L (dense.py, checked against the loss), M̂ᵀM̂/N summed neuron by neuron, and
+    the subspaces the rules give by hand for z1 + z1·z2 with relu at κ = 1: {0}, z1, (z1, z2)."""
     config = validate_config(small(measure={"overlap_matrices": True}))
     result = run(config)
-    network, teacher = build(config)
+    assert result.step_size == pytest.approx(2.0 * 24)  # η = c·N
+    network = initialize(0, 24, 120, activation=get_activation("relu"), preset="dandi")
+    directions = Teacher.draw(0, "z1 + z1*z2", 120).directions
+    a, s = network.second_layer, network.output_scale
     layers = [network.first_layer]
-    plan = StepPlan(480, config.compute.block_size)
-    steps = giant_steps(network, teacher, plan, steps=2, step_size=result.step_size, seed=0)
-    layers += [n.first_layer for n in steps]
-    prediction = predict("z1 + z1*z2", 1, 2, activation="relu")
-    for a, w in zip(result.alignment, layers, strict=True):
-        # Full matrices are the dense products; the eigenvalues are those of M̂ᵀM̂/N.
-        np.testing.assert_allclose(a.m, w @ teacher.directions.T, atol=1e-10)
-        np.testing.assert_allclose(a.q, w @ w.T, atol=1e-10)
-        subspace = learned_subspace(w, teacher.directions)
-        np.testing.assert_allclose(a.subspace_eigenvalues, subspace.eigenvalues, atol=1e-12)
-        np.testing.assert_allclose(np.array(a.learned).reshape(-1, 2), subspace.learned)
+    for t in range(2):
+        x, noise = dense.rows(SampleStream(0, (TRAIN, t), 120), 480)
+        y = dense.labels(x, noise, directions, "z1 + z1*z2", 0.0)
+        layers.append(layers[-1] - result.step_size * dense.gradient(
+            layers[-1], a, s, x, y, "relu", "y-f"))  # fmt: skip
+    by_hand = [np.zeros((0, 2)), np.array([[1.0, 0.0]]), np.eye(2)]
+    for record, w, predicted in zip(result.alignment, layers, by_hand, strict=True):
+        np.testing.assert_allclose(record.m, w @ directions.T, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(record.q, w @ w.T, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(
-            np.array(a.predicted).reshape(-1, 2), prediction.subspaces[a.step], atol=1e-12
+            record.overlap_m_rms, np.sqrt(np.mean((w @ directions.T) ** 2, axis=0)), rtol=1e-9
         )
-        np.testing.assert_allclose(a.overlap_m_rms, np.sqrt(np.mean(np.array(a.m) ** 2, axis=0)))
+        values, vectors = np.linalg.eigh(dense.subspace_matrix(w, directions))
+        np.testing.assert_allclose(record.subspace_eigenvalues, values[::-1], rtol=1e-9)
+        learned = vectors[:, values > 10 / 120].T
+        assert same_subspace(np.array(record.learned).reshape(-1, 2), learned, 1 - 1e-9)
+        assert same_subspace(np.array(record.predicted).reshape(-1, 2), predicted, 1 - 1e-12)
     assert result.alignment[0].learned == [] and result.alignment[0].predicted == []
     assert len(result.alignment[1].learned) == 1  # z1 after one step, even at d = 120
     # Without the option the matrices are not stored.

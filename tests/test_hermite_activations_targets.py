@@ -1,5 +1,7 @@
 """Hermite coefficients against closed forms, activations' derivatives, and the target parser."""
 
+import ast
+import re
 from math import factorial, pi, sqrt
 
 import numpy as np
@@ -9,7 +11,13 @@ from hypothesis import strategies as st
 from scipy import integrate
 
 from giantstep.activations import Activation, get_activation
-from giantstep.hermite import coefficients, gaussian_expectation, hermite, product_rule
+from giantstep.hermite import (
+    coefficients,
+    gaussian_expectation,
+    hermite,
+    hermite_table,
+    product_rule,
+)
 from giantstep.polynomial import gaussian_moment
 from giantstep.targets import parse_target, teacher_directions
 
@@ -57,6 +65,26 @@ def test_kinked_activations_match_closed_forms(name, closed_form):
     np.testing.assert_allclose(mu, expected, rtol=0, atol=1e-8)
 
 
+def test_a_kink_off_the_quadrature_grid_is_split_there():
+    """relu(x − 1/3): μ_0 = φ(t) − t Φ̄(t), μ_1 = Φ̄(t), μ_k = φ(t) He_{k−2}(t) (Stein), to
+    1e-12. The pieces of the rule have edges at multiples of 1/2, so kinks at 0 (relu, abs,
+    sign) are split anyway; a kink at 1/3 is split only if the kink is honoured (else the
+    error is 4e-5). The same for a target: relu(z1 − 0.3) has C_1 = Φ̄(0.3) and
+    E[y²] = (1 + t²) Φ̄(t) − t φ(t)."""
+    from scipy.stats import norm
+
+    t = 1 / 3
+    shifted = Activation.from_callable(lambda x: np.maximum(x - t, 0), kinks=(t,))
+    mu = shifted.hermite_coefficients(8)
+    expected = [norm.pdf(t) - t * norm.sf(t), norm.sf(t)]
+    expected += [norm.pdf(t) * hermite(k - 2, t) for k in range(2, 9)]
+    np.testing.assert_allclose(mu, expected, rtol=0, atol=1e-12)
+    target, t = parse_target("relu(z1 - 0.3)"), 0.3
+    assert target.linear_coefficients()[0] == pytest.approx(norm.sf(t), abs=1e-12)
+    second = (1 + t * t) * norm.sf(t) - t * norm.pdf(t)
+    assert target.second_moment() == pytest.approx(second, abs=1e-12)
+
+
 def test_relu_sixth_coefficient_that_gauss_hermite_misses():
     assert abs(get_activation("relu").hermite_coefficients(6)[6] - 3 / sqrt(2 * pi)) < 1e-10
 
@@ -84,6 +112,27 @@ def test_polynomials_are_exact():
         expected = np.zeros(10)
         expected[k] = factorial(k)
         np.testing.assert_allclose(mu, expected, atol=1e-9 * factorial(k))
+
+
+def test_low_degrees_constants_integers_and_bad_arguments():
+    """The corners mutmut found untested: K = 0 and K = 1 (the table's first rows), a constant
+    function (broadcast to the nodes), integer inputs, and errors that say what is wrong."""
+    half = np.exp(0.5)
+    np.testing.assert_allclose(coefficients(np.exp, 0), [half], rtol=1e-12)
+    np.testing.assert_allclose(coefficients(np.exp, 1), [half, half], rtol=1e-12)
+    np.testing.assert_allclose(hermite_table(1, np.array([0.5, 2.0])), [[1, 1], [0.5, 2.0]])
+    np.testing.assert_allclose(coefficients(lambda x: 2.0, 2), [2.0, 0.0, 0.0], atol=1e-13)
+    integers = hermite(3, np.array([0, 1, 2]))  # He3 = x³ − 3x
+    assert integers.dtype == np.float64
+    np.testing.assert_array_equal(integers, [0.0, -2.0, 2.0])
+    with pytest.raises(ValueError, match="degree must be >= 0, got -1"):
+        hermite(-1, 0.5)
+    with pytest.raises(ValueError, match="max_degree must be >= 0, got -1"):
+        coefficients(np.exp, -1)
+    with pytest.raises(ValueError, match="not finite on the quadrature nodes"):
+        coefficients(lambda x: np.where(x > 10, np.inf, 1.0), 2)
+    with pytest.raises(ValueError, match="rank 1..4, got 5"):
+        product_rule(5)
 
 
 def test_coefficients_of_a_plain_callable():
@@ -257,12 +306,30 @@ def test_polynomial_expansion_agrees_with_evaluation(expression):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(alphabet="z12+-*/()._'\"[]:=,abcdefghijklmnopqrstuvwxyz ", max_size=30))
-def test_parser_raises_only_value_errors(text):
+@given(
+    st.one_of(
+        st.text(alphabet="z12+-*/()._'\"[]:=,abcdefghijklmnopqrstuvwxyz ", max_size=30),
+        _expressions(),
+    )
+)
+def test_parser_accepts_only_expressions_in_z_and_evaluates_them(text):
+    """Any text either raises ValueError with a message (any other exception fails the test),
+    or is a Python expression whose rank is its largest z-index and whose value on h is one
+    real label per row (the polynomial form, when there is one, agreeing with it)."""
     try:
-        parse_target(text)
-    except ValueError:
-        pass
+        target = parse_target(text)
+    except ValueError as err:
+        assert str(err)
+        return
+    tree = ast.parse(text.strip(), mode="eval")  # accepted text is an expression ...
+    indices = [int(n.id[1:]) for n in ast.walk(tree)
+               if isinstance(n, ast.Name) and re.fullmatch(r"z[1-9][0-9]*", n.id)]  # fmt: skip
+    assert indices and target.rank == max(indices)  # ... in the coordinates z1..zr
+    h = np.random.default_rng(0).uniform(0.5, 1.5, (7, target.rank))
+    values = target(h)
+    assert values.shape == (7,) and values.dtype == np.float64
+    if target.is_polynomial:
+        np.testing.assert_allclose(target.polynomial(h), values, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("bad", ["2**9999 * z1", "(-8)**0.5 * z1", "0**-1 * z1", "10**400 + z1"])

@@ -21,10 +21,15 @@ def test_theory_phases_prints_the_band_table():
     result = CliRunner().invoke(main, ["theory", "phases", "--activation", "relu", "--json"])
     assert result.exit_code == 0, result.output
     table = json.loads(result.output)["bands"]
-    assert [b["ell"] for b in table[:3]] == [1, 2, 3]
-    assert table[0]["lower"] == "0" and table[0]["upper"] == "1/4"
-    # relu has μ_3 = 0: the band ℓ = 3 still has two spikes.
-    assert [b["spikes"] for b in table[:3]] == [1, 2, 2]
+    # Every band of the default --max-degree 6, its edges (ℓ−1)/(2ℓ), ℓ/(2ℓ+2) as fractions.
+    assert [b["ell"] for b in table] == [1, 2, 3, 4, 5, 6]
+    assert [(b["lower"], b["upper"]) for b in table] == [
+        ("0", "1/4"), ("1/4", "1/3"), ("1/3", "3/8"), ("3/8", "2/5"), ("2/5", "5/12"),
+        ("5/12", "3/7"),
+    ]  # fmt: skip
+    # relu has μ_3 = μ_5 = 0: bands 3 and 5 add no spike.
+    assert [b["spikes"] for b in table] == [1, 2, 2, 3, 3, 4]
+    assert [b["degrees"] for b in table][-1] == [1, 2, 4, 6]
     text = CliRunner().invoke(main, ["theory", "phases", "--activation", "tanh"])
     assert text.exit_code == 0 and "1/4" in text.output
     bad = CliRunner().invoke(main, ["theory", "phases", "--activation", "nope"])

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import dense
 from giantstep import ConfigError, DivergenceError, run
 from giantstep.activations import get_activation
 from giantstep.config import validate_config
@@ -53,20 +54,20 @@ def test_streams_and_seeds_are_independent():
 
 @pytest.mark.parametrize("residual", ["y-f", "y"])
 @pytest.mark.parametrize("preset", ["moniri", "dandi"])
-def test_streamed_gradient_equals_dense(residual, preset):
+def test_streamed_gradient_equals_the_derivative_of_the_loss(residual, preset):
+    """Every entry of the streamed gradient, for three block sizes, against the exact
+    derivative of L = (1/2n)‖y − f‖² (residual "y-f") or of the correlation loss −(1/n)yᵀf
+    (residual "y") by complex steps: a reference that never types the gradient formula."""
     network, teacher = small_setup(preset=preset)
     stream = SampleStream(5, (TRAIN, 0), DIM)
-    x, block = dense_rows(stream, ROWS)
-    _, y = teacher.labels(block)
+    x, noise = dense.rows(stream, ROWS)
+    y = dense.labels(x, noise, teacher.directions, "z1 + z1*z2", 0.3)
     w, a, s = network.first_layer, network.second_layer, network.output_scale
-    pre = x @ w.T
-    r = y - s * np.tanh(pre) @ a if residual == "y-f" else y
-    dense = -(s / ROWS) * ((1 - np.tanh(pre) ** 2) * np.outer(r, a)).T @ x
+    exact = dense.complex_step_gradient(w, a, s, x, y, "tanh", residual)
     for size in (CHUNK_ROWS, 2 * CHUNK_ROWS, 4 * CHUNK_ROWS):
-        streamed = gradient(
-            network, teacher, stream, n_samples=ROWS, block_size=size, residual=residual
-        )
-        np.testing.assert_allclose(streamed, dense, rtol=1e-10, atol=1e-13)
+        streamed = gradient(network, teacher, stream, n_samples=ROWS, block_size=size,
+                            residual=residual)  # fmt: skip
+        np.testing.assert_allclose(streamed, exact, rtol=1e-10, atol=1e-13)
 
 
 def test_streamed_gram_and_errors_equal_dense():
@@ -99,8 +100,10 @@ def test_statistics_add_up():
     first.add(f[:20], y[:20])
     second.add(f[20:], y[20:])
     total = first + second
-    np.testing.assert_allclose(total.gram, whole.gram, rtol=1e-12)
-    assert total.count == 50
+    np.testing.assert_allclose(total.gram, f.T @ f, rtol=1e-12)
+    np.testing.assert_allclose(total.cross, f.T @ y, rtol=1e-12)
+    assert total.sum_sq == pytest.approx(y @ y, rel=1e-12) and total.count == 50
+    np.testing.assert_allclose(whole.gram, f.T @ f, rtol=1e-12)
 
 
 def tiny_config(**overrides):

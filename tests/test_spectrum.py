@@ -124,7 +124,12 @@ def test_update_triplet_is_the_top_singular_triplet():
 def test_band_rule():
     relu = get_activation("relu").hermite_coefficients(6)
     tanh = get_activation("tanh").hermite_coefficients(6)
-    assert [b.lower for b in bands(relu)[:4]] == [0, Fraction(1, 4), Fraction(1, 3), Fraction(3, 8)]
+    # The whole list, K = 6 bands: lower edges (ℓ−1)/(2ℓ), the last band's upper edge 6/14.
+    listed = bands(relu)
+    assert [b.lower for b in listed] == [0, Fraction(1, 4), Fraction(1, 3), Fraction(3, 8),
+                                         Fraction(2, 5), Fraction(5, 12)]  # fmt: skip
+    assert listed[-1].upper == Fraction(3, 7)
+    assert [b.spikes for b in listed] == [1, 2, 2, 3, 3, 4]  # μ_3 = μ_5 = 0
     assert band_index(0.1) == (1, False) and band_index(0.3) == (2, False)
     assert band_index(0.25) == (1, True) and band_index(0.34) == (3, False)
     assert predicted_spikes(0.2, relu) == 1 and predicted_spikes(0.3, relu) == 2

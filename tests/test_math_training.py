@@ -1,0 +1,185 @@
+"""Training against the mathematics: the gradient is the derivative of the loss it claims
+(finite differences, complex steps), a small step goes downhill, the steps follow
+``W_{t+1} = W_t − η ∇L_t`` on the batches they claim, and the presets are the distributions
+SCIENCE.md §1 names. The references are in dense.py and share no code with giantstep."""
+
+import numpy as np
+import pytest
+
+from dense import SIGMA, complex_step_gradient, labels, loss, output, rows
+from dense import gradient as dense_gradient
+from giantstep.activations import get_activation
+from giantstep.config import CHUNK_ROWS
+from giantstep.data import TRAIN, SampleStream
+from giantstep.model import initialize
+from giantstep.targets import Teacher
+from giantstep.train import StepPlan, giant_steps, gradient
+
+DIM, WIDTH, ROWS, NOISE = 24, 17, 700, 0.3
+EXPRESSION = "z1 + z1*z2"
+
+
+def setup(activation, preset, seed=3):
+    network = initialize(seed, WIDTH, DIM, activation=get_activation(activation), preset=preset)
+    teacher = Teacher.draw(seed, EXPRESSION, DIM, noise=NOISE)
+    stream = SampleStream(seed, (TRAIN, 0), DIM)
+    x, noise = rows(stream, ROWS)
+    y = labels(x, noise, teacher.directions, EXPRESSION, NOISE)
+    return network, teacher, stream, x, y
+
+
+def parts(network):
+    return network.second_layer, network.output_scale
+
+
+@pytest.mark.parametrize("residual", ["y-f", "y"])
+@pytest.mark.parametrize("preset", ["moniri", "dandi"])
+@pytest.mark.parametrize("activation", ["tanh", "softplus", "sin", "poly(0.5, 1, -0.3, 0.2)"])
+def test_gradient_is_the_derivative_of_its_loss(activation, preset, residual):
+    """Central differences of L(W) = (1/2n)‖y − f_W(X)‖² (residual "y-f") or of the
+    correlation loss L(W) = −(1/n) yᵀ f_W(X) (residual "y": r = y drops f, and −yᵀf is the
+    function whose gradient is −(s/n)[σ' ⊙ y aᵀ]ᵀ X), at random entries, to 1e-6."""
+    network, teacher, stream, x, y = setup(activation, preset)
+    grad = gradient(network, teacher, stream, n_samples=ROWS, block_size=CHUNK_ROWS,
+                    residual=residual)  # fmt: skip
+    (a, s), w = parts(network), network.first_layer
+    rng = np.random.default_rng(0)
+    h = 1e-5
+    for j, k in zip(rng.integers(0, WIDTH, 10), rng.integers(0, DIM, 10), strict=True):
+        up, down = w.copy(), w.copy()
+        up[j, k] += h
+        down[j, k] -= h
+        difference = loss(up, a, s, x, y, activation, residual) - loss(
+            down, a, s, x, y, activation, residual
+        )
+        numeric = difference / (2 * h)
+        assert grad[j, k] == pytest.approx(numeric, rel=1e-6, abs=1e-9 * np.abs(grad).max())
+
+
+def test_the_reference_gradient_is_the_derivative_of_the_loss():
+    """dense.gradient (used as the reference of the multi-step tests) is the derivative too."""
+    network, _, _, x, y = setup("tanh", "moniri")
+    a, s = parts(network)
+    for residual in ("y-f", "y"):
+        exact = complex_step_gradient(network.first_layer, a, s, x, y, "tanh", residual)
+        reference = dense_gradient(network.first_layer, a, s, x, y, "tanh", residual)
+        np.testing.assert_allclose(reference, exact, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("residual", ["y-f", "y"])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_a_small_step_lowers_the_loss_of_its_own_batch(activation, residual):
+    """W − εG lowers L on the batch G came from, by ε‖G‖² to first order: the step goes
+    downhill (a sign error climbs) and G has the loss's scale (a factor 2 or 1/n is off)."""
+    network, teacher, stream, x, y = setup(activation, "moniri")
+    grad = gradient(network, teacher, stream, n_samples=ROWS, block_size=CHUNK_ROWS,
+                    residual=residual)  # fmt: skip
+    (a, s), w = parts(network), network.first_layer
+    before = loss(w, a, s, x, y, activation, residual)
+    epsilon = 1e-4 / np.linalg.norm(grad)
+    after = loss(w - epsilon * grad, a, s, x, y, activation, residual)
+    assert after < before
+    assert (before - after) / (epsilon * np.sum(grad**2)) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_giant_steps_follow_the_recurrence_on_their_batches(reuse):
+    """W_{t+1} = W_t − η ∇L(W_t; batch t), batch t the rows of stream (TRAIN, t) of the seed
+    (batch 0 at every step when reused); the second layer never moves."""
+    seed, eta, n = 5, 3.0, 600
+    network, teacher, _, _, _ = setup("tanh", "moniri", seed=seed)
+    plan = StepPlan(n, CHUNK_ROWS, residual="y-f", reuse_batch=reuse)
+    a, s = parts(network)
+    w = network.first_layer.copy()
+    steps = list(giant_steps(network, teacher, plan, steps=3, step_size=eta, seed=seed))
+    assert len(steps) == 3
+    for t, stepped in enumerate(steps):
+        x, noise = rows(SampleStream(seed, (TRAIN, 0 if reuse else t), DIM), n)
+        y = labels(x, noise, teacher.directions, EXPRESSION, NOISE)
+        w = w - eta * dense_gradient(w, a, s, x, y, "tanh", "y-f")
+        np.testing.assert_allclose(stepped.first_layer, w, rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(stepped.second_layer, a)
+        assert stepped.output_scale == s
+
+
+def test_the_network_computes_its_formula():
+    """f(x) = s Σ_j a_j σ(⟨w_j, x⟩), neuron by neuron, for both presets."""
+    x = np.random.default_rng(1).standard_normal((5, DIM))
+    for preset in ("moniri", "dandi"):
+        network = initialize(2, WIDTH, DIM, activation=get_activation("tanh"), preset=preset)
+        w, a, s = network.first_layer, network.second_layer, network.output_scale
+        by_hand = [s * sum(a[j] * np.tanh(w[j] @ row) for j in range(WIDTH)) for row in x]
+        np.testing.assert_allclose(network(x), by_hand, rtol=1e-12)
+        np.testing.assert_allclose(network(x), output(w, a, s, x, "tanh"), rtol=1e-12)
+
+
+def test_moniri_preset_distributions():
+    """moniri: s = 1, w_j ~ Unif(S^{d−1}) (unit rows, E[w wᵀ] = I/d), a_j ~ N(0, 1/N)."""
+    width, dim = 4000, 20
+    network = initialize(0, width, dim, activation=get_activation("relu"), preset="moniri")
+    w, a = network.first_layer, network.second_layer
+    assert network.output_scale == 1.0
+    np.testing.assert_allclose(np.linalg.norm(w, axis=1), 1.0, rtol=1e-12)
+    # Isotropy: ‖d WᵀW/N − I‖_op ≈ 2 sqrt(d/N) ≈ 0.14 for a uniform direction.
+    assert np.linalg.norm(dim * w.T @ w / width - np.eye(dim), 2) < 0.25
+    # N(0, 1/N): the standard error of the variance is sqrt(2/N) ≈ 2 %.
+    assert abs(a.mean()) < 4 / width
+    assert width * a.var() == pytest.approx(1.0, abs=0.08)
+    assert abs(np.mean(a**4) / np.mean(a**2) ** 2 - 3) < 0.4  # Gaussian kurtosis, not ±c
+
+
+@pytest.mark.parametrize("width", [24, 25])
+def test_dandi_preset_distributions(width):
+    """dandi: s = 1/N (mean field), unit rows, a_j = ±1, half each (the extra one +1)."""
+    network = initialize(0, width, 30, activation=get_activation("relu"), preset="dandi")
+    assert network.output_scale == pytest.approx(1 / width, rel=1e-15)
+    np.testing.assert_allclose(np.linalg.norm(network.first_layer, axis=1), 1.0, rtol=1e-12)
+    a = network.second_layer
+    assert set(a) == {-1.0, 1.0}
+    assert np.sum(a == 1.0) == (width + 1) // 2
+
+
+def test_initialisation_overrides():
+    """Gaussian rows have N(0, 1/d) entries (norms near 1, not equal to 1); "ones" is ones;
+    an explicit output scale replaces the preset's."""
+    width, dim = 3000, 50
+    network = initialize(
+        1,
+        width,
+        dim,
+        activation=get_activation("relu"),
+        preset="dandi",
+        output_scale=0.25,
+        first_layer="gaussian",
+        second_layer="ones",
+    )
+    w = network.first_layer
+    assert network.output_scale == 0.25
+    np.testing.assert_array_equal(network.second_layer, np.ones(width))
+    assert dim * w.var() == pytest.approx(1.0, abs=0.02)
+    norms_sq = np.sum(w**2, axis=1)
+    # ‖w‖² ~ χ²_d / d: mean 1, variance 2/d.
+    assert norms_sq.mean() == pytest.approx(1.0, abs=0.01)
+    assert norms_sq.var() * dim / 2 == pytest.approx(1.0, abs=0.1)
+
+
+def test_initialisation_is_the_seed_s_and_only_the_seed_s():
+    act = get_activation("tanh")
+    a, b = (
+        initialize(7, 10, 12, activation=act, preset="moniri"),
+        initialize(7, 10, 12, activation=act, preset="moniri"),
+    )
+    np.testing.assert_array_equal(a.first_layer, b.first_layer)
+    np.testing.assert_array_equal(a.second_layer, b.second_layer)
+    c = initialize(8, 10, 12, activation=act, preset="moniri")
+    assert not np.allclose(a.first_layer, c.first_layer)
+
+
+def test_activations_used_as_references_are_the_named_ones():
+    """dense.SIGMA is written out independently; it must be the same function as giantstep's
+    (else the references above would test the wrong activation)."""
+    z = np.linspace(-3, 3, 61)
+    for name, (sigma, slope) in SIGMA.items():
+        act = get_activation(name)
+        np.testing.assert_allclose(act(z), sigma(z), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(act.derivative(z[z != 0]), slope(z[z != 0]), rtol=1e-10)

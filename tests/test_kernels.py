@@ -93,3 +93,18 @@ def test_block_size_changes_the_rounding_only(activation):
     small = run({**config, "compute": {"block_size": 256}})
     large = run({**config, "compute": {"block_size": 4096}})
     assert small.errors[0].test_error == pytest.approx(large.errors[0].test_error, rel=1e-12)
+
+
+def test_the_compiled_tanh_agrees_with_numpy(monkeypatch):
+    # Used where numpy's float64 tanh is a scalar loop (no AVX512); test it everywhere.
+    monkeypatch.setattr(kernels, "_NUMPY_TANH_FLOAT64", False)
+    activation, x = get_activation("tanh"), inputs()
+    value, slope = kernels.values_and_slopes(activation, x.copy())
+    close(value, np.tanh(x), 1e-15)
+    close(slope, 1 - np.tanh(x) ** 2, 1e-15, floor=1.0)
+    assert np.signbit(kernels.values(activation, np.array([[-0.0, 0.0]])))[0].tolist() == [
+        True,
+        False,
+    ]
+    parts = [kernels.values(activation, x[i : i + 5].copy()) for i in range(0, len(x), 5)]
+    np.testing.assert_array_equal(np.concatenate(parts), kernels.values(activation, x.copy()))

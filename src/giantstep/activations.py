@@ -70,6 +70,8 @@ class Activation:
     kinks: tuple[float, ...] = ()
     # Optional fused σ, σ' (e.g. tanh: σ' = 1 − σ²) for the training loop's hot path.
     fused: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    # (name, p, q) of the compiled pass in giantstep.kernels that computes the same σ, σ'.
+    kernel: tuple[str, tuple[float, ...], tuple[float, ...]] | None = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.function(x)
@@ -216,6 +218,7 @@ def _leaky_relu(slope: float) -> Activation:
         lambda x: np.where(x > 0, x, slope * x),
         lambda x: np.where(x > 0, x.dtype.type(1), x.dtype.type(slope)),
         kinks=(0.0,),
+        kernel=("leaky_relu", (slope,), ()),
     )
 
 
@@ -225,6 +228,7 @@ def _hermite_activation(k: int) -> Activation:
         f"He{k}",
         lambda x: hermite(k, x),
         (lambda x: k * hermite(k - 1, x)) if k else (lambda x: np.zeros_like(x)),
+        kernel=("hermite", (float(k),), ()),
     )
 
 
@@ -247,7 +251,12 @@ def _polynomial(coefs: list[float]) -> Activation:
         raise ValueError(f"poly(...) coefficients must be finite numbers, got {coefs}")
     slopes = [j * c for j, c in enumerate(coefs)][1:] or [0.0]
     name = "poly(" + ", ".join(f"{c:g}" for c in coefs) + ")"
-    return Activation(name, lambda x: evaluate(coefs, x), lambda x: evaluate(slopes, x))
+    return Activation(
+        name,
+        lambda x: evaluate(coefs, x),
+        lambda x: evaluate(slopes, x),
+        kernel=("poly", tuple(coefs), tuple(slopes)),
+    )
 
 
 def _python_spec(spec: str) -> tuple[str, list[str]]:
@@ -290,14 +299,25 @@ def _shorten(text: str, limit: int = 60) -> str:
 
 
 _FIXED: dict[str, Activation] = {
-    "tanh": Activation("tanh", np.tanh, lambda x: _tanh_fused(x)[1], fused=_tanh_fused),
-    "relu": Activation(
-        "relu", lambda x: np.maximum(x, 0), lambda x: (x > 0).astype(x.dtype), (0.0,), _relu_fused
+    "tanh": Activation(
+        "tanh", np.tanh, lambda x: _tanh_fused(x)[1], fused=_tanh_fused, kernel=("tanh", (), ())
     ),
-    "erf": Activation("erf", special.erf, _erf_derivative),
-    "sigmoid": Activation("sigmoid", special.expit, _sigmoid_derivative),
-    "softplus": Activation("softplus", lambda x: np.logaddexp(0, x), special.expit),
-    "gelu": Activation("gelu", _gelu, _gelu_derivative),
+    "relu": Activation(
+        "relu",
+        lambda x: np.maximum(x, 0),
+        lambda x: (x > 0).astype(x.dtype),
+        (0.0,),
+        _relu_fused,
+        kernel=("relu", (), ()),
+    ),
+    "erf": Activation("erf", special.erf, _erf_derivative, kernel=("erf", (), ())),
+    "sigmoid": Activation(
+        "sigmoid", special.expit, _sigmoid_derivative, kernel=("sigmoid", (), ())
+    ),
+    "softplus": Activation(
+        "softplus", lambda x: np.logaddexp(0, x), special.expit, kernel=("softplus", (), ())
+    ),
+    "gelu": Activation("gelu", _gelu, _gelu_derivative, kernel=("gelu", (), ())),
     "sin": Activation("sin", np.sin, np.cos),
     "abs": Activation("abs", np.abs, lambda x: np.sign(x), (0.0,)),
     "sign": Activation("sign", np.sign, lambda x: np.zeros_like(x), (0.0,)),

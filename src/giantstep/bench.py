@@ -1,13 +1,27 @@
-"""``giantstep bench``: this machine's own GEMM and normal rates, and the reference workload.
+"""``giantstep bench``: this machine's own GEMM and normal rates, and how close runs come to them.
 
-The roofline ratio is the wall time over the time the machine needs at best: the run's matrix
-flops at this machine's GEMM rate plus its normal draws at this machine's generator rate.
+The **roofline** of a run is the time the machine needs at best for its two kinds of heavy
+work: its matrix flops at this machine's GEMM rate (a 2048² product, all cores) plus its normal
+draws at this machine's best generator rate over all its cores (independent Philox generators,
+one per thread, as the runs draw them); both rates are measured in the same invocation. The
+**roofline ratio** is the wall time over the roofline: 1.0 is the machine's limit. The
+elementwise work (``σ``, ``σ'``, the residual product; not in the roofline) is timed on its own
+and reported as its share of the wall time.
+
+Workloads: the reference run (one giant step plus readout at ``d = N = 1000``, ``n = 10^6``,
+ridge set 10^5, test set 10^4) with relu and with tanh, in float64 and float32, each in a fresh
+process; and the small network (``dandi`` preset, ``d = 800``, ``N = 64``, ``n = 3200``, 3 steps,
+ridge and test sets 2048) as a sweep of several seeds in one process, timed per run.
+``benchmarks/peer.py`` runs the papers' dense approach (whole matrices in memory) beside
+giantstep on the same work at ``n = 10^5`` with tanh.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -15,17 +29,20 @@ from rich.console import Console
 from rich.table import Table
 
 from giantstep.config import ExperimentConfig, validate_config
-from giantstep.data import generator
+from giantstep.data import draw_threads, generator
 
 
-def reference_config(dtype: str, quick: bool = False) -> ExperimentConfig:
-    """One step plus readout at ``d = N = 1000``, ``n = 10^6``, readout 10^5, test 10^4."""
-    scale = 10 if quick else 1
+def reference_config(
+    dtype: str, quick: bool = False, activation: str = "relu", scale: int | None = None
+) -> ExperimentConfig:
+    """One step plus readout at ``d = N = 1000``, ``n = 10^6 / scale²``, readout 10^5 / scale,
+    test 10^4 / scale (``scale`` 10 with ``quick``, else 1)."""
+    scale = scale or (10 if quick else 1)
     return validate_config(
         {
             "dim": 1000,
             "width": 1000,
-            "activation": "relu",
+            "activation": activation,
             "target": {"expression": "z1 + He2(z1)/2"},
             "train": {
                 "steps": 1,
@@ -35,6 +52,29 @@ def reference_config(dtype: str, quick: bool = False) -> ExperimentConfig:
             },
             "readout": {"samples": 100_000 // scale, "ridge": [1e-3, 1e-2, 1e-1]},
             "test": {"samples": 10_000 // scale},
+            "compute": {"dtype": dtype},
+        }
+    )
+
+
+def small_config(seed: int, dtype: str = "float64") -> ExperimentConfig:
+    """The small network: ``dandi`` preset, d = 800, N = 64, n = 3200 = 4d, 3 steps, relu."""
+    return validate_config(
+        {
+            "seed": seed,
+            "dim": 800,
+            "width": 64,
+            "preset": "dandi",
+            "activation": "relu",
+            "target": {"expression": "z1 + z1*z2"},
+            "train": {
+                "steps": 3,
+                "batch_size": 3200,
+                "step_size": {"scale": 2.0, "batch_exponent": 0.0, "width_exponent": 1.0},
+            },
+            "readout": {"samples": 2048, "ridge": [0.01]},
+            "test": {"samples": 2048},
+            "measure": {"overlap_matrices": True},
             "compute": {"dtype": dtype},
         }
     )
@@ -66,72 +106,177 @@ def gemm_rate(dtype: str, size: int = 2048, repeats: int = 5) -> float:
     return 2.0 * size**3 / best
 
 
-def normal_rate(dtype: str, count: int = 20_000_000, repeats: int = 3) -> float:
-    """Best standard normals per second of one Philox generator filling an array."""
-    rng = generator(0, 98)
+def normal_rate(
+    dtype: str, threads: int | None = None, count: int = 20_000_000, repeats: int = 3
+) -> float:
+    """Best standard normals per second, ``threads`` independent Philox generators (default:
+    every core) each filling its share of one array, as the runs' chunks are filled."""
+    threads = threads or draw_threads()
     out = np.empty(count, dtype=dtype)
+    parts = np.array_split(out, threads)
+    rngs = [generator(0, 98, t) for t in range(threads)]
     best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        rng.standard_normal(out=out, dtype=out.dtype)
-        best = min(best, time.perf_counter() - start)
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(lambda k: rngs[k].standard_normal(out=parts[k], dtype=out.dtype),
+                          range(threads)))  # fmt: skip
+            best = min(best, time.perf_counter() - start)
     return count / best
 
 
-def _run_in_child(config: ExperimentConfig, queue: Any) -> None:
+def elementwise_seconds(config: ExperimentConfig, repeats: int = 3) -> float:
+    """Seconds of one run's elementwise passes, timed on one block and scaled to the run's rows:
+    ``σ``, ``σ'`` and the residual product on the gradient rows, ``σ`` on the readout rows."""
+    from giantstep import kernels
+    from giantstep.activations import get_activation
+
+    activation = get_activation(config.activation)
+    rows, width = config.compute.block_size, config.width
+    rng = generator(0, 97)
+    pre = rng.standard_normal((rows, width)).astype(config.compute.dtype)
+    r = rng.standard_normal(rows).astype(pre.dtype)
+    a = rng.standard_normal(width).astype(pre.dtype)
+    gradient = values = np.inf
+    for _ in range(repeats):
+        work = pre.copy()
+        start = time.perf_counter()
+        _, slope = kernels.values_and_slopes(activation, work)
+        kernels.scale(slope, r, a)
+        gradient = min(gradient, time.perf_counter() - start)
+        work = pre.copy()
+        start = time.perf_counter()
+        kernels.values(activation, work)
+        values = min(values, time.perf_counter() - start)
+    train_rows = config.train.steps * config.train.batch_size
+    readout_rows = config.readout.samples + config.test.samples
+    return (train_rows * gradient + readout_rows * values) / rows
+
+
+def rates(dtype: str) -> dict[str, float]:
+    """This machine's GEMM flop/s and normals/s (all cores, and one thread) now."""
+    return {
+        "gemm": gemm_rate(dtype),
+        "normals": normal_rate(dtype),
+        "normals_one_thread": normal_rate(dtype, threads=1),
+    }
+
+
+def _run_in_child(configs: list[ExperimentConfig], queue: Any) -> None:
+    """The small-network sweep: every seed in this one process, each run timed."""
     from giantstep.experiment import run
 
+    run(configs[0].model_copy(update={"seed": 10_000}))  # warm: imports, compiled kernels
+    machine = rates(configs[0].compute.dtype)
+    seconds = [run(config).seconds for config in configs]
+    peak = run(configs[0]).peak_memory_bytes
+    queue.put((seconds, peak, elementwise_seconds(configs[0]), machine))
+
+
+def _run_reference_in_child(config: ExperimentConfig, queue: Any) -> None:
+    """One reference run; the machine's rates are measured just before it, in this process,
+    so that the roofline describes the machine as the run found it."""
+    from giantstep.experiment import run
+
+    machine = rates(config.compute.dtype)
     result = run(config)
-    queue.put((result.seconds, result.peak_memory_bytes))
+    queue.put(([result.seconds], result.peak_memory_bytes, elementwise_seconds(config), machine))
+
+
+def _in_child(target, argument) -> tuple[list[float], int, float, dict[str, float]]:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=target, args=(argument, queue))
+    child.start()
+    result = queue.get()
+    child.join()
+    return result
 
 
 def timed_run(config: ExperimentConfig) -> tuple[float, int]:
     """(seconds, peak memory bytes) of the run in a fresh process, so its peak is its own."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=_run_in_child, args=(config, queue))
-    child.start()
-    seconds, peak = queue.get()
-    child.join()
-    return seconds, peak
+    seconds, peak, _, _ = _in_child(_run_reference_in_child, config)
+    return seconds[0], peak
 
 
-def run_benchmark(quick: bool = False, dtypes: tuple[str, ...] = ("float64", "float32")) -> None:
-    """Measure and print the machine's rates and the reference workload's speed and memory."""
-    # Wide enough for the nine columns even in a pipe (rich's default there is 80).
-    console = Console(width=max(Console().width, 130))
-    table = Table(title="giantstep bench: one step + readout" + (" (quick)" if quick else ""))
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def _table(title: str) -> Table:
+    table = Table(title=title)
     for column in (
+        "workload",
         "dtype",
-        "n",
-        "wall s",
-        "GFLOP/s",
         "GEMM GFLOP/s",
-        "% of GEMM",
         "normals M/s",
+        "wall s",
+        "roofline s",
         "roofline ratio",
+        "GEMM s",
+        "draws s",
+        "elementwise s",
+        "elementwise share",
         "peak MiB",
     ):
         table.add_column(column, justify="right")
-    walls = {}
-    for dtype in dtypes:
-        config = reference_config(dtype, quick)
+    return table
+
+
+def run_benchmark(
+    quick: bool = False,
+    dtypes: tuple[str, ...] = ("float64", "float32"),
+    activations: tuple[str, ...] = ("relu", "tanh"),
+    seeds: int = 8,
+) -> dict[str, Any]:
+    """Measure and print the machine's rates and each workload's wall time, roofline ratio,
+    elementwise share and peak memory; return the rows as a dict."""
+    # Wide enough for the columns even in a pipe (rich's default there is 80).
+    console = Console(width=max(Console().width, 170))
+    console.print(f"machine: {draw_threads()} cores; load average at the start {_load():.2f}")
+    table = _table("giantstep bench" + (" (quick)" if quick else ""))
+    rows: dict[str, Any] = {}
+
+    def add(name, dtype, config, seconds, peak, elementwise, machine):
         flops, normals = workload(config)
-        gemm, draws = gemm_rate(dtype), normal_rate(dtype)
-        seconds, peak = timed_run(config)
-        walls[dtype] = seconds
-        achieved = flops / seconds
+        gemm, draws = flops / machine["gemm"], normals / machine["normals"]
+        rows[f"{name} {dtype}"] = {
+            "wall": seconds, "roofline": gemm + draws, "ratio": seconds / (gemm + draws),
+            "elementwise": elementwise, "peak_mib": peak / 2**20, **machine,
+        }  # fmt: skip
         table.add_row(
+            name,
             dtype,
-            f"{config.train.batch_size:,}",
-            f"{seconds:.1f}",
-            f"{achieved / 1e9:.1f}",
-            f"{gemm / 1e9:.1f}",
-            f"{100 * achieved / gemm:.0f}%",
-            f"{draws / 1e6:.0f}",
-            f"{seconds / (flops / gemm + normals / draws):.2f}",
+            f"{machine['gemm'] / 1e9:.0f}",
+            f"{machine['normals'] / 1e6:.0f} ({machine['normals_one_thread'] / 1e6:.0f})",
+            f"{seconds:.3g}",
+            f"{gemm + draws:.3g}",
+            f"{seconds / (gemm + draws):.2f}",
+            f"{gemm:.3g}",
+            f"{draws:.3g}",
+            f"{elementwise:.3g}",
+            f"{100 * elementwise / seconds:.0f}%",
             f"{peak / 2**20:.0f}",
         )
+
+    for activation in activations:
+        for dtype in dtypes:
+            config = reference_config(dtype, quick, activation)
+            seconds, peak, elementwise, machine = _in_child(_run_reference_in_child, config)
+            add(f"reference {activation}", dtype, config, seconds[0], peak, elementwise, machine)
+    for dtype in dtypes[:1]:
+        configs = [small_config(seed, dtype) for seed in range(seeds)]
+        seconds, peak, elementwise, machine = _in_child(_run_in_child, configs)
+        add(f"small ×{seeds} (median)", dtype, configs[0], float(np.median(seconds)), peak,
+            elementwise, machine)  # fmt: skip
     console.print(table)
-    if {"float64", "float32"} <= walls.keys():
-        console.print(f"float32 speed-up over float64: {walls['float64'] / walls['float32']:.2f}×")
+    console.print(
+        f"load average at the end {_load():.2f}; GEMM: GFLOP/s of a 2048² product, "
+        "normals: M/s on every core (on one), both measured just before each workload"
+    )
+    for activation in activations:
+        key64, key32 = f"reference {activation} float64", f"reference {activation} float32"
+        if key64 in rows and key32 in rows:
+            speedup = rows[key64]["wall"] / rows[key32]["wall"]
+            console.print(f"{activation}: float32 speed-up over float64: {speedup:.2f}×")
+    return rows

@@ -309,11 +309,23 @@ def phases(activation: str, max_degree: int, as_json: bool, allow_python: bool) 
     type=click.Choice(["float64", "float32"]),
     help="Only these dtypes (default: both).",
 )
-def bench(quick: bool, dtypes: tuple[str, ...]) -> None:
-    """Measure this machine's GEMM rate and the reference workload's speed and memory."""
+@click.option(
+    "--activation",
+    "activations",
+    multiple=True,
+    help="Only these activations for the reference workload (default: relu and tanh).",
+)
+@click.option("--seeds", default=8, show_default=True, help="Runs of the small-network sweep.")
+def bench(quick: bool, dtypes: tuple[str, ...], activations: tuple[str, ...], seeds: int) -> None:
+    """Measure this machine's GEMM and normal rates and each workload's roofline ratio."""
     from giantstep.bench import run_benchmark
 
-    run_benchmark(quick=quick, dtypes=dtypes or ("float64", "float32"))
+    run_benchmark(
+        quick=quick,
+        dtypes=dtypes or ("float64", "float32"),
+        activations=activations or ("relu", "tanh"),
+        seeds=seeds,
+    )
 
 
 @main.command()

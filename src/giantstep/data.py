@@ -4,7 +4,10 @@ same rows.
 Rows are drawn in fixed chunks of ``CHUNK_ROWS``; chunk ``c`` of stream ``s`` comes from its own
 counter-based generator (Philox keyed by ``SeedSequence(seed, spawn_key=(DATA, *s, c))``). A block
 in memory is a whole number of chunks, so the block size, the thread count and the number of
-workers change the speed, never the rows.
+workers change the speed, never the rows. The chunks of a block are independent, so they are
+filled in parallel: by background threads while the caller computes on the previous block, and
+by the caller itself when it needs a block that is not finished (numpy's generators release
+the GIL while filling arrays).
 
 This module is a leaf of the package: it imports nothing of giantstep.
 """
@@ -12,6 +15,8 @@ This module is a leaf of the package: it imports nothing of giantstep.
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import KW_ONLY, dataclass
@@ -34,6 +39,81 @@ TEACHER, FIRST_LAYER, SECOND_LAYER, DATA = 0, 1, 2, 3
 
 # Second entry of a data key: which set of samples.
 TRAIN, RIDGE, TEST = 0, 1, 2
+
+
+#: Background threads that draw the next block while the caller computes on this one. One
+#: leaves BLAS most of the cores; the caller joins in whenever it waits for a block, so a run
+#: whose arithmetic is short (small N) draws on every core.
+PREFETCH_THREADS = 1
+
+
+def draw_threads() -> int:
+    """Threads that may fill one block: the cores this process may use, capped by
+    ``OMP_NUM_THREADS`` when set (a sweep's worker gets its share of the machine)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:
+        count = min(count or 1, int(limit))
+    return max(1, count or 1)
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_owner = -1
+_pool_lock = threading.Lock()
+
+
+def _draw_pool() -> ThreadPoolExecutor:
+    """The process's one pool of drawing threads, started once (not per stream or block)."""
+    global _pool, _pool_owner
+    with _pool_lock:
+        if _pool is None or _pool_owner != os.getpid():  # a forked child has no threads
+            _pool = ThreadPoolExecutor(draw_threads(), thread_name_prefix="giantstep-draw")
+            _pool_owner = os.getpid()
+        return _pool
+
+
+class _BlockFill:
+    """The chunks of one block being drawn; any thread may claim the next one."""
+
+    def __init__(self, stream: SampleStream, first_chunk: int, x: np.ndarray, noise: np.ndarray):
+        self.stream, self.first_chunk, self.x, self.noise = stream, first_chunk, x, noise
+        self.count = len(noise) // CHUNK_ROWS
+        self.claimed = self.filled = 0
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def work(self) -> None:
+        """Fill chunks until none is left unclaimed."""
+        while True:
+            with self.lock:
+                c = self.claimed
+                if c >= self.count:
+                    return
+                self.claimed += 1
+            part = slice(c * CHUNK_ROWS, (c + 1) * CHUNK_ROWS)
+            try:
+                self.stream._fill_chunk(self.first_chunk + c, self.x[part], self.noise[part])
+            except BaseException as err:  # re-raised in the caller by wait()
+                self.error = err
+            with self.lock:
+                self.filled += 1
+                if self.filled == self.count:
+                    self.done.set()
+
+    def start(self, threads: int) -> _BlockFill:
+        """Hand the block to ``threads`` background threads (0: the caller draws it all)."""
+        pool = _draw_pool()
+        for _ in range(min(threads, self.count)):
+            pool.submit(self.work)
+        return self
+
+    def wait(self) -> None:
+        """Help fill what is left, then wait for the chunks others are drawing."""
+        self.work()
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
 
 
 def generator(seed: int, *key: int) -> np.random.Generator:
@@ -106,10 +186,8 @@ class SampleStream:
             noise = np.empty(padded, dtype=self.dtype)
         else:
             x, noise = buffers.x, buffers.noise
-        first = start // CHUNK_ROWS
-        for c in range(n_chunks):
-            part = slice(c * CHUNK_ROWS, (c + 1) * CHUNK_ROWS)
-            self._fill_chunk(first + c, x[part], noise[part])
+        fill = _BlockFill(self, start // CHUNK_ROWS, x[:padded], noise[:padded])
+        fill.start(draw_threads() - 1).wait()
         rows = stop - start
         return Block(start=start, x=x[:rows], noise=noise[:rows])
 
@@ -126,20 +204,29 @@ class SampleStream:
         stop_row = start + n_samples
         if n_samples <= 0:
             return
-        with ThreadPoolExecutor(max_workers=1) as pool:
 
-            def submit(first: int, buffers: Block | None):
-                return pool.submit(self.rows, first, min(first + block_size, stop_row), buffers)
+        def begin(first: int, buffers: tuple[np.ndarray, np.ndarray] | None, threads: int):
+            rows = min(block_size, stop_row - first)
+            padded = math.ceil(rows / CHUNK_ROWS) * CHUNK_ROWS
+            if buffers is None:
+                buffers = (np.empty((padded, self.dim), self.dtype), np.empty(padded, self.dtype))
+            x, noise = buffers
+            fill = _BlockFill(self, first // CHUNK_ROWS, x[:padded], noise[:padded])
+            return Block(start=first, x=x[:rows], noise=noise[:rows]), buffers, fill.start(threads)
 
-            pending = submit(start, None)
-            previous = None
-            while pending is not None:
-                current = pending.result()
-                # The caller asked for this block, so it is done with the one before: reuse it.
-                following = current.start + block_size
-                pending = submit(following, previous) if following < stop_row else None
-                previous = current
-                yield current
+        # The first block is needed at once: every core draws it.
+        pending = begin(start, None, draw_threads() - 1)
+        previous = None
+        while pending is not None:
+            current, buffers, fill = pending
+            fill.wait()
+            # The caller asked for this block, so it is done with the one before: reuse it.
+            following = current.start + block_size
+            pending = None
+            if following < stop_row:
+                pending = begin(following, previous, PREFETCH_THREADS)
+            previous = buffers
+            yield current
 
 
 def block_count(n_samples: int, block_size: int) -> int:

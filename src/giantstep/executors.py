@@ -30,6 +30,7 @@ BLAS_THREAD_VARIABLES = (
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
     "BLIS_NUM_THREADS",
+    "NUMBA_NUM_THREADS",  # the compiled elementwise passes (giantstep.kernels)
 )
 
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import scipy.linalg
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
+
+
+@lru_cache(maxsize=1)
+def _controller() -> ThreadpoolController:
+    # Finding the BLAS libraries takes ~1.5 ms; a run with many steps asks many times.
+    return ThreadpoolController()
 
 
 def symmetric_eigh(
@@ -17,7 +25,7 @@ def symmetric_eigh(
     each call waits on spinning threads — a 1000 × 1000 solve went from 0.2 s to 10 s on this
     2-core machine. On an idle machine one thread costs little: the GEMMs are the work.
     """
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _controller().limit(limits=1, user_api="blas"):
         return scipy.linalg.eigh(matrix, subset_by_index=subset_by_index)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from giantstep import kernels
 from giantstep.activations import Activation
 from giantstep.data import Block, SampleStream
 from giantstep.linalg import symmetric_eigh
@@ -79,7 +80,7 @@ class GramSum:
     def add(self, total: GramStatistics, block: Block) -> GramStatistics:
         """Add the block's features and labels."""
         _, y = self.teacher.labels(block)
-        total.add(self.activation(block.x @ self.weights), y)
+        total.add(kernels.values(self.activation, block.x @ self.weights), y)
         return total
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from giantstep import kernels
 from giantstep.activations import Activation
 from giantstep.data import RIDGE, TEST, TRAIN, Block, SampleStream
 from giantstep.hermite import hermite
@@ -213,8 +214,8 @@ class SpectrumSum:
         """Add one block of rows to every sum."""
         _, y = self.teacher.labels(block)
         y = y.astype(np.float64)
-        features = self.activation(block.x @ self.weights)
-        features0 = self.activation(block.x @ self.weights0)
+        features = kernels.values(self.activation, block.x @ self.weights)
+        features0 = kernels.values(self.activation, block.x @ self.weights0)
         p = self.probes(block.x)
         sums.count += len(y)
         sums.sum_sq += float(y @ y)
@@ -562,7 +563,8 @@ class LeftVectorsSum:
     def add(self, total: np.ndarray, block: Block) -> np.ndarray:
         """Write the block's rows of ``F V · scale``."""
         rows = slice(block.start, block.start + len(block.x))
-        total[rows] = (self.activation(block.x @ self.weights) @ self.right) * self.scale
+        features = kernels.values(self.activation, block.x @ self.weights)
+        total[rows] = (features @ self.right) * self.scale
         return total
 
 

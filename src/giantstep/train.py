@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from giantstep import kernels
 from giantstep.activations import Activation
 from giantstep.data import TRAIN, Block, SampleStream
 from giantstep.model import TwoLayerNetwork
@@ -120,16 +121,18 @@ class GradientSum:
     def add(self, total: np.ndarray, block: Block) -> np.ndarray:
         """Add the block's ``Gᵀ X`` (N, d) into total."""
         _, y = self.teacher.labels(block)
-        pre = block.x @ self.weights.T
+        shape = (len(block.x), self.weights.shape[0])
+        pre = np.matmul(block.x, self.weights.T, out=kernels.scratch("pre", shape, y.dtype))
+        # G = σ'(X Wᵀ) ⊙ (r aᵀ) overwrites the pre-activations: no (rows × N) temporaries.
         if self.residual == "y-f":
-            value, slope = self.activation.value_and_derivative(pre)
+            value = kernels.scratch("value", shape, y.dtype)
+            value, slope = kernels.values_and_slopes(self.activation, pre, value)
             r = y - self.output_scale * (value @ self.second_layer)
+            slope = kernels.scale(slope, r, self.second_layer)
         else:
-            slope, r = self.activation.derivative(pre), y
-        # slope becomes G = σ'(X Wᵀ) ⊙ (r aᵀ), in place: no (rows × N) temporaries.
-        slope *= r[:, None]
-        slope *= self.second_layer
-        total += slope.T @ block.x
+            slope = kernels.scaled_slopes(self.activation, pre, y, self.second_layer)
+        product = kernels.scratch("gradient", self.weights.shape, y.dtype)
+        total += np.matmul(slope.T, block.x, out=product)
         return total
 
 

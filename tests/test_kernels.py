@@ -1,0 +1,110 @@
+"""The compiled elementwise passes against the plain numpy path of every activation."""
+
+import numpy as np
+import pytest
+
+from giantstep import kernels
+from giantstep.activations import Activation, get_activation
+from giantstep.experiment import run
+
+WITH_KERNEL = [
+    "relu", "leaky_relu", "leaky_relu(0.2)", "tanh", "erf", "sigmoid", "softplus", "gelu",
+    "He0", "He1", "He2", "He3", "He6", "poly(0.5)", "poly(1, -2, 0.5, 0.25)",
+]  # fmt: skip
+#: The same IEEE operations in the same order as the numpy path: the same bits in float64.
+EXACT = {"relu", "leaky_relu", "leaky_relu(0.2)", "He0", "He1", "He2", "He3", "He6", "poly(0.5)",
+         "poly(1, -2, 0.5, 0.25)"}  # fmt: skip
+
+
+def inputs(dtype=np.float64) -> np.ndarray:
+    """(rows, 13) pre-activations: Gaussian bulk, a wide grid, the branch points and extremes."""
+    rng = np.random.default_rng(0)
+    special = [0.0, -0.0, 1e-300, -5e-324, 1e-8, 0.6249999, 0.625, 0.6250001, -0.625, 19.0,
+               19.1, -25.0, 40.0, 700.0, -700.0, 1e10, -1e10]  # fmt: skip
+    x = np.concatenate([rng.standard_normal(6000) * 3, np.linspace(-40, 40, 4001), special])
+    x = np.resize(x, (len(x) // 13 + 1) * 13).reshape(-1, 13)
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def close(actual, expected, rtol, floor=1e-3):
+    # Relative to the value, with a floor of a few ulps of the array's scale: σ' = 1 − tanh²,
+    # gelu's σ' = Φ + xφ and polynomials near their roots cancel, so the numpy path itself is
+    # only that accurate there (in float32 the kernels, computing in float64, are the better).
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * floor * scale)
+
+
+@pytest.mark.parametrize("name", WITH_KERNEL)
+def test_kernels_agree_with_numpy(name):
+    activation = get_activation(name)
+    assert activation.kernel is not None
+    x = inputs()
+    value, slope = kernels.values_and_slopes(activation, x.copy())
+    close(value, activation(x), 1e-12)
+    close(slope, activation.derivative(x), 1e-12)
+    close(kernels.values(activation, x.copy()), activation(x), 1e-12)
+    r, a = np.linspace(-2, 2, len(x)), np.linspace(1, 3, x.shape[1])
+    reference = activation.derivative(x) * r[:, None] * a
+    close(kernels.scaled_slopes(activation, x.copy(), r, a), reference, 1e-12)
+    if name in EXACT:
+        np.testing.assert_array_equal(value, activation(x))
+        np.testing.assert_array_equal(slope, activation.derivative(x))
+    x32 = np.clip(inputs(np.float32), -40, 40)  # He6(1e10) overflows float32 in numpy
+    value32, slope32 = kernels.values_and_slopes(activation, x32.copy())
+    assert value32.dtype == slope32.dtype == np.float32
+    close(value32, activation(x32).astype(np.float64), 1e-5, floor=1.0)
+
+
+def test_non_finite_inputs_stay_non_finite():
+    x = np.array([[np.nan, np.inf, -np.inf, 1.0]])
+    for name in ("tanh", "erf", "sigmoid", "softplus", "relu"):
+        activation = get_activation(name)
+        value = kernels.values(activation, x.copy())
+        np.testing.assert_array_equal(np.isnan(value), np.isnan(activation(x)), err_msg=name)
+
+
+def test_a_block_cut_in_rows_gives_the_same_bits():
+    # A run's result must not depend on the block size: each element is computed alone.
+    x = inputs()
+    for name in WITH_KERNEL:
+        activation = get_activation(name)
+        whole = kernels.values_and_slopes(activation, x.copy())
+        for cut in (1, 7, 256):
+            parts = [kernels.values_and_slopes(activation, x[i : i + cut].copy())
+                     for i in range(0, len(x), cut)]  # fmt: skip
+            for k in range(2):
+                np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k])
+
+
+def test_user_callables_keep_the_numpy_path():
+    activation = Activation.from_callable(np.sin, np.cos, name="mine")
+    assert activation.kernel is None
+    x = inputs()
+    value, slope = kernels.values_and_slopes(activation, x.copy())
+    np.testing.assert_array_equal(value, np.sin(x))
+    np.testing.assert_array_equal(slope, np.cos(x))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_block_size_changes_the_rounding_only(activation):
+    config = {"dim": 40, "width": 30, "activation": activation,
+              "train": {"batch_size": 3000}, "readout": {"samples": 2000, "ridge": [0.01]},
+              "test": {"samples": 1000}}  # fmt: skip
+    small = run({**config, "compute": {"block_size": 256}})
+    large = run({**config, "compute": {"block_size": 4096}})
+    assert small.errors[0].test_error == pytest.approx(large.errors[0].test_error, rel=1e-12)
+
+
+def test_the_compiled_tanh_agrees_with_numpy(monkeypatch):
+    # Used where numpy's float64 tanh is a scalar loop (no AVX512); test it everywhere.
+    monkeypatch.setattr(kernels, "_NUMPY_TANH_FLOAT64", False)
+    activation, x = get_activation("tanh"), inputs()
+    value, slope = kernels.values_and_slopes(activation, x.copy())
+    close(value, np.tanh(x), 1e-15)
+    close(slope, 1 - np.tanh(x) ** 2, 1e-15, floor=1.0)
+    assert np.signbit(kernels.values(activation, np.array([[-0.0, 0.0]])))[0].tolist() == [
+        True,
+        False,
+    ]
+    parts = [kernels.values(activation, x[i : i + 5].copy()) for i in range(0, len(x), 5)]
+    np.testing.assert_array_equal(np.concatenate(parts), kernels.values(activation, x.copy()))

@@ -136,8 +136,10 @@ class MutatedSource:
 
     def _lines(self, name: str) -> list[str]:
         node = self.functions[name]
-        body = ast.get_source_segment(self.source, node, padded=True) or ""
-        return body.splitlines()[1:]  # without the def line, which names the mutant
+        lines = (ast.get_source_segment(self.source, node, padded=True) or "").splitlines()
+        # The def line names the mutant (x_f__mutmut_3): name them all alike, so that a
+        # mutated default argument shows and nothing else does.
+        return [lines[0].replace(name, "f", 1), *lines[1:]] if lines else []
 
     def diff(self, mutant: str) -> list[str]:
         """The changed lines, ``-`` original and ``+`` mutant."""

@@ -92,6 +92,11 @@ class TargetConfig(_Section):
 
     expression: str = "z1 + He2(z1)/2"
     noise: Annotated[float, Field(ge=0, allow_inf_nan=False), AfterValidator(check_noise)] = 0.0
+    #: Fraction ``p`` of labels replaced by labels drawn independently of x from the clean
+    #: label distribution (``giantstep.corruption``); 0 leaves every label clean.
+    corruption: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+    #: ``W*``: Haar-random orthonormal rows, or the coordinate axes ``e_1 .. e_r``.
+    directions: Literal["random", "coordinates"] = "random"
 
     @field_validator("expression")
     @classmethod

@@ -177,7 +177,14 @@ def build(config: ExperimentConfig) -> tuple[TwoLayerNetwork, Teacher]:
     ((4, 10), (1, 10))
     """
     activation = get_activation(config.activation)
-    teacher = Teacher.draw(config.seed, config.target.expression, config.dim, config.target.noise)
+    teacher = Teacher.draw(
+        config.seed,
+        config.target.expression,
+        config.dim,
+        config.target.noise,
+        corruption=config.target.corruption,
+        directions=config.target.directions,
+    )
     network = initialize(
         config.seed,
         config.width,
@@ -241,10 +248,13 @@ def predicted_subspaces(config: ExperimentConfig) -> list[list[list[float]]] | N
 
 
 def predicted_update_cosine(config: ExperimentConfig, teacher: Teacher) -> float | None:
-    """``γ`` for rank-1 targets, else None."""
+    """``γ`` for rank-1 targets, else None.
+
+    Corrupted labels keep ``E[y²]`` but only ``(1 − p)`` of ``μ_1(σ*)``: ``ζ``'s signal shrinks.
+    """
     if teacher.target.rank != 1:
         return None
-    mu1 = float(teacher.target.linear_coefficients()[0])
+    mu1 = float(teacher.target.linear_coefficients()[0]) * (1 - config.target.corruption)
     second_moment = teacher.target.second_moment(config.target.noise)
     return direction_cosine(mu1, second_moment, config.dim, config.train.batch_size)
 

@@ -217,7 +217,8 @@ class SampleStream:
                 buffers = (np.empty((padded, self.dim), self.dtype), np.empty(padded, self.dtype))
             x, noise = buffers
             fill = _BlockFill(self, first // CHUNK_ROWS, x[:padded], noise[:padded])
-            return Block(start=first, x=x[:rows], noise=noise[:rows], stream=self), buffers, fill.start(threads)
+            block = Block(start=first, x=x[:rows], noise=noise[:rows], stream=self)
+            return block, buffers, fill.start(threads)
 
         # The first block is needed at once: every core draws it.
         pending = begin(start, None, draw_threads() - 1)

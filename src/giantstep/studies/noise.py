@@ -76,8 +76,8 @@ def analyse(rows: list[Row], quick: bool, out: Path):
     ]  # fmt: skip
     conclusions = [
         f"At n = {largest} the update cosine follows γ = (1−p)μ₁/sqrt((1−p)²μ₁² + (E[σ*²] + "
-        f"σ_ε²)d/n) within {max(gaps):.3f} wherever γ > 0 (at p = 1, γ = 0 and |cos| is the "
-        "noise floor of a random direction, about sqrt(1/d)).",
+        f"σ_ε²)d/n) within {max(gaps, default=float('nan')):.3f} wherever γ > 0 (at p = 1, "
+        "γ = 0 and |cos| is the noise floor of a random direction, about sqrt(1/d)).",
         "Spikes: the theory column is the noise-free band rule at α = 0.3. Excess test error = "
         "test error − σ_ε² at ridge 0.01, on clean test labels under corruption; its theory "
         "(predicted_errors, where present) knows σ_ε but not corruption, so it is shown for "

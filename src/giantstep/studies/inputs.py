@@ -97,7 +97,7 @@ def analyse(rows: list[Row], quick: bool, out: Path):
             finding(name, "test error", runs, test_error,
                     (lambda r: r.predicted_test_error(RIDGE_INDEX)) if gaussian else None),
             finding(name, "⟨f̂, He₂(⟨β,x⟩)⟩", runs, lambda r: projection(r, 2),
-                    lambda r: r.get("spectrum.target_projections")[1]),
+                    note="the target's own: 1"),
         ]  # fmt: skip
     conclusions = [
         _verdict(findings, d) for d in sorted({d for e, d, _, _ in groups if "*" not in e})

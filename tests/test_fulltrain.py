@@ -88,3 +88,15 @@ def test_mode_and_spectrum_are_checked():
         validate_config({"train": {"mode": "fully"}})
     with pytest.raises(ConfigError, match="spectrum.enabled"):
         validate_config({"train": {"mode": "full"}, "spectrum": {"enabled": True}})
+
+
+def test_the_command_line_names_a_bad_full_training_key_and_exits_2():
+    from click.testing import CliRunner
+
+    from giantstep.cli import main
+
+    result = CliRunner().invoke(
+        main, ["run", "--set", "train.mode=full", "--set", "train.full.learning_rate=-1"]
+    )
+    assert result.exit_code == 2
+    assert "train.full.learning_rate" in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import time
+from contextlib import nullcontext
 from functools import lru_cache
 from importlib.metadata import version
 from typing import Any
@@ -18,6 +19,7 @@ from giantstep.alignment import direction_alignment, update_cosine
 from giantstep.config import ConfigError, ExperimentConfig, MeasureConfig, validate_config
 from giantstep.data import RIDGE, TEST, TRAIN, block_count
 from giantstep.fulltrain import FullTrainingResult, train_fully
+from giantstep.linalg import blas_threads_for
 from giantstep.model import TwoLayerNetwork, initialize
 from giantstep.overlaps import learned_subspace, overlaps, summarize
 from giantstep.readout import feature_statistics, ridge_path
@@ -306,6 +308,13 @@ def run(
     if not isinstance(config, ExperimentConfig):
         config = validate_config(config)
     check_memory(config)
+    local = executor is None
+    with blas_threads_for(config.width * config.dim) if local else nullcontext():
+        return _run(config, executor, progress)
+
+
+def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
+    """The body of :func:`run`, for a validated config that fits in memory."""
     started = time.perf_counter()
     eta = config.step_size()
     initial, teacher = build(config)

@@ -22,26 +22,22 @@ on the validation rows). A single value with ``validation_fraction = 0`` trains 
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
-from threadpoolctl import threadpool_limits
 
 from giantstep.activations import Activation
 from giantstep.data import CHUNK_ROWS, Block, SampleStream
+from giantstep.linalg import blas_threads_for
 from giantstep.model import TwoLayerNetwork
 from giantstep.reduction import reduce_blocks
 from giantstep.targets import Teacher
 from giantstep.train import DivergenceError
-
-#: Below this many weights (N·d), an epoch's GEMMs run on one BLAS thread: they are too small to
-#: share, and OpenBLAS's threads on a busy machine made them 40-150x slower (64 × 64, 1024 rows).
-ONE_THREAD_WEIGHTS = 1 << 18
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
@@ -418,8 +414,7 @@ def train_fully(
     True
     """
     n_train, n_validation = split_rows(n_samples, settings.validation_fraction)
-    small = initial.first_layer.size < ONE_THREAD_WEIGHTS and executor is None
-    with threadpool_limits(limits=1, user_api="blas") if small else contextlib.nullcontext():
+    with blas_threads_for(initial.first_layer.size) if executor is None else nullcontext():
         return _train(
             initial, teacher, stream, test_stream, settings, n_train=n_train,
             n_validation=n_validation, n_test=n_test, block_size=block_size, executor=executor,

@@ -6,6 +6,14 @@ Hermite tensors of a target) comes from the unmutated code, and a mutant of the 
 builds it is never called: it survives without being tested. Emptying the caches before each
 test makes the mutated code build them again. Outside mutmut (no ``MUTANT_UNDER_TEST`` in the
 environment) nothing changes.
+
+Under mutation testing the studies (tests/test_studies.py) are also left out: each runs quick
+studies end to end through a store, the command line and figures (infrastructure, like the
+other files pyproject.toml's ``[tool.mutmut]`` leaves out), took more than half of every
+surviving mutant's test time, and what they check of the science (a one-step study equals a
+plain run, γ) is checked by the core tests. They are left out here rather than in
+``pytest_add_cli_args_test_selection`` because mutmut discards every result when that list
+changes, and the results of the modules run before the studies existed were made without them.
 """
 
 import functools
@@ -21,6 +29,15 @@ def _giantstep_caches():
             for value in list(vars(module).values()):
                 if isinstance(value, functools._lru_cache_wrapper):
                     yield value
+
+
+def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("MUTANT_UNDER_TEST"):
+        return
+    kept = [item for item in items if not item.nodeid.startswith("tests/test_studies.py")]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,104 @@
+"""The learnability rules' Hermite coefficients against exact integer arithmetic and closed
+forms, and the prediction's plain-data form written out by hand.
+
+Each test is small (well under a second); they pin what mutation testing found unpinned.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+
+from giantstep.targets import TargetMomentError
+from giantstep.theory.learnable import (
+    _moment_with_hermite,
+    dimension_sequence,
+    hermite_coefficients,
+    predict,
+)
+
+
+def _hermite_integer_coefficients(n: int) -> list[int]:
+    """Integer coefficients of He_n (lowest power first), by He_{k+1} = x He_k − k He_{k−1}."""
+    previous, current = [], [1]
+    for k in range(n):
+        shifted = [0, *current]
+        for i, c in enumerate(previous):
+            shifted[i] -= k * c
+        previous, current = current, shifted
+    return current
+
+
+def _gaussian_moment(m: int) -> int:
+    """E[g^m] = (m − 1)!! for even m, 0 for odd m (exact)."""
+    return 0 if m % 2 else math.prod(range(m - 1, 0, -2))
+
+
+def _moment_reference(b: int, a: int) -> int:
+    """E[g^b He_a(g)] in integers: Σ_k c_k E[g^(b+k)], c_k the coefficients of He_a."""
+    return sum(c * _gaussian_moment(b + k) for k, c in enumerate(_hermite_integer_coefficients(a)))
+
+
+def test_moments_with_hermite_are_exact_integers():
+    # Exact integers, the zeros included (a > b, or b − a odd). (Within MAX_TENSOR_ENTRIES a
+    # float b!/(j! 2^j) would round the same, but the helper's contract is the integer.)
+    for b in range(13):
+        for a in range(13):
+            value = _moment_with_hermite(b, a)
+            assert isinstance(value, int) and value == _moment_reference(b, a), (b, a)
+
+
+def test_coefficients_cover_exactly_the_multi_indices_up_to_the_degree():
+    c = hermite_coefficients("z1*z2")
+    expected = {(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2)}
+    assert set(c) == expected
+    assert c[(1, 1)] == 1.0 and all(c[a] == 0.0 for a in expected - {(1, 1)})
+
+
+def test_a_kink_away_from_zero_is_integrated_accurately():
+    # E[relu(g − 1) He_n(g)] = E[relu^(n)(g − 1)] (Gaussian integration by parts):
+    # n = 0: φ(1) − P(g > 1); n = 1: P(g > 1); n ≥ 2: φ(1) He_{n−2}(1), He_0..He_4(1) = 1, 1, 0,
+    # −2, −2.
+    phi1 = math.exp(-0.5) / math.sqrt(2 * math.pi)
+    tail = 0.5 * math.erfc(1 / math.sqrt(2))
+    he_at_1 = [1, 1, 0, -2, -2]
+    expected = [phi1 - tail, tail, *(phi1 * h for h in he_at_1)]
+    c = hermite_coefficients("relu(z1 - 1)")
+    for n, value in enumerate(expected):
+        assert c[(n,)] == pytest.approx(value, abs=1e-11), n
+
+
+def test_an_overflowing_target_is_named_without_floating_point_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TargetMomentError, match="exp\\(exp\\(exp\\(z1\\)\\)\\)"):
+            hermite_coefficients("exp(exp(exp(z1)))")
+
+
+def test_a_prediction_as_plain_data():
+    prediction = predict("z1 + z1*z2", 1, 2, activation="relu")
+    data = prediction.to_dict()
+    phi0 = 1 / math.sqrt(2 * math.pi)  # μ_0(relu) = μ_2(relu) = φ(0), μ_1 = 1/2
+    assert data.pop("activation_coefficients") == pytest.approx([phi0, 0.5, phi0], abs=1e-12)
+    assert data == {
+        "expression": "z1 + z1*z2",
+        "activation": "relu",
+        "batch_exponent": 1,
+        "rank": 2,
+        "exact": True,
+        "max_degree": 2,
+        "leap_index": 1,
+        "steps": [
+            {"step": 0, "dimension": 0, "basis": [], "added": []},
+            {"step": 1, "dimension": 1, "basis": [[1.0, 0.0]], "added": [[1.0, 0.0]]},
+            {
+                "step": 2,
+                "dimension": 2,
+                "basis": [[1.0, 0.0], [0.0, 1.0]],
+                "added": [[0.0, 1.0]],
+            },
+        ],
+    }
+    assert dimension_sequence(prediction) == [0, 1, 2]

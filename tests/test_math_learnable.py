@@ -14,6 +14,7 @@ import pytest
 from giantstep.targets import TargetMomentError
 from giantstep.theory.learnable import (
     _moment_with_hermite,
+    activation_support,
     dimension_sequence,
     hermite_coefficients,
     predict,
@@ -102,3 +103,14 @@ def test_a_prediction_as_plain_data():
         ],
     }
     assert dimension_sequence(prediction) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("side", [0.95, 1.05])
+def test_the_support_threshold_of_a_coefficient_on_both_sides(side):
+    # σ = 0.1 x² + c x³ = 0.1 (He2 + 1) + c (He3 + 3 He1): μ = (0.1, 3c, 0.2, 6c). μ_3 counts as
+    # non-zero when |μ_3| > 1e-7 · sqrt(3! Σ_k μ_k²/k!), Σ_k μ_k²/k! = 0.03 + 15c² (< 1, so a
+    # floor at 1 or a scale of the wrong form moves the threshold by far more than 5 %).
+    threshold = 1e-7 * math.sqrt(6 * 0.03)
+    c = side * threshold / 6
+    support = activation_support(f"poly(0, 0, 0.1, {c!r})", 3)
+    assert support == [True, True, True, side > 1]

@@ -11,8 +11,10 @@ import warnings
 
 import pytest
 
-from giantstep.targets import TargetMomentError
+from giantstep.targets import TargetMomentError, parse_target
+from giantstep.theory import learnable
 from giantstep.theory.learnable import (
+    MAX_STEPS,
     _moment_with_hermite,
     activation_support,
     dimension_sequence,
@@ -114,3 +116,40 @@ def test_the_support_threshold_of_a_coefficient_on_both_sides(side):
     c = side * threshold / 6
     support = activation_support(f"poly(0, 0, 0.1, {c!r})", 3)
     assert support == [True, True, True, side > 1]
+
+
+def test_prediction_arguments_at_their_limits():
+    # Zero steps is the empty subspace alone; MAX_STEPS is allowed (past the fixed point steps
+    # cost nothing), one more is refused; a parsed Target is taken as it is.
+    assert [u.shape for u in predict("z1", 1, 0).subspaces] == [(0, 1)]
+    assert len(predict("z1", 1, MAX_STEPS).subspaces) == MAX_STEPS + 1
+    with pytest.raises(ValueError, match="steps must be >= 0, got -1"):
+        predict("z1", 1, -1)
+    parsed = predict(parse_target("z1 + z1*z2"), 1, 2)
+    assert dimension_sequence(parsed) == [0, 1, 2] and parsed.expression == "z1 + z1*z2"
+
+
+def test_a_constant_target_learns_nothing_in_its_coordinates():
+    prediction = predict("1 + 0*z2", 1, 2)
+    assert prediction.max_degree == 0 and prediction.leap_index == 0
+    assert [u.shape for u in prediction.subspaces] == [(0, 2)] * 3
+
+
+def test_a_degree_one_target_uses_the_activation_up_to_degree_one():
+    # μ_0..μ_1 for a linear target; σ = He2 + 1e-8 He1 has μ_1 = 1e-8, non-zero at the scale of
+    # the degrees the target uses (μ_0 = 0, μ_1): z1 is learned in one step.
+    prediction = predict("z1", 1, 1, activation="poly(-1, 1e-8, 1)")
+    assert len(prediction.coefficients) == 2
+    assert prediction.coefficients[1] == pytest.approx(1e-8, rel=1e-6)
+    assert dimension_sequence(prediction) == [0, 1]
+
+
+def test_the_work_budget_is_shared_by_the_steps_and_the_leap_index(monkeypatch):
+    # z1*z2*z3 at κ = 3 over 3 steps: the steps charge 60 099 multiply-adds and the leap index
+    # 481 692 (counted with an unlimited budget), so a budget of 500 000 is spent only when
+    # both charge the same one, and the refusal names the target.
+    original = learnable._Work
+    monkeypatch.setattr(learnable, "_Work", lambda expression: original(expression, 500_000))
+    assert learnable.leap_index("z1*z2*z3") == 3  # alone it fits
+    with pytest.raises(ValueError, match="^'z1\\*z2\\*z3': the learnability rules need more"):
+        predict("z1*z2*z3", 3, 3)

@@ -153,3 +153,11 @@ def test_the_work_budget_is_shared_by_the_steps_and_the_leap_index(monkeypatch):
     assert learnable.leap_index("z1*z2*z3") == 3  # alone it fits
     with pytest.raises(ValueError, match="^'z1\\*z2\\*z3': the learnability rules need more"):
         predict("z1*z2*z3", 3, 3)
+
+
+def test_a_budget_may_be_spent_exactly():
+    work = learnable._Work("z1", 10)
+    work.spend(4)
+    work.spend(6)  # exactly the budget: allowed
+    with pytest.raises(ValueError, match="^'z1': .*MAX_RULE_WORK"):
+        work.spend(1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 
 from giantstep.targets import TargetMomentError, parse_target
@@ -17,6 +18,7 @@ from giantstep.theory.learnable import (
     MAX_STEPS,
     _moment_with_hermite,
     activation_support,
+    canonical_basis,
     dimension_sequence,
     hermite_coefficients,
     predict,
@@ -161,3 +163,30 @@ def test_a_budget_may_be_spent_exactly():
     work.spend(6)  # exactly the budget: allowed
     with pytest.raises(ValueError, match="^'z1': .*MAX_RULE_WORK"):
         work.spend(1)
+
+
+def test_the_range_tolerance_is_relative_and_depends_on_the_kind_of_target():
+    # C_2 = diag(·, 2c) for the term c·He2(z2): z2 is in the range when 2c exceeds
+    # tol · sqrt(2 E[g*²]), tol = 1e-7 for a polynomial (exact tensors), 1e-4 otherwise.
+    cases = [
+        ("z1 + 1e-5*(z2**2 - 1)", [0, 2]),  # 2e-5 > 1.4e-7
+        ("10*z1 + 1e-5*(z2**2 - 1)", [0, 2]),  # 2e-5 > 1.4e-6 (E[g*²] = 100)
+        ("10*z1 + 5e-8*(z2**2 - 1)", [0, 1]),  # 1e-7 < 1.4e-6: relative to sqrt(E[g*²])
+        ("relu(z1) + 1e-6*(z2**2 - 1)", [0, 1]),  # 2e-6 < 1e-4: not a polynomial
+    ]
+    for expression, dimensions in cases:
+        assert dimension_sequence(predict(expression, 2, 1)) == dimensions, expression
+
+
+def test_a_target_that_is_zero_learns_nothing():
+    # Every tensor is exactly 0 and so is the tolerance: no direction is in any range.
+    prediction = predict("relu(z1) - relu(z1)", 1, 1)
+    assert dimension_sequence(prediction) == [0, 0] and prediction.leap_index == 0
+
+
+def test_canonical_basis_of_a_tilted_plane_by_hand():
+    # span{(1, 1, 0), (0, 0, 1)}: the projections of e_1 and e_2 are both (1/2, 1/2, 0), so
+    # Gram–Schmidt keeps (1, 1, 0)/√2, drops e_2's, and ends with e_3.
+    basis, _ = np.linalg.qr(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]) @ [[2, 1], [1, 3]])
+    expected = [[2**-0.5, 2**-0.5, 0.0], [0.0, 0.0, 1.0]]
+    np.testing.assert_allclose(canonical_basis(basis), expected, rtol=0, atol=1e-12)

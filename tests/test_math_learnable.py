@@ -190,3 +190,27 @@ def test_canonical_basis_of_a_tilted_plane_by_hand():
     basis, _ = np.linalg.qr(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]) @ [[2, 1], [1, 3]])
     expected = [[2**-0.5, 2**-0.5, 0.0], [0.0, 0.0, 1.0]]
     np.testing.assert_allclose(canonical_basis(basis), expected, rtol=0, atol=1e-12)
+
+
+def test_the_work_of_a_small_prediction_counted_by_hand(monkeypatch):
+    # predict("z1*z2", κ = 2, 2 steps), r = 2: a contraction of C_n costs n (|C_n| r + 20 000)
+    # and the SVD of its (r, ·) block |block| r. C_1 = 0 and C_2 = e1e2ᵀ + e2e1ᵀ.
+    # Step 1 (nothing learned): C_1 with k = 1 (20 004 + 4) and C_2 with k = 2 (40 016 + 8),
+    # k = 1 of C_2 skipped (it needs learned coordinates): 60 032; both directions are learned.
+    # Step 2: C_1, k = 1 and C_2, k = 1, 2: 20 008 + 2 × 40 024 = 100 056; nothing new, stop.
+    # The leap index: κ = 1 (one step of C_1, adds nothing): 20 008; κ = 2: 160 088.
+    total = 60_032 + 100_056 + 20_008 + 160_088
+    original = learnable._Work
+    for budget, refused in ((total, False), (total - 1, True)):
+        monkeypatch.setattr(learnable, "_Work", lambda e, b=budget: original(e, b))
+        if refused:
+            with pytest.raises(ValueError, match="MAX_RULE_WORK"):
+                predict("z1*z2", 2, 2)
+        else:
+            assert dimension_sequence(predict("z1*z2", 2, 2)) == [0, 2, 2]
+
+
+def test_the_step_rule_with_no_tensor_beyond_degree_zero():
+    # Only C_0: nothing to add, in the learned subspace's r = 3 coordinates.
+    added = learnable.step_rule([np.array(1.0)], np.zeros((3, 0)), 1, [True], 1.0)
+    assert added.shape == (3, 0)

@@ -153,6 +153,11 @@ def test_the_work_budget_is_shared_by_the_steps_and_the_leap_index(monkeypatch):
     original = learnable._Work
     monkeypatch.setattr(learnable, "_Work", lambda expression: original(expression, 500_000))
     assert learnable.leap_index("z1*z2*z3") == 3  # alone it fits
+    # ... and alone it is bounded too: at 400 000 the leap index is refused, naming the target.
+    monkeypatch.setattr(learnable, "_Work", lambda expression: original(expression, 400_000))
+    with pytest.raises(ValueError, match="^'z1\\*z2\\*z3': the learnability rules need more"):
+        learnable.leap_index("z1*z2*z3")
+    monkeypatch.setattr(learnable, "_Work", lambda expression: original(expression, 500_000))
     with pytest.raises(ValueError, match="^'z1\\*z2\\*z3': the learnability rules need more"):
         predict("z1*z2*z3", 3, 3)
 
@@ -214,3 +219,10 @@ def test_the_step_rule_with_no_tensor_beyond_degree_zero():
     # Only C_0: nothing to add, in the learned subspace's r = 3 coordinates.
     added = learnable.step_rule([np.array(1.0)], np.zeros((3, 0)), 1, [True], 1.0)
     assert added.shape == (3, 0)
+
+
+def test_a_linear_target_in_two_coordinates_learns_its_one_direction():
+    # C_1 = (1, 1): one step learns (1, 1)/√2 and nothing more is there; leap index 1.
+    prediction = predict("z1 + z2", 1, 2)
+    np.testing.assert_allclose(prediction.subspaces[1], [[2**-0.5, 2**-0.5]], rtol=0, atol=1e-12)
+    assert dimension_sequence(prediction) == [0, 1, 1] and prediction.leap_index == 1

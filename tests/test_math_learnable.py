@@ -20,6 +20,7 @@ from giantstep.theory.learnable import (
     activation_support,
     canonical_basis,
     dimension_sequence,
+    hermite_tensors,
     hermite_coefficients,
     predict,
 )
@@ -226,3 +227,9 @@ def test_a_linear_target_in_two_coordinates_learns_its_one_direction():
     prediction = predict("z1 + z2", 1, 2)
     np.testing.assert_allclose(prediction.subspaces[1], [[2**-0.5, 2**-0.5]], rtol=0, atol=1e-12)
     assert dimension_sequence(prediction) == [0, 1, 1] and prediction.leap_index == 1
+
+
+def test_the_degree_zero_tensor_is_the_mean():
+    # C_0 = E[g*]: 3 for 3 + z1*z2 (E[z1 z2] = 0), 1 for z1**2 (E[g²] = 1).
+    assert float(hermite_tensors("3 + z1*z2")[0]) == 3.0
+    assert float(hermite_tensors("z1**2")[0]) == 1.0

@@ -20,8 +20,8 @@ from giantstep.theory.learnable import (
     activation_support,
     canonical_basis,
     dimension_sequence,
-    hermite_tensors,
     hermite_coefficients,
+    hermite_tensors,
     predict,
 )
 

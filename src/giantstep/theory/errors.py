@@ -1051,9 +1051,6 @@ class PredictedErrors(BaseModel):
     trained_layer: ErrorVariant
 
 
-#: Spawn key of the spike direction's random component ⊥ β in the ``spiked`` variant
-#: (``giantstep.data.generator(seed, SPIKE_DIRECTION)``), apart from the keys of data.py.
-SPIKE_DIRECTION = 100
 #: Below this ``n₀/d`` the predicted bulk misses the outliers that ``μ2(σ)μ2(σ*) ≠ 0`` creates.
 AMPLIFICATION_BATCH_RATIO = 32
 #: Largest rms per-neuron step ``η_j`` in the tested regime (§4).
@@ -1165,7 +1162,7 @@ def _spiked_warning(config, initial, residual: ResidualStatistics, neuron_steps)
 
 
 def _spiked(config, initial, teacher, samples, ridges) -> list[ErrorVariant]:
-    from giantstep.data import generator
+    from giantstep.data import SPIKE_DIRECTION, generator
 
     reason = _residual_scope(config, initial)
     if reason is not None:

@@ -1207,6 +1207,10 @@ def _trained_layer(initial, teacher, trained, samples, ridges) -> list[ErrorVari
     return _variants(curve, ridges, len(samples))
 
 
+#: The three variants of the prediction, in the order of :class:`PredictedErrors`.
+VARIANTS = ("random_features", "spiked", "trained_layer")
+
+
 def predict_learning_curve(
     config, initial, teacher, samples: Sequence[int], trained=None
 ) -> list[PredictedErrors]:

@@ -26,6 +26,7 @@ DOCTESTED = [
     "giantstep.theory.learnable",
     "giantstep.theory.gaussian",
     "giantstep.theory.errors",
+    "giantstep.learning_curve",
 ]
 
 #: Functions a user calls first: each has Parameters, Returns (or Yields) and Examples.
@@ -55,6 +56,7 @@ API = [
     "giantstep.theory.errors.spiked_errors",
     "giantstep.theory.errors.predicted_features",
     "giantstep.theory.errors.trained_layer_features",
+    "giantstep.learning_curve.predict_curve",
 ]
 
 

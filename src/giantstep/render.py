@@ -148,6 +148,53 @@ def print_run(result: Any) -> None:
     )
 
 
+def _cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def print_learning_curve(curve: Any) -> None:
+    """The predicted errors of a ``LearningCurve``: one table per ridge value (a row per value
+    of the curve's key, a test and a train column per variant asked for), then each variant's
+    reasons and warnings once, and the time."""
+    from giantstep.learning_curve import curve_rows
+
+    console = Console()
+    c = curve.config
+    console.print(
+        f"[bold]giantstep theory errors[/bold] {c.preset} · σ = {c.activation} · target "
+        f"{c.target.expression} · d = {c.dim}, N = {c.width}, n0 = {c.train.batch_size}, "
+        f"n = {c.readout.samples}, T = {c.train.steps} · residual {c.train.residual}",
+        highlight=False,
+    )
+    rows = curve_rows(curve)
+    shown = [name for name in ERROR_VARIANTS if name in curve.variants]
+    symbol = "n" if curve.key == "readout.samples" else "n0"
+    for ridge in c.readout.ridge:
+        table = Table(title=f"predicted errors, ridge λ = {ridge:g}")
+        table.add_column(curve.key, justify="right")
+        table.add_column(f"{symbol}/d", justify="right")
+        for name in shown:
+            label = name.replace("_", " ")
+            table.add_column(f"{label}\ntest", justify="right")
+            table.add_column(f"{label}\ntrain", justify="right")
+        for row in rows:
+            if row["ridge"] != ridge:
+                continue
+            value = row[curve.key]
+            cells = [
+                _cell(row[f"{name}.{kind}_error"]) for name in shown for kind in ("test", "train")
+            ]
+            table.add_row(str(value), f"{value / c.dim:.3g}", *cells)
+        console.print(table)
+    notes = dict.fromkeys(
+        line for point in curve.points for line in theory_notes(point.predicted_errors)
+    )
+    for line in notes:
+        if line.split(":", 1)[0] in shown:
+            console.print(line, markup=False, highlight=False)
+    console.print(f"{len(curve.points)} values · {curve.seconds:.1f} s")
+
+
 def print_hermite(activation: str, coefficients: Any) -> None:
     """The table of ``μ_k`` of an activation."""
     table = Table(title=f"Hermite coefficients of {activation}")

@@ -66,12 +66,6 @@ def assert_same(variant: dict, reference: dict, rel: float = 1e-9) -> None:
         assert mine["train_error"] == pytest.approx(theirs["train_error"], rel=rel)
 
 
-def giantstep_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "giantstep", *args], capture_output=True, text=True
-    )
-
-
 @pytest.mark.parametrize(
     ("args", "named"),
     [
@@ -84,12 +78,26 @@ def giantstep_cli(*args):
         (["--slow-points", "0"], "--slow-points"),
         (["--out", "curve.txt"], "--out"),
         (["--over", "readout.samples=100:20000000000:3"], "readout.samples"),
+        (["--set", "width=100000000"], "width: the theory needs about"),
     ],
 )
-def test_theory_errors_refuses_bad_input_naming_it(args, named, tmp_path):
-    out = giantstep_cli("theory", "errors", "--set", "dim=30", "--set", "width=30", *args)
-    assert out.returncode == 2, out.stderr
-    assert named in out.stderr and "Traceback" not in out.stderr
+def test_theory_errors_refuses_bad_input_naming_it(args, named):
+    out = CliRunner().invoke(
+        main, ["theory", "errors", "--set", "dim=30", "--set", "width=30", *args]
+    )
+    assert out.exit_code == 2, out.output
+    assert named in out.stderr and isinstance(out.exception, SystemExit)
+
+
+def test_a_refusal_comes_before_any_work_and_without_a_traceback(tmp_path):
+    figure = tmp_path / "curve.png"
+    out = subprocess.run(
+        [sys.executable, "-m", "giantstep", "theory", "errors", "--over", "readout.samples=1:2",
+         "--out", str(figure)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2 and out.stderr.startswith("giantstep: error: --over")
+    assert "Traceback" not in out.stderr and not figure.exists()
 
 
 def test_theory_errors_matches_the_run(tmp_path):

@@ -14,10 +14,11 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import psutil
 from pydantic import BaseModel
 
 from giantstep.config import ConfigError, ExperimentConfig, validate_config
-from giantstep.experiment import build
+from giantstep.experiment import build, memory_estimate
 from giantstep.theory.errors import (
     VARIANTS,
     ErrorVariant,
@@ -124,6 +125,22 @@ def _one_step_in_scope(config: ExperimentConfig, teacher) -> bool:
     )
 
 
+def check_theory_memory(config: ExperimentConfig) -> None:
+    """Raise ConfigError naming ``width`` if W₀, W₁ and the solver's N × N matrices (the
+    estimate of :func:`giantstep.experiment.memory_estimate`) do not fit in memory."""
+    parts = memory_estimate(
+        config.model_copy(update={"theory": config.theory.model_copy(update={"errors": True})})
+    )
+    need = sum(v for k, v in parts.items() if k.startswith(("width × dim", "width (the error")))
+    limit = config.compute.memory_limit or psutil.virtual_memory().available
+    if need > limit:
+        source = "compute.memory_limit" if config.compute.memory_limit else "available memory"
+        raise ConfigError(
+            f"width: the theory needs about {need / 2**30:.1f} GiB but {source} is "
+            f"{limit / 2**30:.1f} GiB (the first layers and the solver's N × N matrices)"
+        )
+
+
 def _trained(config: ExperimentConfig, initial, teacher):
     """The network after the config's step, or None when trained_layer is out of scope anyway."""
     if not _one_step_in_scope(config, teacher):
@@ -200,8 +217,8 @@ def predict_curve(
     Raises
     ------
     ConfigError
-        For a key other than :data:`CURVE_KEYS`, an unknown variant, an invalid value or a
-        slow_points below 1.
+        For a key other than :data:`CURVE_KEYS`, an unknown variant, an invalid value, a
+        slow_points below 1, or a width whose N × N matrices would not fit in memory.
 
     Examples
     --------
@@ -228,6 +245,7 @@ def predict_curve(
         values = [getattr(getattr(config, table), leaf)]
     values = sorted({int(v) for v in values})
     configs = [_with(config, key, v) for v in values]  # every value validated before any work
+    check_theory_memory(config)
     sparse = set(values if slow_points is None else subgrid(values, slow_points))
     initial, teacher = build(config)
     # The variants solved only on the subgrid: the trained layer's neurons are never equal

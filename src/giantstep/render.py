@@ -136,6 +136,11 @@ def print_run(result: Any) -> None:
         )
     console.print(errors_table(result))
     if result.predicted_errors is not None:
+        console.print(
+            "predicted: random features = ridge on the initial layer W0 (no step) · spiked = "
+            "the layer the step is predicted to give · trained layer = given this run's W1",
+            highlight=False,
+        )
         for line in theory_notes(result.predicted_errors):
             console.print(line, markup=False, highlight=False)
     if result.spectrum is not None:

@@ -27,6 +27,8 @@ DOCTESTED = [
     "giantstep.theory.gaussian",
     "giantstep.theory.errors",
     "giantstep.learning_curve",
+    "giantstep.fulltrain",
+    "giantstep.corruption",
 ]
 
 #: Functions a user calls first: each has Parameters, Returns (or Yields) and Examples.
@@ -57,6 +59,7 @@ API = [
     "giantstep.theory.errors.predicted_features",
     "giantstep.theory.errors.trained_layer_features",
     "giantstep.learning_curve.predict_curve",
+    "giantstep.fulltrain.train_fully",
 ]
 
 

@@ -170,3 +170,17 @@ def test_run_reports_the_spectrum_and_streams_identically():
     plain = run(config)
     assert plain.spectrum is None
     assert plain.errors[0].test_error == pytest.approx(results[1].errors[0].test_error, rel=1e-10)
+
+
+def test_the_band_rule_is_given_beyond_the_probes_degree():
+    # α = 0.41 is in band ℓ = 5, above spectrum.max_degree = 2: the rule still needs μ_0..μ_5.
+    result = run(
+        {
+            "dim": 40, "width": 30, "train": {"batch_size": 512, "residual": "y",
+            "step_size": {"scale": 2.0, "batch_exponent": 0.41}},
+            "readout": {"samples": 512}, "test": {"samples": 256},
+            "spectrum": {"enabled": True, "max_degree": 2, "top": 8},
+        }
+    )  # fmt: skip
+    assert result.spectrum.band == 5
+    assert result.spectrum.predicted_spikes == 3  # relu: degrees 1, 2, 4 (μ_3 = μ_5 = 0)

@@ -639,3 +639,62 @@ def plot(
     _say_hidden_versions(store_path, all_versions)
     written = plot_frame(frame, x, y, hue=hue, out=out, theory=list(theory), logx=logx, logy=logy)
     click.echo(f"figure: {written}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--quick", is_flag=True, help="Small sizes (seconds; CI).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("study-out"),
+    show_default=True,
+    help="Where the figures (PNG and PDF) and, by default, the store go.",
+)
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The results store (default OUT/NAME.sqlite); runs already in it are skipped.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Local processes running the study's runs (1: in this process).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@reports_bad_input()
+def study(
+    name: str | None,
+    quick: bool,
+    out: Path,
+    store_path: Path | None,
+    workers: int,
+    as_json: bool,
+) -> None:
+    """Run a study of the papers' open questions: findings beside the theory, and a figure.
+
+    Without NAME, list the studies. A study is a sweep through the results store: killed, it
+    finishes where it stopped when rerun.
+    """
+    from giantstep.studies import run_study, studies
+
+    available = studies()
+    if name is None:
+        for key, item in available.items():
+            click.echo(f"{key:16s} {item.summary}")
+        return
+    if name not in available:
+        _fail(f"study: unknown study '{name}'; one of {', '.join(available)}")
+    _check_writable(out)
+    with open_executor("processes" if workers > 1 else "inprocess", workers=workers) as pool:
+        report = run_study(
+            available[name], quick=quick, out=out, store_path=store_path, executor=pool
+        )
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        render.print_study(report)

@@ -75,8 +75,57 @@ class StepSizeConfig(_Section):
     dim_exponent: FiniteFloat = 0.0
 
 
+#: Epochs of full training at most (each is a pass over the batch).
+MAX_EPOCHS = 10**6
+#: Weight decay values tried by one full training (each is a training of its own).
+MAX_WEIGHT_DECAYS = 20
+
+
+class FullTrainingConfig(_Section):
+    """``train.mode = "full"``: both layers trained jointly on the batch (``giantstep.fulltrain``).
+
+    ``epochs`` is the most updates taken; training stops earlier when the objective has not
+    fallen by a relative ``tolerance`` in ``patience`` epochs. Each ``weight_decay`` value is
+    trained on the batch less its last ``validation_fraction`` and the one with the smallest
+    validation error is kept.
+    """
+
+    optimizer: Literal["adam", "gd"] = "adam"
+    learning_rate: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-3
+    epochs: Annotated[
+        int, Field(ge=1), at_most(MAX_EPOCHS, "each epoch is a pass over the whole batch")
+    ] = 1000
+    patience: Annotated[int, Field(ge=1)] = 20
+    tolerance: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 1e-4
+    weight_decay: Annotated[
+        list[Annotated[float, Field(ge=0, allow_inf_nan=False)]],
+        Field(min_length=1, max_length=MAX_WEIGHT_DECAYS),
+    ] = [0.0]
+    validation_fraction: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.0
+
+    @field_validator("weight_decay", mode="before")
+    @classmethod
+    def _decay_list(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = [value]
+        return value
+
+    @model_validator(mode="after")
+    def _validation_to_choose(self) -> FullTrainingConfig:
+        if len(self.weight_decay) > 1 and self.validation_fraction == 0:
+            raise ValueError(
+                f"validation_fraction = 0 cannot choose among {len(self.weight_decay)} "
+                "weight_decay values: give a fraction in (0, 0.5] or a single value"
+            )
+        return self
+
+
 class TrainConfig(_Section):
-    """The giant steps: ``T`` steps on batches of ``n`` samples, residual ``y − f`` or ``y``."""
+    """The giant steps: ``T`` steps on batches of ``n`` samples, residual ``y − f`` or ``y``.
+
+    ``mode = "full"`` trains both layers instead (``train.full``); ``steps``, ``step_size``,
+    ``residual`` and ``reuse_batch`` are then not used.
+    """
 
     steps: Annotated[
         int, Field(ge=0), at_most(MAX_STEPS, "the theory is about one to a few giant steps")
@@ -85,6 +134,20 @@ class TrainConfig(_Section):
     step_size: StepSizeConfig = StepSizeConfig()
     residual: Residual = "y-f"
     reuse_batch: bool = False
+    mode: Literal["steps", "full"] = "steps"
+    full: FullTrainingConfig = FullTrainingConfig()
+
+    @field_validator("full")
+    @classmethod
+    def _split_fits(cls, value: FullTrainingConfig, info) -> FullTrainingConfig:
+        from giantstep.fulltrain import split_rows
+
+        if "batch_size" in info.data:
+            try:
+                split_rows(info.data["batch_size"], value.validation_fraction)
+            except ValueError as err:
+                raise ValueError(str(err).removeprefix("train.full.")) from None
+        return value
 
 
 class TargetConfig(_Section):
@@ -92,6 +155,11 @@ class TargetConfig(_Section):
 
     expression: str = "z1 + He2(z1)/2"
     noise: Annotated[float, Field(ge=0, allow_inf_nan=False), AfterValidator(check_noise)] = 0.0
+    #: Fraction ``p`` of labels replaced by labels drawn independently of x from the clean
+    #: label distribution (``giantstep.corruption``); 0 leaves every label clean.
+    corruption: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+    #: ``W*``: Haar-random orthonormal rows, or the coordinate axes ``e_1 .. e_r``.
+    directions: Literal["random", "coordinates"] = "random"
 
     @field_validator("expression")
     @classmethod
@@ -227,6 +295,11 @@ class ExperimentConfig(_Section):
         rank = parse_target(self.target.expression).rank
         if rank > self.dim:
             raise ValueError(f"target.expression uses z{rank} but dim is {self.dim}")
+        if self.train.mode == "full" and self.spectrum.enabled:
+            raise ValueError(
+                "spectrum.enabled: the spectrum and its band rule describe giant steps, not "
+                "train.mode = 'full'"
+            )
         return self
 
     def stream(self, kind: int, index: int = 0) -> SampleStream:

@@ -38,6 +38,8 @@ Dtype = Literal["float64", "float32"]
 TEACHER, FIRST_LAYER, SECOND_LAYER, DATA = 0, 1, 2, 3
 #: The random part of the spike direction the error theory predicts (giantstep.theory.errors).
 SPIKE_DIRECTION = 100
+#: Which labels are corrupted and the inputs of their replacements (``giantstep.corruption``).
+CORRUPTION = 4
 
 # Second entry of a data key: which set of samples.
 TRAIN, RIDGE, TEST = 0, 1, 2
@@ -128,11 +130,14 @@ class Block:
     """Rows ``start .. start + len(x)`` of a stream.
 
     x: (rows, dim) inputs. noise: (rows,) standard normal label noise, independent of ``x``.
+    stream: the stream the rows come from (None for a block made by hand); it keys the
+    per-sample draws of label corruption.
     """
 
     start: int
     x: np.ndarray
     noise: np.ndarray
+    stream: SampleStream | None = None
 
 
 @dataclass(frozen=True)
@@ -191,7 +196,7 @@ class SampleStream:
         fill = _BlockFill(self, start // CHUNK_ROWS, x[:padded], noise[:padded])
         fill.start(draw_threads() - 1).wait()
         rows = stop - start
-        return Block(start=start, x=x[:rows], noise=noise[:rows])
+        return Block(start=start, x=x[:rows], noise=noise[:rows], stream=self)
 
     def blocks(self, n_samples: int, block_size: int, start: int = 0) -> Iterator[Block]:
         """Rows ``start .. start + n_samples`` in blocks of ``block_size`` rows, the next one
@@ -214,7 +219,8 @@ class SampleStream:
                 buffers = (np.empty((padded, self.dim), self.dtype), np.empty(padded, self.dtype))
             x, noise = buffers
             fill = _BlockFill(self, first // CHUNK_ROWS, x[:padded], noise[:padded])
-            return Block(start=first, x=x[:rows], noise=noise[:rows]), buffers, fill.start(threads)
+            block = Block(start=first, x=x[:rows], noise=noise[:rows], stream=self)
+            return block, buffers, fill.start(threads)
 
         # The first block is needed at once: every core draws it.
         pending = begin(start, None, draw_threads() - 1)

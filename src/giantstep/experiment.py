@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import time
+from contextlib import nullcontext
 from functools import lru_cache
 from importlib.metadata import version
 from typing import Any
@@ -16,7 +17,9 @@ from tqdm.auto import tqdm
 from giantstep.activations import get_activation
 from giantstep.alignment import direction_alignment, update_cosine
 from giantstep.config import ConfigError, ExperimentConfig, MeasureConfig, validate_config
-from giantstep.data import RIDGE, TEST, block_count
+from giantstep.data import RIDGE, TEST, TRAIN, block_count
+from giantstep.fulltrain import FullTrainingResult, train_fully
+from giantstep.linalg import blas_threads_for
 from giantstep.model import TwoLayerNetwork, initialize
 from giantstep.overlaps import learned_subspace, overlaps, summarize
 from giantstep.readout import feature_statistics, ridge_path
@@ -114,6 +117,10 @@ class RunResult(BaseModel):
         of scope (``giantstep.theory.errors``).
     theory_seconds : float or None
         Wall time of ``predicted_errors`` (part of ``seconds``).
+    full_training : FullTrainingResult or None
+        With ``train.mode = "full"``: the chosen weight decay, the loss curve and the trained
+        network's own errors (``alignment`` then has step 0 and step 1, after training, and
+        ``errors`` are ridge refitted on the trained features).
 
     Examples
     --------
@@ -134,6 +141,7 @@ class RunResult(BaseModel):
     spectrum: SpectrumResult | None = None
     predicted_errors: PredictedErrors | None = None
     theory_seconds: float | None = None
+    full_training: FullTrainingResult | None = None
 
 
 @lru_cache(maxsize=1)
@@ -191,7 +199,14 @@ def build(config: ExperimentConfig) -> tuple[TwoLayerNetwork, Teacher]:
     ((4, 10), (1, 10))
     """
     activation = get_activation(config.activation)
-    teacher = Teacher.draw(config.seed, config.target.expression, config.dim, config.target.noise)
+    teacher = Teacher.draw(
+        config.seed,
+        config.target.expression,
+        config.dim,
+        config.target.noise,
+        corruption=config.target.corruption,
+        directions=config.target.directions,
+    )
     network = initialize(
         config.seed,
         config.width,
@@ -255,10 +270,13 @@ def predicted_subspaces(config: ExperimentConfig) -> list[list[list[float]]] | N
 
 
 def predicted_update_cosine(config: ExperimentConfig, teacher: Teacher) -> float | None:
-    """``γ`` for rank-1 targets, else None."""
-    if teacher.target.rank != 1:
+    """``γ`` for rank-1 targets (giant steps), else None.
+
+    Corrupted labels keep ``E[y²]`` but only ``(1 − p)`` of ``μ_1(σ*)``: ``ζ``'s signal shrinks.
+    """
+    if teacher.target.rank != 1 or config.train.mode == "full":
         return None
-    mu1 = float(teacher.target.linear_coefficients()[0])
+    mu1 = float(teacher.target.linear_coefficients()[0]) * (1 - config.target.corruption)
     second_moment = teacher.target.second_moment(config.target.noise)
     return direction_cosine(mu1, second_moment, config.dim, config.train.batch_size)
 
@@ -304,6 +322,13 @@ def run(
     if not isinstance(config, ExperimentConfig):
         config = validate_config(config)
     check_memory(config)
+    local = executor is None
+    with blas_threads_for(config.width * config.dim) if local else nullcontext():
+        return _run(config, executor, progress)
+
+
+def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
+    """The body of :func:`run`, for a validated config that fits in memory."""
     started = time.perf_counter()
     eta = config.step_size()
     initial, teacher = build(config)
@@ -315,13 +340,16 @@ def run(
         reuse_batch=config.train.reuse_batch,
     )
 
+    full = config.train.mode == "full"
+    epochs = len(config.train.full.weight_decay) * (config.train.full.epochs + 1)
     total_blocks = (
-        config.train.steps * block_count(config.train.batch_size, c.block_size)
+        (epochs if full else config.train.steps)
+        * block_count(config.train.batch_size, c.block_size)
         + block_count(config.readout.samples, c.block_size)
         + block_count(config.test.samples, c.block_size)
     )
     with tqdm(total=total_blocks, unit="block", disable=not progress, leave=False) as bar:
-        predicted = predicted_subspaces(config)
+        predicted = None if full else predicted_subspaces(config)
 
         def measured(t: int, net: TwoLayerNetwork) -> StepAlignment:
             return measure_alignment(
@@ -335,11 +363,27 @@ def run(
 
         alignment = [measured(0, initial)]
         network = initial
+        full_training = None
+        if full:
+            network, full_training = train_fully(
+                initial,
+                teacher,
+                config.stream(TRAIN, 0),
+                config.stream(TEST),
+                config.train.full,
+                n_samples=config.train.batch_size,
+                n_test=config.test.samples,
+                block_size=c.block_size,
+                executor=executor,
+                progress=bar.update,
+                describe=bar.set_description,
+            )
+            alignment.append(measured(1, network))
         steps = giant_steps(
             initial,
             teacher,
             plan,
-            steps=config.train.steps,
+            steps=0 if full else config.train.steps,
             step_size=eta,
             seed=config.seed,
             distribution=config.data.distribution,
@@ -400,4 +444,5 @@ def run(
         spectrum=spectrum,
         predicted_errors=predicted_errors,
         theory_seconds=theory_seconds,
+        full_training=full_training,
     )

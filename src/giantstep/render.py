@@ -338,3 +338,17 @@ def print_runs(frame: Any, columns: list[str], title: str) -> None:
         table.add_row(*(row[c][:12] if c == "key" else cell(row[c]) for c in columns))
     # Piped output is not cut to 80 columns: the table is read by tools and people alike.
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def print_study(report: Any) -> None:
+    """A study's findings, its conclusions, figures and what ran."""
+    console = Console()
+    console.print(report.table())
+    for line in report.conclusions:
+        console.print(f"• {line}", markup=False)
+    for figure in report.figures:
+        console.print(f"figure: {figure}")
+    console.print(
+        f"{report.seconds:.0f} s · {report.runs} runs ({report.ran_now} run now, the rest from "
+        f"{report.store})"
+    )

@@ -676,7 +676,9 @@ def measure(
     # The band rule is a statement about one step with η = c·n^α.
     if config.train.steps == 1 and step_size and 0 <= alpha < 0.5:
         ell, boundary = band_index(alpha)
-        predicted = (predicted_spikes(alpha, mu), ell, boundary)
+        # The band may need more coefficients than the probes' degree K (α near 1/2).
+        band_mu = network.activation.hermite_coefficients(ell) if ell >= len(mu) else mu
+        predicted = (predicted_spikes(alpha, band_mu), ell, boundary)
     result = analyse(
         ridge, probes.names, float(mu[0]), spec.top, max_degree, predicted,
         triplet.value if triplet is not None else 0.0,

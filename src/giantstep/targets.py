@@ -28,6 +28,7 @@ from math import prod
 import numpy as np
 from scipy import optimize, special
 
+from giantstep.corruption import corrupt
 from giantstep.data import TEACHER, Block, generator
 from giantstep.errors import ConfigError
 from giantstep.hermite import MAX_DEGREE as _HERMITE_MAX_DEGREE
@@ -569,17 +570,24 @@ def teacher_directions(rng: np.random.Generator, rank: int, dim: int) -> np.ndar
     return (q * np.sign(np.diag(r))).T.copy()
 
 
+#: How ``W*`` is drawn (the config's ``target.directions``): Haar-random orthonormal rows, or
+#: the first ``r`` coordinate axes ``e_1 .. e_r`` (localised: ``h = (x_1, .., x_r)``).
+DIRECTIONS = ("random", "coordinates")
+
+
 @dataclass(frozen=True)
 class Teacher:
     """``y = g*(W* x) + noise · ε``: a target, its directions and the label noise level.
 
     directions: (r, d) orthonormal rows ``W*``; noise: the standard deviation ``σ_ε``, in
-    ``[0, MAX_NOISE]`` (a ConfigError naming ``target.noise`` otherwise).
+    ``[0, MAX_NOISE]`` (a ConfigError naming ``target.noise`` otherwise); corruption: the
+    fraction ``p`` of labels replaced by labels independent of ``x`` (``giantstep.corruption``).
     """
 
     target: Target
     directions: np.ndarray
     noise: float = 0.0
+    corruption: float = 0.0
 
     def __post_init__(self) -> None:
         try:
@@ -588,14 +596,31 @@ class Teacher:
             raise ConfigError(f"target.noise: {err}") from None
 
     @classmethod
-    def draw(cls, seed: int, expression: str, dim: int, noise: float = 0.0) -> Teacher:
-        """The teacher of ``seed``: ``W*`` drawn from the seed's own teacher generator."""
+    def draw(
+        cls,
+        seed: int,
+        expression: str,
+        dim: int,
+        noise: float = 0.0,
+        *,
+        corruption: float = 0.0,
+        directions: str = "random",
+    ) -> Teacher:
+        """The teacher of ``seed``: ``W*`` drawn from the seed's own teacher generator (or the
+        coordinate axes, ``directions="coordinates"``)."""
         target = parse_target(expression)
-        directions = teacher_directions(generator(seed, TEACHER), target.rank, dim)
-        return cls(target, directions, noise)
+        if directions not in DIRECTIONS:
+            raise ValueError(f"directions: unknown {directions!r}; one of {', '.join(DIRECTIONS)}")
+        if not 0 <= corruption <= 1:
+            raise ValueError(f"corruption: a fraction in [0, 1] (got {corruption!r})")
+        if directions == "coordinates":
+            w_star = np.eye(target.rank, dim)
+        else:
+            w_star = teacher_directions(generator(seed, TEACHER), target.rank, dim)
+        return cls(target, w_star, noise, corruption)
 
-    def labels(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
-        """(h, y) of a block: h (rows, r) the target coordinates ``x W*ᵀ``, y (rows,) labels.
+    def clean_labels(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
+        """(h, y) of a block before corruption: ``h = x W*ᵀ`` (rows, r), ``y = g*(h) + σ_ε ε``.
 
         Raises NonFiniteLabelsError if a label is not finite: the target overflows or divides
         by zero at some inputs, which would otherwise surface steps later as non-finite weights,
@@ -608,6 +633,14 @@ class Teacher:
             raise self._non_finite(h, y)
         if self.noise:
             y += self.noise * block.noise
+        return h, y
+
+    def labels(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
+        """(h, y) of a block: h (rows, r) the target coordinates ``x W*ᵀ``, y (rows,) labels
+        (a fraction ``corruption`` of them replaced by decoy labels)."""
+        h, y = self.clean_labels(block)
+        if self.corruption:
+            y = corrupt(block, y, self.corruption, lambda b: self.clean_labels(b)[1])
         return h, y
 
     def _non_finite(self, h: np.ndarray, y: np.ndarray) -> NonFiniteLabelsError:

@@ -1063,8 +1063,28 @@ def _second_layer_name(config) -> str:
     return config.model.second_layer or PRESETS[config.preset].second_layer
 
 
+def _input_scope(config) -> str | None:
+    """Why no variant applies (the inputs or the labels are not the theory's), or None."""
+    if config.data.distribution != "gaussian":
+        return (
+            f"data.distribution = '{config.data.distribution}': the theory assumes Gaussian "
+            "inputs (data.distribution = 'gaussian')"
+        )
+    if config.target.corruption > 0:
+        return (
+            f"target.corruption = {config.target.corruption:g}: the theory assumes clean labels "
+            "y = σ*(β·x) + ε (target.corruption = 0)"
+        )
+    return None
+
+
 def _step_scope(config, teacher) -> str | None:
     """Why neither one-step variant applies, or None."""
+    if config.train.mode == "full":
+        return (
+            "train.mode = 'full': the theory covers one giant step on the first layer "
+            "(train.mode = 'steps'); random_features is the initial layer's baseline"
+        )
     steps = config.train.steps
     if steps == 0:
         return "train.steps = 0: no giant step was taken, random_features is this run's prediction"
@@ -1297,11 +1317,8 @@ def predict_learning_curve(
     ridges = [float(lam) for lam in config.readout.ridge]
     samples = [int(n) for n in samples]
     count = len(samples)
-    if config.data.distribution != "gaussian":
-        reason = (
-            f"data.distribution = '{config.data.distribution}': the theory assumes Gaussian "
-            "inputs (data.distribution = 'gaussian')"
-        )
+    reason = _input_scope(config)
+    if reason is not None:
         empty = ErrorVariant(errors=None, reason=reason)
         return [PredictedErrors(random_features=empty, spiked=empty, trained_layer=empty)] * count
     skipped = _empty("not computed: not among the variants asked for", count)

@@ -20,7 +20,7 @@ import pytest
 
 import giantstep
 from giantstep.config import default_config_data, validate_config
-from giantstep.data import generator
+from giantstep.data import SPIKE_DIRECTION, generator
 from giantstep.theory import errors
 
 pytestmark = pytest.mark.slow
@@ -72,7 +72,7 @@ def plain_spiked_model(config, initial, teacher, trained) -> errors.RidgeCurve:
         residual,
         config.train.batch_size,
         teacher.directions[0],
-        generator(config.seed, errors.SPIKE_DIRECTION),
+        generator(config.seed, SPIKE_DIRECTION),
         beta_amplification=False,
     )
     return errors.spiked_errors(

@@ -36,6 +36,8 @@ Dtype = Literal["float64", "float32"]
 # First entry of every spawn key: what the randomness is for. Fixed forever, so that a seed
 # means the same experiment in every version.
 TEACHER, FIRST_LAYER, SECOND_LAYER, DATA = 0, 1, 2, 3
+#: The random part of the spike direction the error theory predicts (giantstep.theory.errors).
+SPIKE_DIRECTION = 100
 #: Which labels are corrupted and the inputs of their replacements (``giantstep.corruption``).
 CORRUPTION = 4
 

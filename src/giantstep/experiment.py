@@ -27,6 +27,7 @@ from giantstep.reduction import check_executor
 from giantstep.spectrum import SpectrumResult
 from giantstep.spectrum import measure as measure_spectrum
 from giantstep.targets import Teacher
+from giantstep.theory.errors import PredictedErrors, predict_errors
 from giantstep.theory.spikes import direction_cosine
 from giantstep.train import DivergenceError, StepPlan, check_finite, giant_steps
 
@@ -110,6 +111,12 @@ class RunResult(BaseModel):
         Peak resident memory of the process running it.
     spectrum : SpectrumResult or None
         With ``spectrum.enabled``.
+    predicted_errors : PredictedErrors or None
+        With ``theory.errors``: the theory's errors per ridge value in three variants
+        (``random_features``, ``spiked``, ``trained_layer``), each null with a reason when out
+        of scope (``giantstep.theory.errors``).
+    theory_seconds : float or None
+        Wall time of ``predicted_errors`` (part of ``seconds``).
     full_training : FullTrainingResult or None
         With ``train.mode = "full"``: the chosen weight decay, the loss curve and the trained
         network's own errors (``alignment`` then has step 0 and step 1, after training, and
@@ -132,6 +139,8 @@ class RunResult(BaseModel):
     seconds: float
     peak_memory_bytes: int
     spectrum: SpectrumResult | None = None
+    predicted_errors: PredictedErrors | None = None
+    theory_seconds: float | None = None
     full_training: FullTrainingResult | None = None
 
 
@@ -156,6 +165,11 @@ def memory_estimate(config: ExperimentConfig) -> dict[str, int]:
         # FᵀF, F_0ᵀF_0 (ridge and test sets), (F − F_ℓ)ᵀ(F − F_ℓ) for ℓ ≤ K, eigh workspace.
         "spectrum (Gram matrices)": (
             8 * n * n * (8 + config.spectrum.max_degree) if config.spectrum.enabled else 0
+        ),
+        # With theory.errors, the error theory's N × N matrices: Ω, the regularised
+        # covariance, its inverse, M⁻¹ and the products of the fluctuation system.
+        "width (the error theory's N × N matrices; theory.errors)": (
+            10 * 8 * n * n if config.theory.errors else 0
         ),
     }
 
@@ -410,6 +424,11 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
     test_errors = test_stats.mean_squared_error(coefficients)
     if not (np.isfinite(train_errors).all() and np.isfinite(test_errors).all()):
         raise DivergenceError(config.train.steps, "the readout errors")
+    predicted_errors = theory_seconds = None
+    if config.theory.errors:
+        theory_started = time.perf_counter()
+        predicted_errors = predict_errors(config, initial, teacher, network)
+        theory_seconds = time.perf_counter() - theory_started
     return RunResult(
         config=config,
         version=_version(),
@@ -423,5 +442,7 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
         seconds=time.perf_counter() - started,
         peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         spectrum=spectrum,
+        predicted_errors=predicted_errors,
+        theory_seconds=theory_seconds,
         full_training=full_training,
     )

@@ -117,9 +117,12 @@ def _with(config: ExperimentConfig, key: str, value: int) -> ExperimentConfig:
 
 
 def _one_step_in_scope(config: ExperimentConfig, teacher) -> bool:
-    """Whether the one-step variants apply: one step, a single-index target, Gaussian inputs."""
+    """Whether the one-step variants apply: one giant step, a single-index target, Gaussian
+    inputs, clean labels (the scope of :func:`giantstep.theory.errors.predict_learning_curve`)."""
     return (
-        config.train.steps == 1
+        config.train.mode == "steps"
+        and config.train.steps == 1
+        and config.target.corruption == 0
         and teacher.target.rank == 1
         and config.data.distribution == "gaussian"
     )

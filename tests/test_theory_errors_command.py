@@ -79,6 +79,7 @@ def assert_same(variant: dict, reference: dict, rel: float = 1e-9) -> None:
         (["--out", "curve.txt"], "--out"),
         (["--over", "readout.samples=100:20000000000:3"], "readout.samples"),
         (["--set", "width=100000000"], "width: the theory needs about"),
+        (["--set", "dim=100000000000"], "dim, width: the theory needs about"),
     ],
 )
 def test_theory_errors_refuses_bad_input_naming_it(args, named):

@@ -134,13 +134,17 @@ def check_theory_memory(config: ExperimentConfig) -> None:
     parts = memory_estimate(
         config.model_copy(update={"theory": config.theory.model_copy(update={"errors": True})})
     )
-    need = sum(v for k, v in parts.items() if k.startswith(("width × dim", "width (the error")))
+    layers = sum(v for k, v in parts.items() if k.startswith("width × dim"))
+    solver = sum(v for k, v in parts.items() if k.startswith("width (the error"))
     limit = config.compute.memory_limit or psutil.virtual_memory().available
-    if need > limit:
+    if layers + solver > limit:
         source = "compute.memory_limit" if config.compute.memory_limit else "available memory"
+        # Name the size that makes the larger part: N × N matrices grow with width alone.
+        key = "width" if solver >= layers else "dim, width"
         raise ConfigError(
-            f"width: the theory needs about {need / 2**30:.1f} GiB but {source} is "
-            f"{limit / 2**30:.1f} GiB (the first layers and the solver's N × N matrices)"
+            f"{key}: the theory needs about {(layers + solver) / 2**30:.1f} GiB but {source} "
+            f"is {limit / 2**30:.1f} GiB (the first layers, N × d, and the solver's N × N "
+            "matrices)"
         )
 
 

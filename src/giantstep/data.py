@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import KW_ONLY, dataclass
 from typing import Literal, get_args
 
@@ -118,6 +119,71 @@ class _BlockFill:
         self.done.wait()
         if self.error is not None:
             raise self.error
+
+
+class _ReadAhead:
+    """The streams a run reads, in order; each one's first block drawn while the one before
+    is computed on (see :func:`read_ahead`). Not thread-safe: one run's main thread uses it."""
+
+    def __init__(self, streams: Sequence[tuple[SampleStream, int, int]]):
+        self.streams = list(streams)
+        self.read = 0  # streams[:read] have been read (a stream may come twice: a reused batch)
+        self.drawn: tuple[tuple[SampleStream, int, int], tuple] | None = None
+
+    def start_after(self, stream: SampleStream, n_samples: int, block_size: int) -> None:
+        """``stream`` has begun its last block: start drawing the first block of the next."""
+        plan = (stream, n_samples, block_size)
+        if plan not in self.streams[self.read :]:
+            return
+        following = self.streams.index(plan, self.read) + 1
+        self.read = following
+        if following == len(self.streams):
+            return
+        after, n_after, size_after = self.streams[following]
+        rows = min(size_after, n_after)
+        padded = math.ceil(rows / CHUNK_ROWS) * CHUNK_ROWS
+        x, noise = np.empty((padded, after.dim), after.dtype), np.empty(padded, after.dtype)
+        fill = _BlockFill(after, 0, x, noise).start(PREFETCH_THREADS)
+        # One block at a time: a block drawn for a stream that was not read is dropped.
+        self.drawn = (self.streams[following], (x, noise, rows, fill))
+
+    def take(self, stream: SampleStream, n_samples: int, block_size: int):
+        """The first block drawn ahead for these rows of ``stream`` — (x, noise, rows, fill) —
+        or None."""
+        if self.drawn is None or self.drawn[0] != (stream, n_samples, block_size):
+            return None
+        taken, self.drawn = self.drawn[1], None
+        return taken
+
+
+_read_ahead: _ReadAhead | None = None
+
+
+@contextmanager
+def read_ahead(streams: Sequence[tuple[SampleStream, int, int]]) -> Iterator[None]:
+    """Within this context, each of ``streams`` — ``(stream, n_samples, block_size)`` in the
+    order they will be read from row 0 — has its first block drawn in the background while the
+    caller computes on the last block of the stream before it.
+
+    For runs whose arithmetic leaves a core idle (small networks, one BLAS thread: their
+    streams are one or two blocks each, so within a stream there is little to draw ahead).
+    The rows are those of any other reading; a stream read out of order just draws its own.
+    Costs one more block of memory.
+
+    Examples
+    --------
+    >>> a, b = SampleStream(0, (0, 0), 4), SampleStream(0, (0, 1), 4)
+    >>> with read_ahead([(a, 512, 512), (b, 512, 512)]):
+    ...     x = [blk.x.copy() for s in (a, b) for blk in s.blocks(512, 512)]
+    >>> bool((x[1] == next(b.blocks(512, 512)).x).all())
+    True
+    """
+    global _read_ahead
+    previous, _read_ahead = _read_ahead, _ReadAhead(streams)
+    try:
+        yield
+    finally:
+        _read_ahead = previous  # a block drawn ahead and not read is dropped with its buffers
 
 
 def generator(seed: int, *key: int) -> np.random.Generator:
@@ -222,8 +288,15 @@ class SampleStream:
             block = Block(start=first, x=x[:rows], noise=noise[:rows], stream=self)
             return block, buffers, fill.start(threads)
 
-        # The first block is needed at once: every core draws it.
-        pending = begin(start, None, draw_threads() - 1)
+        ahead = _read_ahead
+        drawn = ahead.take(self, n_samples, block_size) if ahead and start == 0 else None
+        if drawn is not None:
+            x, noise, rows, fill = drawn
+            block = Block(start=0, x=x[:rows], noise=noise[:rows], stream=self)
+            pending = block, (x, noise), fill
+        else:
+            # The first block is needed at once: every core draws it.
+            pending = begin(start, None, draw_threads() - 1)
         previous = None
         while pending is not None:
             current, buffers, fill = pending
@@ -233,6 +306,8 @@ class SampleStream:
             pending = None
             if following < stop_row:
                 pending = begin(following, previous, PREFETCH_THREADS)
+            elif ahead is not None:
+                ahead.start_after(self, n_samples, block_size)
             previous = buffers
             yield current
 

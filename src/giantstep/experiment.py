@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from giantstep.activations import get_activation
 from giantstep.alignment import direction_alignment, update_cosine
 from giantstep.config import ConfigError, ExperimentConfig, MeasureConfig, validate_config
-from giantstep.data import RIDGE, TEST, TRAIN, block_count
+from giantstep.data import RIDGE, TEST, TRAIN, block_count, read_ahead
 from giantstep.fulltrain import FullTrainingResult, train_fully
-from giantstep.linalg import blas_threads_for
+from giantstep.linalg import ONE_THREAD_WEIGHTS, blas_threads_for
 from giantstep.model import TwoLayerNetwork, initialize
 from giantstep.overlaps import learned_subspace, overlaps, summarize
 from giantstep.readout import feature_statistics, ridge_path
@@ -327,6 +327,25 @@ def run(
         return _run(config, executor, progress)
 
 
+def _read_ahead(config: ExperimentConfig, plan: StepPlan):
+    """For a small network (one BLAS thread, see ``giantstep.linalg``), a context drawing each
+    set's first block — the gradient batches, the ridge set, the test set, in the order the run
+    reads them — while the run computes on the set before, on the core its products leave idle.
+    The rows are the same; bigger runs already draw the next block of a set during this one."""
+    if config.width * config.dim >= ONE_THREAD_WEIGHTS:
+        return nullcontext()
+    c, kind = config.compute, config.data.distribution
+    batches = [
+        (plan.stream(config.seed, t, config.dim, distribution=kind, dtype=c.dtype), plan.batch_size)
+        for t in range(config.train.steps)
+    ]
+    sets = [
+        (config.stream(RIDGE), config.readout.samples),
+        (config.stream(TEST), config.test.samples),
+    ]
+    return read_ahead([(stream, rows, c.block_size) for stream, rows in batches + sets])
+
+
 def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
     """The body of :func:`run`, for a validated config that fits in memory."""
     started = time.perf_counter()
@@ -348,7 +367,8 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
         + block_count(config.readout.samples, c.block_size)
         + block_count(config.test.samples, c.block_size)
     )
-    with tqdm(total=total_blocks, unit="block", disable=not progress, leave=False) as bar:
+    bar = tqdm(total=total_blocks, unit="block", disable=not progress, leave=False)
+    with bar, _read_ahead(config, plan) if executor is None and not full else nullcontext():
         predicted = None if full else predicted_subspaces(config)
 
         def measured(t: int, net: TwoLayerNetwork) -> StepAlignment:

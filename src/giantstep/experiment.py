@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from giantstep.activations import get_activation
 from giantstep.alignment import direction_alignment, update_cosine
 from giantstep.config import ConfigError, ExperimentConfig, MeasureConfig, validate_config
-from giantstep.data import RIDGE, TEST, TRAIN, block_count, read_ahead
+from giantstep.data import RIDGE, TEST, TRAIN, block_count, draw_threads, read_ahead
 from giantstep.fulltrain import FullTrainingResult, train_fully
 from giantstep.linalg import ONE_THREAD_WEIGHTS, blas_threads_for
 from giantstep.model import TwoLayerNetwork, initialize
@@ -332,8 +332,8 @@ def _read_ahead(config: ExperimentConfig, plan: StepPlan):
     set's first block — the gradient batches, the ridge set, the test set, in the order the run
     reads them — while the run computes on the set before, on the core its products leave idle.
     The rows are the same; bigger runs already draw the next block of a set during this one."""
-    if config.width * config.dim >= ONE_THREAD_WEIGHTS:
-        return nullcontext()
+    if config.width * config.dim >= ONE_THREAD_WEIGHTS or draw_threads() < 2:
+        return nullcontext()  # no idle core (a sweep's worker has one core of its own)
     c, kind = config.compute, config.data.distribution
     batches = [
         (plan.stream(config.seed, t, config.dim, distribution=kind, dtype=c.dtype), plan.batch_size)

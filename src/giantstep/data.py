@@ -174,7 +174,7 @@ def read_ahead(streams: Sequence[tuple[SampleStream, int, int]]) -> Iterator[Non
     --------
     >>> a, b = SampleStream(0, (0, 0), 4), SampleStream(0, (0, 1), 4)
     >>> with read_ahead([(a, 512, 512), (b, 512, 512)]):
-    ...     x = [blk.x.copy() for s in (a, b) for blk in s.blocks(512, 512)]
+    ...     x = [next(s.blocks(512, 512)).x.copy() for s in (a, b)]
     >>> bool((x[1] == next(b.blocks(512, 512)).x).all())
     True
     """

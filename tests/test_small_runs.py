@@ -44,7 +44,7 @@ def test_read_ahead_draws_the_sets_it_is_given_and_changes_no_number(monkeypatch
     ahead = giantstep.run(SMALL)
     # Batches 1 and 2, the ridge set and the test set were drawn ahead; batch 0 was not.
     assert taken == [False, True, True, True, True]
-    monkeypatch.setattr(experiment, "_read_ahead", lambda config, plan: nullcontext())
+    monkeypatch.setattr(experiment, "_drawing", lambda config, plan: nullcontext())
     assert _numbers(giantstep.run(SMALL)) == _numbers(ahead)
 
 
@@ -75,3 +75,33 @@ def test_the_dandi_pool_gives_the_runs_made_one_after_the_other(monkeypatch):
     for key, steps in pooled.items():
         for here, there in zip(dandi._RUNS[key], steps, strict=True):
             assert all(np.array_equal(x, y) for x, y in zip(here, there, strict=True))
+
+
+def test_a_large_run_draws_at_need_and_changes_no_number(monkeypatch):
+    large = {
+        "dim": 512,  # N·d = 2^18: BLAS on every thread
+        "width": 512,
+        "train": {"batch_size": 1536},
+        "compute": {"block_size": 512},
+        "readout": {"samples": 1024, "ridge": [0.01]},
+        "test": {"samples": 512},
+    }
+    started = []
+    start = data._BlockFill.start
+
+    def recording(self, threads):
+        started.append(threads)
+        return start(self, threads)
+
+    monkeypatch.setattr(data._BlockFill, "start", recording)
+    at_need = giantstep.run(large)
+    # The first block on every core; the next one begun with no thread ahead, then started on
+    # every core when it is needed.
+    every = data.draw_threads() - 1
+    assert started[:3] == [every, 0, every]
+    monkeypatch.setattr(experiment, "_drawing", lambda config, plan: nullcontext())
+    assert _numbers(giantstep.run(large)) == _numbers(at_need)
+    with data.prefetching(0):
+        stream = data.SampleStream(3, (0, 0), 7)
+        drawn = [b.x.copy() for b in stream.blocks(2048, 512)]
+    assert np.array_equal(np.concatenate(drawn), stream.rows(0, 2048).x)

@@ -50,7 +50,9 @@ TRAIN, RIDGE, TEST = 0, 1, 2
 #: leaves BLAS most of the cores; the caller joins in whenever it waits for a block, so a run
 #: whose arithmetic is short (small N) draws on every core. See :func:`prefetching`.
 PREFETCH_THREADS = 1
-_prefetch_threads = PREFETCH_THREADS
+#: This thread's read-ahead and prefetch settings (:func:`read_ahead`, :func:`prefetching`):
+#: per thread, so that runs in several threads of one process do not see each other's.
+_settings = threading.local()
 
 
 def draw_threads() -> int:
@@ -157,9 +159,6 @@ class _ReadAhead:
         return taken
 
 
-_read_ahead: _ReadAhead | None = None
-
-
 @contextmanager
 def read_ahead(streams: Sequence[tuple[SampleStream, int, int]]) -> Iterator[None]:
     """Within this context, each of ``streams`` — ``(stream, n_samples, block_size)`` in the
@@ -179,12 +178,12 @@ def read_ahead(streams: Sequence[tuple[SampleStream, int, int]]) -> Iterator[Non
     >>> bool((x[1] == next(b.blocks(512, 512)).x).all())
     True
     """
-    global _read_ahead
-    previous, _read_ahead = _read_ahead, _ReadAhead(streams)
+    previous = getattr(_settings, "read_ahead", None)
+    _settings.read_ahead = _ReadAhead(streams)
     try:
         yield
     finally:
-        _read_ahead = previous  # a block drawn ahead and not read is dropped with its buffers
+        _settings.read_ahead = previous  # a block drawn ahead, not read, is dropped
 
 
 @contextmanager
@@ -198,12 +197,12 @@ def prefetching(threads: int) -> Iterator[None]:
     the overlap bought nothing and drawing at need on both cores was 6 % faster
     (``d = N = 1000``, ``n = 3·10^5``). The rows are the same either way.
     """
-    global _prefetch_threads
-    previous, _prefetch_threads = _prefetch_threads, threads
+    previous = getattr(_settings, "prefetch", PREFETCH_THREADS)
+    _settings.prefetch = threads
     try:
         yield
     finally:
-        _prefetch_threads = previous
+        _settings.prefetch = previous
 
 
 def generator(seed: int, *key: int) -> np.random.Generator:
@@ -308,7 +307,7 @@ class SampleStream:
             block = Block(start=first, x=x[:rows], noise=noise[:rows], stream=self)
             return block, buffers, fill.start(threads)
 
-        ahead = _read_ahead
+        ahead = getattr(_settings, "read_ahead", None)
         drawn = ahead.take(self, n_samples, block_size) if ahead and start == 0 else None
         if drawn is not None:
             x, noise, rows, fill = drawn
@@ -318,7 +317,7 @@ class SampleStream:
             # The first block is needed at once: every core draws it.
             pending = begin(start, None, draw_threads() - 1)
         previous = None
-        ahead_threads = _prefetch_threads
+        ahead_threads = getattr(_settings, "prefetch", PREFETCH_THREADS)
         while pending is not None:
             current, buffers, fill = pending
             if ahead_threads == 0 and current.start != start:

@@ -26,6 +26,7 @@ DOCTESTED = [
     "giantstep.theory.learnable",
     "giantstep.theory.gaussian",
     "giantstep.theory.errors",
+    "giantstep.learning_curve",
     "giantstep.fulltrain",
     "giantstep.corruption",
 ]
@@ -57,6 +58,7 @@ API = [
     "giantstep.theory.errors.spiked_errors",
     "giantstep.theory.errors.predicted_features",
     "giantstep.theory.errors.trained_layer_features",
+    "giantstep.learning_curve.predict_curve",
     "giantstep.fulltrain.train_fully",
 ]
 

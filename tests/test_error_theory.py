@@ -365,6 +365,8 @@ ALL = ("random_features", "spiked", "trained_layer")
         ({"train": {"steps": 2}}, "train.steps", ONE_STEP),
         ({"target": {"expression": "z1 + z1*z2"}}, "target.expression", ONE_STEP),
         ({"data": {"distribution": "rademacher"}}, "data.distribution", ALL),
+        ({"target": {"corruption": 0.2}}, "target.corruption", ALL),
+        ({"train": {"mode": "full"}}, "train.mode", ONE_STEP),
         ({"train": {"residual": "y-f"}}, "train.residual", ("spiked",)),
     ],
 )

@@ -20,7 +20,7 @@ import pytest
 
 import giantstep
 from giantstep.config import default_config_data, validate_config
-from giantstep.data import generator
+from giantstep.data import SPIKE_DIRECTION, generator
 from giantstep.theory import errors
 
 pytestmark = pytest.mark.slow
@@ -72,7 +72,7 @@ def plain_spiked_model(config, initial, teacher, trained) -> errors.RidgeCurve:
         residual,
         config.train.batch_size,
         teacher.directions[0],
-        generator(config.seed, errors.SPIKE_DIRECTION),
+        generator(config.seed, SPIKE_DIRECTION),
         beta_amplification=False,
     )
     return errors.spiked_errors(
@@ -218,10 +218,11 @@ def test_default_config_at_full_size():
     cell = Cell(data, 4)
     label = "level 3: the built-in default, d = N = 1000"
     cell.check(label, ["trained_layer"], 3)
-    # §5 asks 3 % for spiked too, calibrated on the default 4000 test rows (seeds 0-3 give
-    # −1.6 … +0.2 % there). With 32000 rows and 10 seeds spiked is −3.5 … −2.5 ± 1.0 %:
-    # the finite-batch bulk W0(I + ημ2Ĉ) the warning names. 5 % keeps the test honest.
-    cell.check(label, ["spiked"], 5)
+    # §5 asks 3 % for spiked too. With 32000 test rows spiked runs low: −3.5 … −2.5 ± 1.0 %
+    # over 10 seeds, −3.6 … −2.1 ± 2 % over these 4 (the finite-batch bulk W0(I + ημ2Ĉ) its
+    # warning names), inside max(3 SE, 3 %) by its seed spread; the calibration's −1.1 … +0.4 %
+    # was on the default 4000 rows, whose heavy-tailed He₂ residual usually comes out low.
+    cell.check(label, ["spiked"], 3)
     cell.check(label, ["spiked", "trained_layer"], 5, kind="train")
 
 

@@ -19,6 +19,7 @@ from giantstep.config import ConfigError, load_config
 from giantstep.executors import open_executor
 from giantstep.files import write_text_atomically
 from giantstep.hermite import MAX_DEGREE as MAX_HERMITE_DEGREE
+from giantstep.render import ERROR_VARIANTS
 from giantstep.train import DivergenceError
 
 #: Exit code for bad input and diverging runs (the same as click's usage errors).
@@ -298,6 +299,83 @@ def phases(activation: str, max_degree: int, as_json: bool, allow_python: bool) 
         click.echo(json.dumps(payload))
     else:
         render.print_phases(activation, rows)
+
+
+@theory.command("errors")
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key; VALUE is a TOML literal, else a string.",
+)
+@click.option(
+    "--over",
+    metavar="KEY=START:STOP:COUNT",
+    default=None,
+    help="A curve over readout.samples or train.batch_size: COUNT integers from START to "
+    "STOP, evenly spaced in log (default: the config's sizes, one point).",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    type=click.Choice(ERROR_VARIANTS),
+    help="Only this variant, repeatable (default: all three). random_features is fast; "
+    "trained_layer, and spiked for unequal neurons (moniri), cost ~0.5 s per size and ridge "
+    "value at N = 1000.",
+)
+@click.option(
+    "--slow-points",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Solve the variants that need the N × N solver at only this many of the --over "
+    "values (evenly spaced in log); the others at every value.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the curve (test and train error) into this PNG, PDF or SVG file.",
+)
+@_allow_python
+@reports_bad_input({"over": "--over", "variants": "--variant", "out": "--out"})
+def theory_errors(
+    config_file: str | None,
+    overrides: tuple[str, ...],
+    over: str | None,
+    variants: tuple[str, ...],
+    slow_points: int | None,
+    as_json: bool,
+    out: Path | None,
+    allow_python: bool,
+) -> None:
+    """The theory's ridge errors without simulating the readout (giantstep.theory.errors).
+
+    Draws W₀ (and takes the step, for trained_layer: once for a readout.samples curve, per
+    value for a train.batch_size curve) and prints the predicted test and training errors.
+    """
+    from giantstep.learning_curve import parse_grid, predict_curve
+    from giantstep.plots import check_figure_path, plot_learning_curve
+
+    config = load_config(config_file, overrides, allow_python=allow_python)
+    key, values = parse_grid(over) if over is not None else ("readout.samples", None)
+    if out is not None:
+        check_figure_path(out)
+        _check_writable(out.parent)
+    curve = predict_curve(
+        config, key, values, variants=variants or ERROR_VARIANTS, slow_points=slow_points
+    )
+    if out is not None:
+        plot_learning_curve(curve, out)
+    if as_json:
+        click.echo(curve.model_dump_json(indent=2))
+    else:
+        render.print_learning_curve(curve)
+        if out is not None:
+            click.echo(f"figure: {out}")
 
 
 @main.command()

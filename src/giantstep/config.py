@@ -255,6 +255,10 @@ class TheoryConfig(_Section):
     #: ``κ`` of ``n = Θ(d^κ)`` for the learned-subspace prediction; ``None`` derives it as
     #: ``round(log n / log d)`` (at least 1), which misreads e.g. ``n = 16d`` at small ``d``.
     batch_exponent: Annotated[int, Field(ge=1)] | None = None
+    #: Add ``predicted_errors`` (``giantstep.theory.errors.predict_errors``: random features,
+    #: the predicted spiked layer, the trained layer) to the result. Costs one N × N
+    #: eigendecomposition, plus an N × N inverse per iteration for unequal neurons (seconds).
+    errors: bool = False
 
 
 class ExperimentConfig(_Section):

@@ -17,9 +17,17 @@ from tqdm.auto import tqdm
 from giantstep.activations import get_activation
 from giantstep.alignment import direction_alignment, update_cosine
 from giantstep.config import ConfigError, ExperimentConfig, MeasureConfig, validate_config
-from giantstep.data import RIDGE, TEST, TRAIN, block_count
+from giantstep.data import (
+    RIDGE,
+    TEST,
+    TRAIN,
+    block_count,
+    draw_threads,
+    prefetching,
+    read_ahead,
+)
 from giantstep.fulltrain import FullTrainingResult, train_fully
-from giantstep.linalg import blas_threads_for
+from giantstep.linalg import ONE_THREAD_WEIGHTS, blas_threads_for
 from giantstep.model import TwoLayerNetwork, initialize
 from giantstep.overlaps import learned_subspace, overlaps, summarize
 from giantstep.readout import feature_statistics, ridge_path
@@ -27,6 +35,7 @@ from giantstep.reduction import check_executor
 from giantstep.spectrum import SpectrumResult
 from giantstep.spectrum import measure as measure_spectrum
 from giantstep.targets import Teacher
+from giantstep.theory.errors import PredictedErrors, predict_errors
 from giantstep.theory.spikes import direction_cosine
 from giantstep.train import DivergenceError, StepPlan, check_finite, giant_steps
 
@@ -110,6 +119,12 @@ class RunResult(BaseModel):
         Peak resident memory of the process running it.
     spectrum : SpectrumResult or None
         With ``spectrum.enabled``.
+    predicted_errors : PredictedErrors or None
+        With ``theory.errors``: the theory's errors per ridge value in three variants
+        (``random_features``, ``spiked``, ``trained_layer``), each null with a reason when out
+        of scope (``giantstep.theory.errors``).
+    theory_seconds : float or None
+        Wall time of ``predicted_errors`` (part of ``seconds``).
     full_training : FullTrainingResult or None
         With ``train.mode = "full"``: the chosen weight decay, the loss curve and the trained
         network's own errors (``alignment`` then has step 0 and step 1, after training, and
@@ -132,6 +147,8 @@ class RunResult(BaseModel):
     seconds: float
     peak_memory_bytes: int
     spectrum: SpectrumResult | None = None
+    predicted_errors: PredictedErrors | None = None
+    theory_seconds: float | None = None
     full_training: FullTrainingResult | None = None
 
 
@@ -156,6 +173,11 @@ def memory_estimate(config: ExperimentConfig) -> dict[str, int]:
         # FᵀF, F_0ᵀF_0 (ridge and test sets), (F − F_ℓ)ᵀ(F − F_ℓ) for ℓ ≤ K, eigh workspace.
         "spectrum (Gram matrices)": (
             8 * n * n * (8 + config.spectrum.max_degree) if config.spectrum.enabled else 0
+        ),
+        # With theory.errors, the error theory's N × N matrices: Ω, the regularised
+        # covariance, its inverse, M⁻¹ and the products of the fluctuation system.
+        "width (the error theory's N × N matrices; theory.errors)": (
+            10 * 8 * n * n if config.theory.errors else 0
         ),
     }
 
@@ -313,6 +335,32 @@ def run(
         return _run(config, executor, progress)
 
 
+def _drawing(config: ExperimentConfig, plan: StepPlan):
+    """How the run draws its inputs beside its products (the rows are the same either way).
+
+    A large network's products use every core: each block is drawn when it is needed, on every
+    core (``data.prefetching(0)``). A small network's run on one BLAS thread (see
+    ``giantstep.linalg``), leaving a core idle: there each set's first block — the gradient
+    batches, the ridge set, the test set, in the order the run reads them — is drawn while the
+    run computes on the set before (``data.read_ahead``), unless there is no second core (a
+    sweep's worker has one of its own).
+    """
+    if config.width * config.dim >= ONE_THREAD_WEIGHTS:
+        return prefetching(0)
+    if draw_threads() < 2:
+        return nullcontext()
+    c, kind = config.compute, config.data.distribution
+    batches = [
+        (plan.stream(config.seed, t, config.dim, distribution=kind, dtype=c.dtype), plan.batch_size)
+        for t in range(config.train.steps)
+    ]
+    sets = [
+        (config.stream(RIDGE), config.readout.samples),
+        (config.stream(TEST), config.test.samples),
+    ]
+    return read_ahead([(stream, rows, c.block_size) for stream, rows in batches + sets])
+
+
 def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
     """The body of :func:`run`, for a validated config that fits in memory."""
     started = time.perf_counter()
@@ -334,7 +382,8 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
         + block_count(config.readout.samples, c.block_size)
         + block_count(config.test.samples, c.block_size)
     )
-    with tqdm(total=total_blocks, unit="block", disable=not progress, leave=False) as bar:
+    bar = tqdm(total=total_blocks, unit="block", disable=not progress, leave=False)
+    with bar, _drawing(config, plan) if executor is None and not full else nullcontext():
         predicted = None if full else predicted_subspaces(config)
 
         def measured(t: int, net: TwoLayerNetwork) -> StepAlignment:
@@ -410,6 +459,11 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
     test_errors = test_stats.mean_squared_error(coefficients)
     if not (np.isfinite(train_errors).all() and np.isfinite(test_errors).all()):
         raise DivergenceError(config.train.steps, "the readout errors")
+    predicted_errors = theory_seconds = None
+    if config.theory.errors:
+        theory_started = time.perf_counter()
+        predicted_errors = predict_errors(config, initial, teacher, network)
+        theory_seconds = time.perf_counter() - theory_started
     return RunResult(
         config=config,
         version=_version(),
@@ -423,5 +477,7 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
         seconds=time.perf_counter() - started,
         peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         spectrum=spectrum,
+        predicted_errors=predicted_errors,
+        theory_seconds=theory_seconds,
         full_training=full_training,
     )

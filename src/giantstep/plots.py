@@ -167,3 +167,82 @@ def plot_store(path: str | Path, x: str, y: str, **kwargs: Any) -> Path:
     from giantstep.store import load
 
     return plot_frame(load(path, arrays=False), x, y, **kwargs)
+
+
+#: The ratios n/d and n₀/d the error theory was tested in against simulation (§4).
+TESTED_RATIOS = (1, 32)
+#: Line styles of the error theory's variants in a learning curve.
+VARIANT_STYLES = {"random_features": "-", "spiked": "--", "trained_layer": ":"}
+
+
+def check_figure_path(out: str | Path) -> Path:
+    """``out`` as a Path; raises ConfigError unless it ends in .png, .pdf or .svg."""
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ConfigError(f"out {out}: the figure must end in .png, .pdf or .svg")
+    return out
+
+
+def plot_learning_curve(curve: Any, out: str | Path) -> Path:
+    """Draw a ``giantstep.learning_curve.LearningCurve``: test and training error against
+    ``key / dim`` (log), one colour per ridge value, one line style per variant (random
+    features solid, spiked dashed, trained layer dotted; points where a variant was solved at
+    only some values). Returns the file written (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from giantstep.learning_curve import curve_rows
+
+    out = check_figure_path(out)
+    c = curve.config
+    rows = curve_rows(curve)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained", sharex=True)
+    symbol = "n" if curve.key == "readout.samples" else "n₀"
+    for ax, kind in zip(axes, ("test", "train"), strict=True):
+        for i, ridge in enumerate(c.readout.ridge):
+            chosen = [r for r in rows if r["ridge"] == ridge]
+            for name in (v for v in VARIANT_STYLES if v in curve.variants):
+                points = [
+                    (r[curve.key] / c.dim, r[f"{name}.{kind}_error"])
+                    for r in chosen
+                    if r[f"{name}.{kind}_error"] is not None
+                ]
+                if not points:
+                    continue
+                xs, ys = zip(*points, strict=True)
+                sparse = len(points) < len(chosen)
+                ax.plot(
+                    xs,
+                    ys,
+                    VARIANT_STYLES[name],
+                    marker="o" if sparse or len(points) == 1 else None,
+                    ms=3,
+                    color=f"C{i % 10}",
+                    label=f"{name.replace('_', ' ')}, λ = {ridge:g}",
+                )
+        # THEORY-ERRORS.md §4: the sizes tested against simulation.
+        ax.axvspan(*TESTED_RATIOS, color="0.93", zorder=0, lw=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"{curve.key} / dim  ({symbol}/d; shaded: the tested range)")
+        ax.set_ylabel(f"predicted {kind} error")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize="x-small", ncol=1 + (len(c.readout.ridge) > 2))
+    fixed = (
+        f"n0 = {c.train.batch_size}"
+        if curve.key == "readout.samples"
+        else f"n = {c.readout.samples}"
+    )
+    fig.suptitle(
+        f"theory (no simulation): {c.preset}, σ = {c.activation}, σ* = {c.target.expression}, "
+        f"d = {c.dim}, N = {c.width}, {fixed}, T = {c.train.steps}, residual {c.train.residual}",
+        fontsize=9,
+    )
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=130)
+    finally:
+        plt.close(fig)
+    return out

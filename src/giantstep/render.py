@@ -20,15 +20,56 @@ def vectors(rows: list[list[float]], digits: str = ".2g") -> str:
     return " ".join("(" + ", ".join(f"{x:{digits}}" for x in r) + ")" for r in rows) or "{0}"
 
 
+#: The error theory's variants, in the order they are printed (giantstep.theory.errors).
+ERROR_VARIANTS = ("random_features", "spiked", "trained_layer")
+
+
 def errors_table(result: Any) -> Table:
-    """Train and test error of the ridge readout, one row per ridge value."""
-    table = Table(title="ridge readout (mean squared error)")
+    """Train and test error of the ridge readout per ridge value; with ``predicted_errors``,
+    a column per variant of the theory beside the measured one (rows: test, then train)."""
+    predicted = getattr(result, "predicted_errors", None)
+    if predicted is None:
+        table = Table(title="ridge readout (mean squared error)")
+        table.add_column("ridge λ", justify="right")
+        table.add_column("train error", justify="right")
+        table.add_column("test error", justify="right")
+        for e in result.errors:
+            table.add_row(f"{e.ridge:g}", f"{e.train_error:.4f}", f"{e.test_error:.4f}")
+        return table
+    shown = [name for name in ERROR_VARIANTS if getattr(predicted, name).errors is not None]
+    table = Table(title="ridge readout (mean squared error): measured and predicted")
     table.add_column("ridge λ", justify="right")
-    table.add_column("train error", justify="right")
-    table.add_column("test error", justify="right")
-    for e in result.errors:
-        table.add_row(f"{e.ridge:g}", f"{e.train_error:.4f}", f"{e.test_error:.4f}")
+    table.add_column("error")
+    table.add_column("measured", justify="right")
+    for name in shown:
+        table.add_column(name.replace("_", " "), justify="right")
+    for i, e in enumerate(result.errors):
+        for kind in ("test", "train"):
+            theory = [
+                f"{getattr(getattr(predicted, name).errors[i], f'{kind}_error'):.4f}"
+                for name in shown
+            ]
+            table.add_row(
+                f"{e.ridge:g}" if kind == "test" else "",
+                kind,
+                f"{getattr(e, f'{kind}_error'):.4f}",
+                *theory,
+                end_section=kind == "train",
+            )
     return table
+
+
+def theory_notes(predicted: Any) -> list[str]:
+    """One line per variant of the error theory that is out of scope (its reason) or flagged
+    (its warning)."""
+    lines = []
+    for name in ERROR_VARIANTS:
+        variant = getattr(predicted, name)
+        if variant.reason:
+            lines.append(f"{name}: not predicted — {variant.reason}")
+        if variant.warning:
+            lines.append(f"{name}: warning — {variant.warning}")
+    return lines
 
 
 def alignment_table(result: Any) -> Table:
@@ -94,11 +135,69 @@ def print_run(result: Any) -> None:
             "(the theory's limit for residual y after one step)"
         )
     console.print(errors_table(result))
+    if result.predicted_errors is not None:
+        console.print(
+            "predicted: random features = ridge on the initial layer W0 (no step) · spiked = "
+            "the layer the step is predicted to give · trained layer = given this run's W1",
+            highlight=False,
+        )
+        for line in theory_notes(result.predicted_errors):
+            console.print(line, markup=False, highlight=False)
     if result.spectrum is not None:
         console.print(spectrum_summary(result.spectrum))
-    console.print(
-        f"{result.seconds:.1f} s · peak memory {result.peak_memory_bytes / 2**20:.0f} MiB"
+    theory = (
+        "" if result.theory_seconds is None else f" (error theory {result.theory_seconds:.1f} s)"
     )
+    console.print(
+        f"{result.seconds:.1f} s{theory} · peak memory {result.peak_memory_bytes / 2**20:.0f} MiB"
+    )
+
+
+def _cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def print_learning_curve(curve: Any) -> None:
+    """The predicted errors of a ``LearningCurve``: one table per ridge value (a row per value
+    of the curve's key, a test and a train column per variant asked for), then each variant's
+    reasons and warnings once, and the time."""
+    from giantstep.learning_curve import curve_rows
+
+    console = Console()
+    c = curve.config
+    console.print(
+        f"[bold]giantstep theory errors[/bold] {c.preset} · σ = {c.activation} · target "
+        f"{c.target.expression} · d = {c.dim}, N = {c.width}, n0 = {c.train.batch_size}, "
+        f"n = {c.readout.samples}, T = {c.train.steps} · residual {c.train.residual}",
+        highlight=False,
+    )
+    rows = curve_rows(curve)
+    shown = [name for name in ERROR_VARIANTS if name in curve.variants]
+    symbol = "n" if curve.key == "readout.samples" else "n0"
+    for ridge in c.readout.ridge:
+        table = Table(title=f"predicted errors, ridge λ = {ridge:g}")
+        table.add_column(curve.key, justify="right")
+        table.add_column(f"{symbol}/d", justify="right")
+        for name in shown:
+            label = name.replace("_", " ")
+            table.add_column(f"{label}\ntest", justify="right")
+            table.add_column(f"{label}\ntrain", justify="right")
+        for row in rows:
+            if row["ridge"] != ridge:
+                continue
+            value = row[curve.key]
+            cells = [
+                _cell(row[f"{name}.{kind}_error"]) for name in shown for kind in ("test", "train")
+            ]
+            table.add_row(str(value), f"{value / c.dim:.3g}", *cells)
+        console.print(table)
+    notes = dict.fromkeys(
+        line for point in curve.points for line in theory_notes(point.predicted_errors)
+    )
+    for line in notes:
+        if line.split(":", 1)[0] in shown:
+            console.print(line, markup=False, highlight=False)
+    console.print(f"{len(curve.points)} values · {curve.seconds:.1f} s")
 
 
 def print_hermite(activation: str, coefficients: Any) -> None:

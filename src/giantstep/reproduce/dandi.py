@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from giantstep.executors import cores, local_processes
 from giantstep.experiment import run
 from giantstep.overlaps import LEARNED_THRESHOLD, same_subspace
 from giantstep.reproduce.report import Check, Report, save_figure
@@ -102,22 +103,63 @@ def overlap_matrix(m: np.ndarray, q: np.ndarray, normalized: bool) -> np.ndarray
 #: and the predicted subspace. The first t steps of a run do not depend on how many follow
 #: (batch t has its own samples), so a case with fewer steps reuses a longer run.
 _RUNS: dict[tuple[str, int, int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+#: Normal draws of the gradient batches below which the runs are made here, one after the
+#: other: each pool worker costs about a second and a half to start (importing giantstep),
+#: about what 10^8 draws cost (the quick sizes draw ~10^7, the default sizes 4–7·10^8).
+POOL_MIN_DRAWS = 10**8
+
+
+def _longest_config(case: Case, dim: int, seed: int) -> dict:
+    """The config of the run ``case`` needs: as many steps as any case of its target needs."""
+    steps = max(
+        c.steps for c in ALL_CASES if (c.expression, c.kappa) == (case.expression, case.kappa)
+    )
+    return config_for(Case(case.expression, case.kappa, max(steps, case.steps), (), ()), dim, seed)
+
+
+def _overlaps_per_step(config: dict) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Run ``config``: (M, Q, predicted) per step (a pool worker's job, hence module level)."""
+    result = run(config)
+    rank = len(result.alignment[0].subspace_eigenvalues)
+    return [
+        (np.array(a.m), np.array(a.q), np.array(a.predicted).reshape(-1, rank))
+        for a in result.alignment
+    ]
 
 
 def simulate(case: Case, dim: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(M, Q, predicted) after steps 0..case.steps (cached; see _RUNS)."""
     key = (case.expression, case.kappa, dim, seed)
     if len(_RUNS.get(key, [])) <= case.steps:
-        # Run as many steps as any case of this target needs, once.
-        steps = max(c.steps for c in ALL_CASES if (c.expression, c.kappa) == key[:2])
-        longest = Case(case.expression, case.kappa, max(steps, case.steps), (), ())
-        result = run(config_for(longest, dim, seed))
-        rank = len(result.alignment[0].subspace_eigenvalues)
-        _RUNS[key] = [
-            (np.array(a.m), np.array(a.q), np.array(a.predicted).reshape(-1, rank))
-            for a in result.alignment
-        ]
+        _RUNS[key] = _overlaps_per_step(_longest_config(case, dim, seed))
     return _RUNS[key][: case.steps + 1]
+
+
+def simulate_all(cases: list[Case], quick: bool, seeds: int) -> None:
+    """Make every run ``cases`` need into _RUNS, on every core.
+
+    The runs are independent and small (``N·d < 2^18``: one BLAS thread whether a run is made
+    here or in a pool worker, see ``giantstep.linalg``), so a pool of one process per core gives
+    the same numbers, bit for bit, and fills the cores a run alone leaves idle during its
+    single-threaded products.
+    """
+    todo: dict[tuple[str, int, int, int], dict] = {}
+    for case in cases:
+        for dim in case.quick_dims if quick else case.dims:
+            for seed in range(seeds):
+                key = (case.expression, case.kappa, dim, seed)
+                if len(_RUNS.get(key, [])) <= case.steps:
+                    todo[key] = _longest_config(case, dim, seed)
+    work = sum(c["dim"] * c["train"]["batch_size"] * c["train"]["steps"] for c in todo.values())
+    if cores() < 2 or work < POOL_MIN_DRAWS:  # the pool's start-up would cost more
+        return
+    # The largest runs first (a run costs about d·n = 4d² or 2d³), so that no worker is left
+    # with a large one at the end.
+    keys = sorted(todo, key=lambda k: -(k[2] ** (k[1] + 1)))
+    with local_processes() as pool:
+        results = pool.map(_overlaps_per_step, [todo[k] for k in keys])
+        for key, steps in zip(keys, results, strict=True):
+            _RUNS[key] = steps
 
 
 def measure(case: Case, quick: bool, seeds: int) -> Measured:
@@ -260,6 +302,7 @@ def reproduce(name: str, cases: list[Case], quick: bool, out: Path, title: str) 
     """Measure every case, check it against the predictor and draw the figure."""
     started = time.perf_counter()
     seeds = 2 if quick else 5
+    simulate_all(cases, quick, seeds)
     measured = [measure(case, quick, seeds) for case in cases]
     checks = [
         check

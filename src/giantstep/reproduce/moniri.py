@@ -22,13 +22,19 @@ from giantstep.reproduce.report import Check, Report, save_figure  # noqa: E402
 TARGET = "z1 + He2(z1)/2"
 SCALE = 2.0
 RIDGE = 1e-3
+#: Widest network given the error theory's line: its N × N solver (moniri's unequal a_j) costs
+#: ~8 s per variant at N = 2000 and would cost ~15 min and ~5 GB at N = 8000.
+THEORY_MAX_WIDTH = 2000
+#: How each variant of the error theory is drawn beside the measured line of the same colour.
+THEORY_STYLES = {"trained_layer": "--", "spiked": ":", "random_features": "-."}
 
 
 def _config(
     dim: int, n: int, alpha: float, *, activation: str = "relu", residual: str = "y",
-    max_degree: int = 3, top: int = 40, seed: int = 0,
+    max_degree: int = 3, top: int = 40, seed: int = 0, theory: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """``d = N = dim``, batch, ridge and test sets of ``n`` samples, ``η = 2·n^α``."""
+    """``d = N = dim``, batch, ridge and test sets of ``n`` samples, ``η = 2·n^α``; with
+    ``theory``, the predicted errors (``theory.errors``)."""
     return {
         "seed": seed,
         "dim": dim,
@@ -45,7 +51,32 @@ def _config(
         "readout": {"samples": n, "ridge": [RIDGE]},
         "test": {"samples": n},
         "spectrum": {"enabled": True, "top": top, "max_degree": max_degree},
+        "theory": {"errors": theory},
     }
+
+
+def _predicted(runs: list[RunResult], variant: str) -> float | None:
+    """The mean over runs of a variant's predicted test error (ridge 0), None if any run
+    has none (theory off, or the variant out of scope)."""
+    values = []
+    for r in runs:
+        errors = r.predicted_errors and getattr(r.predicted_errors, variant).errors
+        if not errors:
+            return None
+        values.append(errors[0].test_error)
+    return sum(values) / len(values)
+
+
+def _theory_lines(ax, xs, runs: list[list[RunResult]], colors: dict[str, str], legend=True) -> None:
+    """Each variant's mean predicted test error against xs (runs[i]: the runs at xs[i]),
+    where every run at an x has it; colors: variant → colour."""
+    for variant, color in colors.items():
+        points = [(x, _predicted(rs, variant)) for x, rs in zip(xs, runs, strict=True)]
+        points = [(x, y) for x, y in points if y is not None]
+        if points:
+            name = f"theory: {variant.replace('_', ' ')}" if legend else "_nolegend_"
+            ax.plot(*zip(*points, strict=True), THEORY_STYLES[variant], color=color, lw=1.2,
+                    label=name)  # fmt: skip
 
 
 def _bulk_top(result: RunResult) -> float:
@@ -160,11 +191,12 @@ def equivalence(quick: bool, out: Path) -> Report:
     report = Report("moniri-equivalence")
     runs = {
         n: [
-            run(_config(n // 4, n, alpha, activation="softplus", max_degree=ell, top=8, seed=k))
+            run(_config(n // 4, n, alpha, activation="softplus", max_degree=ell, top=8, seed=k,
+                        theory=n // 4 <= THEORY_MAX_WIDTH))
             for k in seeds
         ]
         for n in sizes
-    }
+    }  # fmt: skip
 
     def mean(values: list[float]) -> float:
         return sum(values) / len(values)
@@ -231,15 +263,21 @@ def _equivalence_figure(runs: dict[int, list[RunResult]], ell: int, over: str, o
     left.set_ylabel("‖·‖_op / √n")
     left.legend()
     right.plot(sizes, [mean(r.errors[0].test_error for r in rs) for rs in runs.values()], "o-",
-               label="F")  # fmt: skip
-    for k, style in ((ell, "x--"), (ell - 1, "s:"), (0, "^:")):
+               color="C0", label="F")  # fmt: skip
+    for i, (k, style) in enumerate(((ell, "x--"), (ell - 1, "s:"), (0, "^:")), start=1):
         errors = [mean(_error(r, k)[1] for r in rs) for rs in runs.values()]
-        right.plot(sizes, errors, style, label=f"F_{k}" if k else "F₀ (random features)")
+        right.plot(sizes, errors, style, color=f"C{i}",
+                   label=f"F_{k}" if k else "F₀ (random features)")  # fmt: skip
+    # The error theory: F after the step (trained layer, predicted layer), F₀ (random features).
+    colors = {"trained_layer": "C0", "spiked": "C0", "random_features": "C3"}
+    _theory_lines(right, sizes, list(runs.values()), colors)
     right.set_xscale("log")
     right.set_xlabel("n")
     right.set_ylabel(f"test error (ridge {RIDGE:g})")
-    right.legend()
-    fig.suptitle(f"softplus, σ* = {TARGET}, η = {SCALE}·n^0.3, residual y ({over})")
+    right.legend(fontsize=7)
+    widest = max(n for n in sizes if n // 4 <= THEORY_MAX_WIDTH)
+    stop = "" if widest == sizes[-1] else f"; theory up to n = {widest} (N = {widest // 4})"
+    fig.suptitle(f"softplus, σ* = {TARGET}, η = {SCALE}·n^0.3, residual y ({over}{stop})")
     return save_figure(fig, out / "moniri-equivalence.png")
 
 
@@ -250,7 +288,9 @@ def nonlinear(quick: bool, out: Path) -> Report:
     alphas = (0.0, 0.1, 0.2, 0.3)
     report = Report("moniri-nonlinear")
     grid = {
-        (dim, n): {alpha: run(_config(dim, n, alpha, max_degree=2, top=8)) for alpha in alphas}
+        (dim, n): {
+            alpha: run(_config(dim, n, alpha, max_degree=2, top=8, theory=True)) for alpha in alphas
+        }
         for dim, n in shapes
     }
     he2 = {key: [r.spectrum.projections[0][1] for r in row.values()] for key, row in grid.items()}
@@ -300,18 +340,20 @@ def nonlinear(quick: bool, out: Path) -> Report:
             "He₂ projection at α < 1/4 falls with n, the step across 1/4 grows",
             sharper,
         ))  # fmt: skip
-    report.figures.append(_nonlinear_figure(alphas, he1, he2, test, target, out))
+    report.figures.append(_nonlinear_figure(alphas, he1, he2, test, target, grid, out))
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _nonlinear_figure(alphas, he1, he2, test, target, out: Path) -> Path:
+def _nonlinear_figure(alphas, he1, he2, test, target, grid, out: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     for i, key in enumerate(he2):
         label = f"d = N = {key[0]}, n = {key[1]}"
         left.plot(alphas, he2[key], "o-", color=f"C{i}", label=f"He₂, {label}")
         left.plot(alphas, he1[key], "s--", color=f"C{i}", alpha=0.6, label=f"He₁, {label}")
         right.plot(alphas, test[key], "o-", color=f"C{i}", label=label)
+        runs = [[grid[key][alpha]] for alpha in alphas]
+        _theory_lines(right, alphas, runs, dict.fromkeys(THEORY_STYLES, f"C{i}"), legend=i == 0)
     left.axhline(target[1], color="0.5", lw=0.8, ls=":")
     left.axvline(0.25, color="0.7", lw=0.8)
     right.axvline(0.25, color="0.7", lw=0.8)

@@ -156,6 +156,23 @@ class MutatedSource:
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+def sync_data_files() -> None:
+    """Copy src/'s non-Python files (the default config, ...) to mutants/src when they changed.
+
+    mutmut copies them once, when it first makes mutants/src, and regenerates only the Python
+    files after that: a config file changed since (a new key) would fail the clean test run.
+    """
+    source = ROOT / "src"
+    for path in source.rglob("*"):
+        if path.suffix in {".py", ".pyc"} or "__pycache__" in path.parts or not path.is_file():
+            continue
+        target = MUTANTS / "src" / path.relative_to(source)
+        if target.parent.exists() and (
+            not target.exists() or target.read_bytes() != path.read_bytes()
+        ):
+            shutil.copy2(path, target)
+
+
 def run_mutmut(names: list[str]) -> int:
     """``mutmut run --max-children 1 names...`` from the root, output to LOG; its exit code."""
     executable = shutil.which("mutmut") or str(Path(sys.executable).parent / "mutmut")
@@ -165,6 +182,7 @@ def run_mutmut(names: list[str]) -> int:
     env.setdefault("MKL_NUM_THREADS", "1")
     env["NUMBA_THREADING_LAYER"] = "workqueue"
     MUTANTS.mkdir(exist_ok=True)
+    sync_data_files()
     with open(LOG, "w") as log:
         process = subprocess.run(
             [executable, "run", "--max-children", "1", *names],

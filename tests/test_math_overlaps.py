@@ -78,3 +78,13 @@ def test_learned_threshold_is_factor_over_dim_and_strict_below():
     assert sub.threshold == 0.25 and sub.dimension == 1
     np.testing.assert_array_equal(sub.learned, [[1.0, 0.0]])
     assert learned_subspace(w, directions, factor=0.5).dimension == 2
+
+
+def test_same_subspace_of_empty_lists_and_at_a_tolerance_of_one():
+    # An empty list is the empty span, on either side.
+    assert same_subspace([], np.zeros((0, 3))) and same_subspace(np.zeros((0, 3)), [])
+    assert not same_subspace([], np.eye(3)[:1])
+    # Cosines must be *above* the tolerance: identical lines have cosine exactly 1.
+    e = np.eye(3)
+    assert same_subspace(e[:1], e[:1], tolerance=0.999)
+    assert not same_subspace(e[:1], e[:1], tolerance=1.0)

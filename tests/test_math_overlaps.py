@@ -78,6 +78,8 @@ def test_learned_threshold_is_factor_over_dim_and_strict_below():
     assert sub.threshold == 0.25 and sub.dimension == 1
     np.testing.assert_array_equal(sub.learned, [[1.0, 0.0]])
     assert learned_subspace(w, directions, factor=0.5).dimension == 2
+    # Strictly above: at factor 1 the threshold 1/5 is the second eigenvalue, exactly.
+    assert learned_subspace(w, directions, factor=1.0).dimension == 1
 
 
 def test_same_subspace_of_empty_lists_and_at_a_tolerance_of_one():

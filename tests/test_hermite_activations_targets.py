@@ -133,6 +133,15 @@ def test_low_degrees_constants_integers_and_bad_arguments():
         coefficients(lambda x: np.where(x > 10, np.inf, 1.0), 2)
     with pytest.raises(ValueError, match="rank 1..4, got 5"):
         product_rule(5)
+    with pytest.raises(ValueError, match="^max_degree must be >= 0, got -2"):
+        hermite_table(-2, np.array([0.5]))
+
+
+def test_a_function_that_is_not_elementwise_is_refused():
+    """μ_k needs f's value at each node: a column of values (one per node, shape (M, 1)) is
+    not a function of the nodes to broadcast, and must not turn into an M × M table."""
+    with pytest.raises(ValueError):
+        coefficients(lambda x: x[:, None], 2)
 
 
 def test_coefficients_of_a_plain_callable():

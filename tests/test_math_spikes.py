@@ -59,6 +59,7 @@ def test_band_index_inside_bands_and_exactly_on_their_edges():
     # Rounding noise is on the edge too, at 0 where a relative tolerance sees nothing.
     assert band_index(1e-13) == (0, True) and band_index(0.25 - 1e-13) == (1, True)
     assert predicted_spikes(0.0, EVERY) == 0
+    assert predicted_spikes(0.0, EVERY[:1]) == 0  # ℓ = 0 needs no coefficient beyond μ_0
     for ell in range(1, 12):
         lower, upper = Fraction(ell - 1, 2 * ell), Fraction(ell, 2 * ell + 2)
         middle = (lower + upper) / 2

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from giantstep.alignment import direction_alignment
+from giantstep.alignment import direction_alignment, update_cosine
 from giantstep.overlaps import (
     LEARNED_THRESHOLD,
     canonical_signs,
@@ -101,3 +101,17 @@ def test_subspace_comparison():
     np.testing.assert_allclose(principal_cosines(e[:1], np.array([[1.0, 1.0, 0.0]])), [2**-0.5])
     flipped = canonical_signs(np.array([[0.1, -0.2], [-0.9, 0.05]]))
     np.testing.assert_allclose(flipped, [[-0.1, 0.2], [0.9, -0.05]])
+
+
+def test_update_cosine_of_a_rank_one_update_against_a_direction_of_any_norm():
+    """``|cos(v, β)|`` for ``update = s u vᵀ``: hand-built so that the cosine is 0.6 exactly."""
+    rng = np.random.default_rng(3)
+    basis, _ = np.linalg.qr(rng.standard_normal((9, 2)))
+    v, other = basis.T
+    u = rng.standard_normal(5)
+    direction = 3.0 * (0.6 * v + 0.8 * other)  # norm 3: the cosine must not scale with it
+    for scale in (1.0, 1e200):  # a diverging update has the same direction
+        assert update_cosine(scale * np.outer(u, v), direction) == pytest.approx(0.6, rel=1e-12)
+    assert update_cosine(np.outer(u, -v), -direction) == pytest.approx(0.6, rel=1e-12)
+    # No update has no direction: its cosine with anything is 0, not that of an arbitrary vector.
+    assert update_cosine(np.zeros((5, 9)), direction) == 0.0

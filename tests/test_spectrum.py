@@ -10,6 +10,7 @@ from giantstep import run
 from giantstep.activations import get_activation
 from giantstep.data import CHUNK_ROWS, RIDGE, TRAIN, SampleStream
 from giantstep.hermite import hermite
+from giantstep.linalg import top_singular_triplet
 from giantstep.model import initialize
 from giantstep.spectrum import (
     Probes,
@@ -119,6 +120,18 @@ def test_update_triplet_is_the_top_singular_triplet():
         assert t.value == pytest.approx(s[0], rel=1e-12)
         top = s[0] * np.outer(u[:, 0], vt[0])
         np.testing.assert_allclose(np.outer(t.left, t.right) * t.value, top, atol=1e-12)
+
+
+def test_the_top_triplet_of_a_zero_matrix_is_zero():
+    """No singular direction: value 0, and finite vectors of norm at most one whose product
+    is the zero matrix, not the 0/0 of a normalisation."""
+    for shape in ((3, 5), (5, 3)):
+        value, left, right = top_singular_triplet(np.zeros(shape))
+        assert value == 0.0
+        assert left.shape == (shape[0],) and right.shape == (shape[1],)
+        assert np.all(np.isfinite(left)) and np.all(np.isfinite(right))
+        assert np.linalg.norm(left) <= 1 + 1e-12 and np.linalg.norm(right) <= 1 + 1e-12
+        assert not np.any(np.outer(left, right))
 
 
 def test_band_rule():

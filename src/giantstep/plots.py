@@ -154,6 +154,13 @@ def plot_frame(
     ax.set_title(title or f"{y} vs {x}\nmean ± sd over {n_runs} runs per point", fontsize=10)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
+    return _write(fig, out)
+
+
+def _write(fig, out: Path) -> Path:
+    """Write ``fig`` to ``out`` atomically (a failure leaves no half-written file), close it."""
+    import matplotlib.pyplot as plt
+
     try:
         with atomic_path(out) as tmp:
             fig.savefig(tmp, dpi=130)
@@ -240,9 +247,4 @@ def plot_learning_curve(curve: Any, out: str | Path) -> Path:
         f"d = {c.dim}, N = {c.width}, {fixed}, T = {c.train.steps}, residual {c.train.residual}",
         fontsize=9,
     )
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=130)
-    finally:
-        plt.close(fig)
-    return out
+    return _write(fig, out)

@@ -24,6 +24,7 @@ from giantstep.theory.errors import (
     ErrorVariant,
     PredictedErrors,
     full_solver_variants,
+    one_step_scope,
     predict_learning_curve,
 )
 from giantstep.train import StepPlan, giant_steps
@@ -116,18 +117,6 @@ def _with(config: ExperimentConfig, key: str, value: int) -> ExperimentConfig:
     return validate_config(data, allow_python=True)  # a copy of an accepted config
 
 
-def _one_step_in_scope(config: ExperimentConfig, teacher) -> bool:
-    """Whether the one-step variants apply: one giant step, a single-index target, Gaussian
-    inputs, clean labels (the scope of :func:`giantstep.theory.errors.predict_learning_curve`)."""
-    return (
-        config.train.mode == "steps"
-        and config.train.steps == 1
-        and config.target.corruption == 0
-        and teacher.target.rank == 1
-        and config.data.distribution == "gaussian"
-    )
-
-
 def check_theory_memory(config: ExperimentConfig) -> None:
     """Raise ConfigError naming ``width`` if W₀, W₁ and the solver's N × N matrices (the
     estimate of :func:`giantstep.experiment.memory_estimate`) do not fit in memory."""
@@ -150,7 +139,7 @@ def check_theory_memory(config: ExperimentConfig) -> None:
 
 def _trained(config: ExperimentConfig, initial, teacher):
     """The network after the config's step, or None when trained_layer is out of scope anyway."""
-    if not _one_step_in_scope(config, teacher):
+    if one_step_scope(config, teacher) is not None:
         return None
     plan = StepPlan(
         config.train.batch_size,
@@ -260,7 +249,7 @@ def predict_curve(
     slow = []
     if slow_points is not None:
         slow = [v for v in full_solver_variants(config, initial, teacher) if v in variants]
-        if "trained_layer" in variants and _one_step_in_scope(config, teacher):
+        if "trained_layer" in variants and one_step_scope(config, teacher) is None:
             slow.append("trained_layer")
     skipped = PredictedErrors(
         **{

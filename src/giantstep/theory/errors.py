@@ -1099,6 +1099,13 @@ def _step_scope(config, teacher) -> str | None:
     return None
 
 
+def one_step_scope(config, teacher) -> str | None:
+    """Why the one-step variants (``spiked``, ``trained_layer``) do not apply, or None: the
+    inputs or labels are not the theory's, or the run is not one giant step on a
+    single-index target. config: ExperimentConfig; teacher: Teacher."""
+    return _input_scope(config) or _step_scope(config, teacher)
+
+
 def _residual_scope(config, initial) -> str | None:
     """Why the predicted (spiked) layer does not apply to this residual, or None."""
     if config.train.residual != "y-f":
@@ -1224,7 +1231,7 @@ def full_solver_variants(config, initial, teacher, trained=None) -> list[str]:
     config: ExperimentConfig; initial, trained: TwoLayerNetwork (trained None: no
     trained_layer); teacher: Teacher.
     """
-    if config.data.distribution != "gaussian" or _step_scope(config, teacher) is not None:
+    if one_step_scope(config, teacher) is not None:
         return []
     found = []
     sigma = initial.activation

@@ -13,6 +13,7 @@ from giantstep import run
 from giantstep.activations import get_activation
 from giantstep.config import CHUNK_ROWS
 from giantstep.data import RIDGE, TEST, TRAIN, SampleStream
+from giantstep.linalg import symmetric_eigh
 from giantstep.model import initialize
 from giantstep.readout import GramStatistics, ridge_path
 from giantstep.targets import Teacher, parse_target
@@ -144,6 +145,31 @@ def test_ridge_minimises_its_objective(rows):
     np.testing.assert_allclose(errors, np.mean((y[:, None] - features @ path) ** 2, axis=0))
     assert np.all(np.diff(np.linalg.norm(path, axis=0)) < 0)
     assert np.all(np.diff(errors) > 0)
+
+
+def test_ridge_is_finite_and_shrinks_at_a_ridge_as_small_as_rounding():
+    """FᵀF/m is PSD, so for every λ > 0 each eigen-direction shrinks by 1/(e + λ) ≤ 1/λ and
+    ‖â(λ)‖ ≤ ‖Fᵀy/m‖/λ — also when F has dependent columns and the eigensolver returns an
+    eigenvalue e rounded below 0 (≈ −1e-16; which seeds do depends on the BLAS): at λ = −e
+    that direction must not blow up."""
+    negative = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        base = rng.standard_normal((50, 3))
+        features = np.hstack([base, base @ rng.standard_normal((3, 2))])  # rank 3 of 5
+        y = base @ [1.0, -1.0, 0.5]
+        stats = GramStatistics.zeros(5)
+        stats.add(features, y)
+        lowest = symmetric_eigh(stats.gram / stats.count)[0][0]
+        if lowest >= 0:
+            continue
+        negative += 1
+        ridges = [-lowest, 2 * -lowest, 1e-8]
+        path = ridge_path(stats, ridges)
+        assert np.all(np.isfinite(path))
+        bound = np.linalg.norm(features.T @ y / 50) / np.asarray(ridges)
+        assert np.all(np.linalg.norm(path, axis=0) <= bound * (1 + 1e-12))
+    assert negative >= 3  # the case under test: eigenvalues rounded below the PSD bound
 
 
 def test_label_noise_is_sigma_times_a_standard_normal():

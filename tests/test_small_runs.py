@@ -1,15 +1,23 @@
-"""Small runs made faster without a change of numbers: read-ahead and the Dandi pool."""
+"""Small runs made faster: read-ahead and the Dandi pool (no change of numbers), labels from
+the forward product (rounding only)."""
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import nullcontext
 
 import numpy as np
 
 import giantstep
 import giantstep.experiment as experiment
-from giantstep import data
+from giantstep import data, kernels
+from giantstep.activations import get_activation
+from giantstep.data import TRAIN, SampleStream
+from giantstep.model import initialize
+from giantstep.readout import GramSum
 from giantstep.reproduce import dandi
+from giantstep.targets import Teacher
+from giantstep.train import GradientSum
 
 SMALL = {
     "preset": "dandi",
@@ -105,3 +113,48 @@ def test_a_large_run_draws_at_need_and_changes_no_number(monkeypatch):
         stream = data.SampleStream(3, (0, 0), 7)
         drawn = [b.x.copy() for b in stream.blocks(2048, 512)]
     assert np.array_equal(np.concatenate(drawn), stream.rows(0, 2048).x)
+
+
+def test_labels_from_the_forward_product_are_the_labels_of_their_own_product():
+    """A small network takes h = X W*ᵀ from the last r columns of X [W; W*]ᵀ: the gradient sum
+    and the Gram statistics are those of the separate products to rounding (the pre-activations
+    are the same bits), on a block with noise and corruption; a large network keeps two."""
+    teacher = Teacher.draw(3, "z1 + z1*z2 - He3(z3)", 120, 0.3, corruption=0.2)
+    block = next(SampleStream(3, (TRAIN, 0), 120).blocks(700, 768))
+    for name in ("relu", "tanh", "erf"):
+        network = initialize(3, 40, 120, activation=get_activation(name))
+        for residual in ("y-f", "y"):
+            fused = GradientSum.of(network, teacher, residual, np.float64)
+            assert fused.forward is not None and fused.forward.shape == (43, 120)
+            separate = dataclasses.replace(fused, forward=None)
+            got = fused.add(fused.zero(), block)
+            want = separate.add(separate.zero(), block)
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+        gram = GramSum.of(network, teacher, np.float64)
+        assert gram.weights.shape == (120, 43)
+        plain = GramSum(network.first_layer.T.copy(), network.activation, teacher, 40)
+        got, want = gram.add(gram.zero(), block), plain.add(plain.zero(), block)
+        np.testing.assert_allclose(got.gram, want.gram, rtol=1e-12)
+        np.testing.assert_allclose(got.cross, want.cross, rtol=1e-12)
+        assert got.sum_sq == want.sum_sq and got.count == want.count == 700
+    large = initialize(0, 520, 520, activation=get_activation("relu"))  # N·d ≥ 2^18
+    assert GradientSum.of(large, Teacher.draw(0, "z1", 520), "y-f", np.float64).forward is None
+    assert GramSum.of(large, Teacher.draw(0, "z1", 520), np.float64).weights.shape == (520, 520)
+
+
+def test_the_passes_give_the_same_bits_on_a_view_of_a_wider_block():
+    """The elementwise passes go row by row: on the first N columns of an (rows, N + r) array
+    they give the bits they give on a contiguous copy, and leave the other columns alone."""
+    rng = np.random.default_rng(0)
+    wide = 2 * rng.standard_normal((300, 35))
+    for name in ("relu", "tanh", "erf", "He3", "softplus"):
+        activation = get_activation(name)
+        view, copy = wide.copy(), np.ascontiguousarray(wide[:, :32])
+        value, slope = kernels.values_and_slopes(activation, view[:, :32], np.empty((300, 32)))
+        value_c, slope_c = kernels.values_and_slopes(activation, copy, np.empty((300, 32)))
+        np.testing.assert_array_equal(value, value_c)
+        np.testing.assert_array_equal(slope, slope_c)
+        np.testing.assert_array_equal(view[:, 32:], wide[:, 32:])
+        if name in ("relu", "He3"):  # the numpy path's operations: its bits
+            got = kernels.values(activation, wide.copy()[:, :32])
+            np.testing.assert_array_equal(got, activation(wide[:, :32]))

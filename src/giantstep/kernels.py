@@ -465,7 +465,14 @@ def _run_on(kernel, mode: int, x, out, r, a) -> None:
 
 
 def _ready(pre: np.ndarray) -> bool:
-    return pre.flags.c_contiguous and pre.ndim == 2 and pre.dtype in (np.float64, np.float32)
+    """A 2-d float array whose rows are contiguous (the passes go row by row): a whole block,
+    or its first N columns when the labels' h is in the last r (``GradientSum.forward``)."""
+    return (
+        pre.ndim == 2
+        and pre.dtype in (np.float64, np.float32)
+        and pre.strides[1] == pre.itemsize
+        and pre.strides[0] >= pre.shape[1] * pre.itemsize
+    )
 
 
 def values(activation, pre: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from giantstep import kernels
 from giantstep.activations import Activation
 from giantstep.data import Block, SampleStream
-from giantstep.linalg import symmetric_eigh
+from giantstep.linalg import labels_in_forward_product, symmetric_eigh
 from giantstep.model import TwoLayerNetwork
 from giantstep.reduction import reduce_blocks
 from giantstep.targets import Teacher
@@ -65,22 +65,37 @@ class GramStatistics:
 class GramSum:
     """``FᵀF``, ``Fᵀy``, ``yᵀy`` of ``F = σ(X Wᵀ)``, block by block (a :class:`StreamedSum`).
 
-    weights: (d, N) ``Wᵀ`` in the blocks' dtype.
+    weights: (d, N) ``Wᵀ`` in the blocks' dtype, or ``[W; W*]ᵀ`` (d, N + r) for a small
+    network, whose labels' ``h = X W*ᵀ`` then come out of the same product (``width`` = N;
+    ``linalg.labels_in_forward_product``).
     """
 
     name = "gram"
     weights: np.ndarray
     activation: Activation
     teacher: Teacher
+    width: int
+
+    @classmethod
+    def of(cls, network: TwoLayerNetwork, teacher: Teacher, dtype) -> GramSum:
+        """The sum of ``network``'s features on blocks of ``dtype``."""
+        weights = network.first_layer
+        if labels_in_forward_product(weights.size):
+            forward = teacher.below(weights, dtype).T
+        else:
+            forward = weights.T.astype(dtype)
+        return cls(forward, network.activation, teacher, len(weights))
 
     def zero(self) -> GramStatistics:
         """Statistics of no rows."""
-        return GramStatistics.zeros(self.weights.shape[1])
+        return GramStatistics.zeros(self.width)
 
     def add(self, total: GramStatistics, block: Block) -> GramStatistics:
         """Add the block's features and labels."""
-        _, y = self.teacher.labels(block)
-        total.add(kernels.values(self.activation, block.x @ self.weights), y)
+        both = block.x @ self.weights
+        fused = both.shape[1] > self.width
+        _, y = self.teacher.labels(block, both[:, self.width :] if fused else None)
+        total.add(kernels.values(self.activation, both[:, : self.width]), y)
         return total
 
 
@@ -128,7 +143,7 @@ def feature_statistics(
     >>> stats.gram.shape, stats.count
     ((6, 6), 500)
     """
-    summand = GramSum(network.first_layer.T.astype(stream.dtype), network.activation, teacher)
+    summand = GramSum.of(network, teacher, stream.dtype)
     return reduce_blocks(
         summand, stream, n_samples, block_size, executor=executor, progress=progress
     )

@@ -619,15 +619,19 @@ class Teacher:
             w_star = teacher_directions(generator(seed, TEACHER), target.rank, dim)
         return cls(target, w_star, noise, corruption)
 
-    def clean_labels(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
-        """(h, y) of a block before corruption: ``h = x W*ᵀ`` (rows, r), ``y = g*(h) + σ_ε ε``.
+    def clean_labels(
+        self, block: Block, h: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(h, y) of a block before corruption: ``h = x W*ᵀ`` (rows, r), ``y = g*(h) + σ_ε ε``;
+        ``h`` is computed unless given (as columns of a product the caller made anyway).
 
         Raises NonFiniteLabelsError if a label is not finite: the target overflows or divides
         by zero at some inputs, which would otherwise surface steps later as non-finite weights,
         mistaken for a diverging step. (The noise, at most MAX_NOISE times a normal draw, cannot
         push a finite label over: the gap to overflow is far wider, ~1e292.)
         """
-        h = block.x @ self.directions.T.astype(block.x.dtype)
+        if h is None:
+            h = block.x @ self.directions.T.astype(block.x.dtype)
         y = self.target(h)
         if not np.isfinite(y).all():
             raise self._non_finite(h, y)
@@ -635,13 +639,18 @@ class Teacher:
             y += self.noise * block.noise
         return h, y
 
-    def labels(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
-        """(h, y) of a block: h (rows, r) the target coordinates ``x W*ᵀ``, y (rows,) labels
-        (a fraction ``corruption`` of them replaced by decoy labels)."""
-        h, y = self.clean_labels(block)
+    def labels(self, block: Block, h: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(h, y) of a block: h (rows, r) the target coordinates ``x W*ᵀ`` (computed unless
+        given), y (rows,) labels (a fraction ``corruption`` of them replaced by decoy labels)."""
+        h, y = self.clean_labels(block, h)
         if self.corruption:
             y = corrupt(block, y, self.corruption, lambda b: self.clean_labels(b)[1])
         return h, y
+
+    def below(self, weights: np.ndarray, dtype) -> np.ndarray:
+        """``[W; W*]`` (N + r, d) in ``dtype``: weights (N, d) with the directions below, so
+        that one product ``X [W; W*]ᵀ`` gives a block's pre-activations and its ``h``."""
+        return np.vstack([weights, self.directions]).astype(dtype)
 
     def _non_finite(self, h: np.ndarray, y: np.ndarray) -> NonFiniteLabelsError:
         row = int(np.flatnonzero(~np.isfinite(y))[0])

@@ -16,6 +16,7 @@ import numpy as np
 from giantstep import kernels
 from giantstep.activations import Activation
 from giantstep.data import TRAIN, Block, SampleStream
+from giantstep.linalg import labels_in_forward_product
 from giantstep.model import TwoLayerNetwork
 from giantstep.reduction import reduce_blocks
 from giantstep.targets import Teacher
@@ -92,6 +93,8 @@ class GradientSum:
 
     weights: (N, d) and second_layer: (N,), already in the blocks' dtype; the sum is (N, d)
     float64. Each block costs two GEMMs in the blocks' dtype (``X Wᵀ`` and ``Gᵀ X``).
+    forward: ``[W; W*]`` (N + r, d) for a small network, whose labels' ``h = X W*ᵀ`` then
+    come out of the forward product (``linalg.labels_in_forward_product``); else None.
     """
 
     name = "gradient"
@@ -101,17 +104,20 @@ class GradientSum:
     activation: Activation
     teacher: Teacher
     residual: Residual = "y-f"
+    forward: np.ndarray | None = None
 
     @classmethod
     def of(cls, network: TwoLayerNetwork, teacher: Teacher, residual: Residual, dtype):
         """The sum for ``network`` on blocks of ``dtype``."""
+        weights = network.first_layer
         return cls(
-            network.first_layer.astype(dtype),
+            weights.astype(dtype),
             network.second_layer.astype(dtype),
             network.output_scale,
             network.activation,
             teacher,
             residual,
+            teacher.below(weights, dtype) if labels_in_forward_product(weights.size) else None,
         )
 
     def zero(self) -> np.ndarray:
@@ -120,9 +126,13 @@ class GradientSum:
 
     def add(self, total: np.ndarray, block: Block) -> np.ndarray:
         """Add the block's ``Gᵀ X`` (N, d) into total."""
-        _, y = self.teacher.labels(block)
-        shape = (len(block.x), self.weights.shape[0])
-        pre = np.matmul(block.x, self.weights.T, out=kernels.scratch("pre", shape, y.dtype))
+        rows, width = len(block.x), self.weights.shape[0]
+        forward = self.weights if self.forward is None else self.forward
+        both = kernels.scratch("pre", (rows, len(forward)), block.x.dtype)
+        both = np.matmul(block.x, forward.T, out=both)
+        pre = both[:, :width]  # the whole of it, unless h is in the last r columns
+        _, y = self.teacher.labels(block, None if self.forward is None else both[:, width:])
+        shape = pre.shape
         # G = σ'(X Wᵀ) ⊙ (r aᵀ) overwrites the pre-activations: no (rows × N) temporaries.
         if self.residual == "y-f":
             value = kernels.scratch("value", shape, y.dtype)

@@ -25,6 +25,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from giantstep import normals
+
 #: Rows drawn from one counter-based generator; the unit that makes results independent of
 #: how the work is cut. A block size must be a multiple of it.
 CHUNK_ROWS = 256
@@ -210,6 +212,12 @@ def generator(seed: int, *key: int) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(np.random.SeedSequence(seed, spawn_key=key)))
 
 
+def philox_key(seed: int, *key: int) -> np.ndarray:
+    """(2,) uint64: the Philox key of ``(seed, key)``, as ``Philox(SeedSequence(seed,
+    spawn_key=key))`` derives it (its counter starts at 0)."""
+    return np.random.SeedSequence(seed, spawn_key=key).generate_state(2, np.uint64)
+
+
 @dataclass(frozen=True)
 class Block:
     """Rows ``start .. start + len(x)`` of a stream.
@@ -252,17 +260,22 @@ class SampleStream:
         object.__setattr__(self, "dtype", np.dtype(self.dtype))  # accept "float32" too
 
     def _fill_chunk(self, chunk: int, x: np.ndarray, noise: np.ndarray) -> None:
-        """Write chunk ``chunk`` into ``x`` (CHUNK_ROWS, dim) and ``noise`` (CHUNK_ROWS,)."""
-        rng = generator(self.seed, DATA, *self.key, chunk)
+        """Write chunk ``chunk`` into ``x`` (CHUNK_ROWS, dim) and ``noise`` (CHUNK_ROWS,): the
+        numbers of ``generator(seed, DATA, *key, chunk)`` — its normals drawn by
+        ``giantstep.normals`` (numpy's bits, faster), its other draws by numpy."""
+        key = (self.seed, DATA, *self.key, chunk)
         if self.distribution == "rademacher":
+            rng = generator(*key)
             x[...] = rng.integers(0, 2, size=x.shape, dtype=np.int8)
             x *= 2
             x -= 1
-        else:
-            rng.standard_normal(out=x, dtype=self.dtype)
-            if self.distribution == "sphere":
-                x *= np.sqrt(self.dim, dtype=self.dtype) / np.linalg.norm(x, axis=1, keepdims=True)
-        rng.standard_normal(out=noise, dtype=self.dtype)
+            rng.standard_normal(out=noise, dtype=self.dtype)
+            return
+        state = normals.philox_state(philox_key(*key))
+        normals.fill(*state, x)
+        if self.distribution == "sphere":
+            x *= np.sqrt(self.dim, dtype=self.dtype) / np.linalg.norm(x, axis=1, keepdims=True)
+        normals.fill(*state, noise)
 
     def rows(self, start: int, stop: int, buffers: Block | None = None) -> Block:
         """Rows ``start .. stop`` (``start`` a multiple of ``CHUNK_ROWS``).

@@ -60,8 +60,11 @@ def test_the_import_graph_has_no_cycle():
 
 def test_the_leaves_import_nothing_of_giantstep():
     edges = graph()
+    # The streams draw their normals with giantstep.normals, which reads numpy's tables.
+    assert edges["giantstep.data"] == {"giantstep.normals"}
+    assert edges["giantstep.normals"] == {"giantstep._ziggurat"}
     for leaf in (
-        "giantstep.data",
+        "giantstep._ziggurat",
         "giantstep.hermite",
         "giantstep.polynomial",
         "giantstep.linalg",

@@ -1,0 +1,198 @@
+"""The target parser and the teacher against their specification: the limits of the module
+docstring (degrees, terms, expansion work) at their edges, the powers that are and are not
+defined for every Gaussian input, and what the refusals say (the offending text, the number,
+the point where a label is not finite). The expected values are worked out by hand here."""
+
+from math import comb
+
+import numpy as np
+import pytest
+
+from giantstep.data import Block
+from giantstep.targets import (
+    MAX_EXPANSION_WORK,
+    MAX_TERMS,
+    NonFiniteLabelsError,
+    Teacher,
+    parse_target,
+)
+
+
+def refusal(expression: str) -> str:
+    with pytest.raises(ValueError) as err:
+        parse_target(expression)
+    return str(err.value)
+
+
+DEGREE = "polynomial of degree {}, above the limit MAX_DEGREE = 128"
+
+
+@pytest.mark.parametrize(
+    ("expression", "written"),
+    [
+        ("z1**1234", "1234"),  # below a million: every digit
+        ("z1**999999", "999999"),
+        ("z1**1000000", "1e+06"),  # from a million on: three significant digits
+        ("z1**1e300", "1e+300"),  # not three hundred digits
+    ],
+)
+def test_a_degree_above_the_limit_is_refused_with_its_degree(expression, written):
+    """deg(z1**k) = k: the refusal names the degree, in full below 10^6 and in scientific
+    notation from 10^6 on, then the offending text and the expression."""
+    assert refusal(expression) == (
+        DEGREE.format(written) + " (its values and Gaussian moments overflow double precision): "
+        f"'{expression}' in '{expression}'"
+    )
+
+
+def test_a_refusal_shortens_the_expression_to_sixty_characters():
+    """The expression is quoted whole up to 60 characters; a longer one is cut to its first
+    57 and '...' (60 in all)."""
+    for length in (60, 61, 75):
+        text = "bad(z1) + 1" + "0" * (length - 11)
+        assert len(text) == length
+        shown = text if length <= 60 else text[:57] + "..."
+        message = refusal(text)
+        assert message.endswith(f": 'bad(z1)' in '{shown}'"), message
+        assert message.startswith("unknown function (use He1, ")
+
+
+@pytest.mark.parametrize(
+    ("expression", "why", "snippet"),
+    [
+        ("z1 + 0**z1", "a variable exponent needs a positive number as base", "0**z1"),
+        ("z1 + (-1)**z1", "a variable exponent needs a positive number as base", "(-1)**z1"),
+        ("z2 * z1**z2", "a variable exponent needs a positive number as base", "z1**z2"),
+        (
+            "1 + (z1 - 2)**1.5",
+            "a fractional power needs a base that is never negative (abs, relu, exp)",
+            "(z1 - 2)**1.5",
+        ),
+        (
+            "z1 + foo",
+            "unknown name (use z1..zr or He1, He2, He3, He4, He5, He6, He7, He8, "
+            "He9, tanh, exp, erf, relu, sign, abs)",
+            "foo",
+        ),  # fmt: skip
+        ("z1 + z1 / (2 - 2)", "division by zero", "z1 / (2 - 2)"),
+        ("z1 + (2**2000)", "not a finite real number", "2**2000"),
+    ],
+)
+def test_refusals_quote_the_offending_part(expression, why, snippet):
+    """Each refusal is 'why: <the sub-expression at fault> in <the expression>'."""
+    assert refusal(expression) == f"{why}: '{snippet}' in '{expression}'"
+
+
+def test_variable_exponents_need_a_positive_base():
+    """b**z is defined for every real z only for b > 0 (0**z is infinite for z < 0): 0 is
+    refused, a base below 1 is as good as one above it."""
+    assert "positive number as base" in refusal("0**z1")
+    for base in (0.5, 1.0, 3.0):
+        target = parse_target(f"{base}**z1")
+        h = np.array([[-2.0], [0.0], [1.5]])
+        np.testing.assert_allclose(target(h), base ** h[:, 0], rtol=1e-15)
+        assert target.degree is None and not target.is_polynomial
+
+
+@pytest.mark.parametrize("expression", ["2**tanh(z1)", "3**abs(z1 - 1)", "2**(z1 + relu(z2))"])
+def test_an_exponent_that_is_not_a_polynomial_is_evaluated(expression):
+    """A positive constant to any real power is finite: accepted, evaluated, not a
+    polynomial."""
+    target = parse_target(expression)
+    h = np.random.default_rng(0).standard_normal((20, target.rank))
+    expected = {
+        "2**tanh(z1)": lambda h: 2 ** np.tanh(h[:, 0]),
+        "3**abs(z1 - 1)": lambda h: 3 ** np.abs(h[:, 0] - 1),
+        "2**(z1 + relu(z2))": lambda h: 2 ** (h[:, 0] + np.maximum(h[:, 1], 0)),
+    }[expression](h)
+    np.testing.assert_allclose(target(h), expected, rtol=1e-14)
+    assert target.degree is None and not target.is_polynomial
+
+
+@pytest.mark.parametrize("expression", ["z1**-1", "z1**-2 + z1", "abs(z1)**0.5 * z1", "2**z1"])
+def test_powers_that_are_not_polynomials_have_no_degree(expression):
+    """z**(−k), |z|**0.5 and 2**z are not polynomials: no degree, no expansion, and a sum or
+    product with them is not one either."""
+    target = parse_target(expression)
+    assert target.degree is None and not target.is_polynomial
+    h = np.array([[0.5], [2.0]])
+    assert np.isfinite(target(h)).all()
+
+
+def test_the_zeroth_power_is_the_constant_one():
+    """p**0 = 1, a polynomial of degree 0 (so z1**0 + z1 is 1 + z1, of degree 1)."""
+    target = parse_target("z1**0")
+    assert target.is_polynomial and target.degree == 0
+    assert target.polynomial.terms == {(0,): 1.0}
+    target = parse_target("z1**0 + z1")
+    assert target.is_polynomial and target.degree == 1
+    assert target.polynomial.terms == {(0,): 1.0, (1,): 1.0}
+    assert target.second_moment() == pytest.approx(2.0, rel=1e-15)  # E[(1 + g)²] = 2
+
+
+def test_an_expansion_with_more_than_max_terms_terms_is_not_computed():
+    """(1 + z1 + z2 + z3)**k has every monomial of degree ≤ k in 3 coordinates, C(k + 3, 3)
+    of them: 816 for k = 15 (≤ MAX_TERMS: expanded), 1771 for k = 20 (evaluated numerically,
+    its degree still known)."""
+    assert comb(18, 3) <= MAX_TERMS < comb(23, 3)
+    small = parse_target("(1 + z1 + z2 + z3)**15")
+    assert small.is_polynomial and len(small.polynomial.terms) == comb(18, 3)
+    large = parse_target("(1 + z1 + z2 + z3)**20")
+    assert not large.is_polynomial and large.degree == 20
+    h = np.random.default_rng(0).uniform(-0.3, 0.3, (5, 3))
+    np.testing.assert_allclose(large(h), (1 + h.sum(axis=1)) ** 20, rtol=1e-12)
+
+
+def test_the_expansion_work_is_bounded_over_the_whole_expression():
+    """Expanding q = (1 + z1 + z2)**32 by 32 products with q's 3 terms, the i-th product with
+    (1 + z1 + z2)**i (C(i + 2, 2) terms) on the left, takes 3 · Σ_{i<32} C(i + 2, 2) =
+    3 · C(34, 3) products of two terms; 17 copies of 0·q need more than MAX_EXPANSION_WORK, so
+    their sum is left unexpanded, while 5 copies are expanded (to z1)."""
+    per_copy = 3 * comb(34, 3)
+    assert 5 * per_copy < MAX_EXPANSION_WORK < 17 * per_copy
+    few = parse_target(" + ".join(["0*(1 + z1 + z2)**32"] * 5) + " + z1")
+    assert few.is_polynomial
+    assert {k: v for k, v in few.polynomial.terms.items() if v} == {(1, 0): 1.0}
+    many = parse_target(" + ".join(["0*(1 + z1 + z2)**32"] * 17) + " + z1")
+    assert not many.is_polynomial and many.degree == 32
+    h = np.array([[0.3, -0.2], [1.1, 0.4]])
+    np.testing.assert_allclose(many(h), h[:, 0], atol=1e-12)
+
+
+def non_finite_message(expression: str, x: np.ndarray, dtype=np.float64) -> str:
+    target = parse_target(expression)
+    teacher = Teacher(target, np.eye(target.rank, x.shape[1]))
+    block = Block(0, x.astype(dtype), np.zeros(len(x), dtype))
+    with pytest.raises(NonFiniteLabelsError) as err:
+        teacher.clean_labels(block)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("rank", [1, 4, 5, 6])
+def test_non_finite_labels_are_reported_at_the_first_such_input(rank):
+    """1/relu(z1) is infinite where z1 ≤ 0: the message gives the first row where it is, by
+    its first four coordinates (then '...' when there are more), and the value there."""
+    expression = "1/relu(z1)" + "".join(f" + 0*z{k}" for k in range(2, rank + 1))
+    x = np.array([[1.0, 0.5, 0.25, 2.0, 3.0, 4.0], [-2.0, 1.5, 1.25, 3.0, 5.0, 6.0],
+                  [-1.0, 7.0, 7.0, 7.0, 7.0, 7.0]])[:, : max(rank, 2)]  # fmt: skip
+    coordinates = ["-2", "1.5", "1.25", "3", "5", "6"][: min(rank, 4)]
+    point = ", ".join(coordinates) + (", ..." if rank > 4 else "")
+    message = non_finite_message(expression, x)
+    assert message == (
+        f"target.expression: the target is not finite for some inputs (inf at h = ({point})) "
+        f"of '{expression}': the labels overflow or divide by zero there. This is the target, "
+        "not a diverging step: change the expression."
+    )
+
+
+def test_non_finite_labels_in_single_precision_name_the_dtype():
+    """In float32 the message adds that compute.dtype is the precision at fault; in float64
+    it does not."""
+    x = np.array([[20.0], [100.0]])
+    assert "compute.dtype" not in non_finite_message("exp(z1)**8", x)  # exp(800) in float64
+    message = non_finite_message("exp(z1)", x, np.float32)  # exp(100) > 3.4e38
+    assert "(inf at h = (100)) of 'exp(z1)' in float32 (compute.dtype; float64 has a far " in (
+        message
+    )
+    ending = "larger range): the labels overflow or divide by zero there. This is the target"
+    assert message.endswith(ending + ", not a diverging step: change the expression.")

@@ -76,6 +76,8 @@ def test_a_refusal_shortens_the_expression_to_sixty_characters():
         ),  # fmt: skip
         ("z1 + z1 / (2 - 2)", "division by zero", "z1 / (2 - 2)"),
         ("z1 + (2**2000)", "not a finite real number", "2**2000"),
+        ("z2 + z1 // 2", "operator not allowed (use + - * / **)", "z1 // 2"),
+        ("z2 + z1 % 2", "operator not allowed (use + - * / **)", "z1 % 2"),
     ],
 )
 def test_refusals_quote_the_offending_part(expression, why, snippet):
@@ -196,3 +198,64 @@ def test_non_finite_labels_in_single_precision_name_the_dtype():
     )
     ending = "larger range): the labels overflow or divide by zero there. This is the target"
     assert message.endswith(ending + ", not a diverging step: change the expression.")
+
+
+@pytest.mark.parametrize("expression", ["z1 / z2", "z1 / (2 + tanh(z2))", "(z1 / z2)**2"])
+def test_a_quotient_by_a_non_constant_is_not_a_polynomial(expression):
+    """p / q is a polynomial only when q is a number: otherwise no degree and no expansion."""
+    target = parse_target(expression)
+    assert target.degree is None and not target.is_polynomial
+
+
+def test_a_quotient_by_a_number_is_a_polynomial_of_the_same_degree():
+    """(z1**2 + z2) / 4 is the polynomial z1²/4 + z2/4, of degree 2."""
+    target = parse_target("(z1**2 + z2) / 4")
+    assert target.degree == 2
+    assert target.polynomial.terms == {(2, 0): 0.25, (0, 1): 0.25}
+
+
+def shown(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def test_the_node_limit_counts_every_number_name_operator_and_call():
+    """-z1 + z1 + ... (500 names, 499 sums, one sign) has 1000 nodes: accepted; z1 + ... + z1
+    with 501 names has 501 + 500 = 1001: refused, with the count."""
+    assert parse_target("-z1" + "+z1" * 499).rank == 1
+    text = "z1" + "+z1" * 500
+    assert refusal(text) == (
+        f"'{shown(text)}' has 1001 terms, operators and calls, above the limit MAX_NODES = 1000"
+    )
+
+
+@pytest.mark.parametrize("form", ["sum", "call", "sign"])
+def test_the_depth_limit_counts_nesting_levels(form):
+    """k nested sums z1+(z1+(...)) have their innermost names k + 1 levels deep, as do the
+    names inside k nested calls tanh(tanh(...)) (the function's name is a level below its
+    call) and k signs -(-(...)): k = 99 is accepted (MAX_DEPTH = 100), k = 100 refused."""
+
+    def nested(k):
+        if form == "sum":
+            return "z1+(" * (k - 1) + "z1+z1" + ")" * (k - 1)
+        if form == "call":
+            return "tanh(" * k + "z1" + ")" * k
+        return "-(" * k + "z1" + ")" * k
+
+    assert parse_target(nested(99)).rank == 1
+    text = nested(100)
+    assert refusal(text) == (
+        f"'{shown(text)}' is nested 101 levels deep, above the limit MAX_DEPTH = 100"
+    )
+
+
+@pytest.mark.parametrize("operator", ["+", "-", "*"])
+def test_the_terms_of_a_long_sum_or_product_share_one_level(operator):
+    """a + b - c ... and a * b * c ... are chains, not nesting: 400 terms (far more than
+    MAX_DEPTH) are accepted and evaluated left to right."""
+    text = operator.join(["z1"] + ["1.01" if operator == "*" else "z1"] * 399)
+    target = parse_target(text)
+    h = np.array([[1.5], [-0.5]])
+    expected = {"+": 400 * h[:, 0], "-": -398 * h[:, 0], "*": h[:, 0] * 1.01**399}[operator]
+    np.testing.assert_allclose(target(h), expected, rtol=1e-12)
+    mixed = parse_target("*".join(["z1"] + ["2"] * 199) + "+" + "+".join(["z2"] * 200))
+    np.testing.assert_allclose(mixed(np.array([[2.0**-199, 2.0]])), [401.0], rtol=1e-15)

@@ -14,6 +14,7 @@ from giantstep.targets import (
     MAX_TERMS,
     NonFiniteLabelsError,
     Teacher,
+    check_noise,
     parse_target,
 )
 
@@ -57,6 +58,12 @@ def test_a_refusal_shortens_the_expression_to_sixty_characters():
         assert message.startswith("unknown function (use He1, ")
 
 
+UNKNOWN_FUNCTION = (
+    "unknown function (use He1, He2, He3, He4, He5, He6, He7, He8, He9, tanh, exp, erf, relu, "
+    "sign, abs)"
+)
+
+
 @pytest.mark.parametrize(
     ("expression", "why", "snippet"),
     [
@@ -77,6 +84,15 @@ def test_a_refusal_shortens_the_expression_to_sixty_characters():
         ("z1 + z1 / (2 - 2)", "division by zero", "z1 / (2 - 2)"),
         ("z1 + (2**2000)", "not a finite real number", "2**2000"),
         ("z2 + z1 // 2", "operator not allowed (use + - * / **)", "z1 // 2"),
+        ("'a' + z1", "only numbers are allowed as constants", "'a'"),
+        ("True * z1", "only numbers are allowed as constants", "True"),
+        ("z1 + z1.real", "not allowed in a target expression", "z1.real"),
+        ("z1 + z1[0]", "not allowed in a target expression", "z1[0]"),
+        ("z1 + foo(z1)", UNKNOWN_FUNCTION, "foo(z1)"),
+        ("z1 + z1.real(z1)", UNKNOWN_FUNCTION, "z1.real(z1)"),
+        ("z1 + tanh(z1, z2)", "tanh takes exactly one argument", "tanh(z1, z2)"),
+        ("z1 + He2(x=z1)", "He2 takes exactly one argument", "He2(x=z1)"),
+        ("z1 + relu()", "relu takes exactly one argument", "relu()"),
         ("z2 + z1 % 2", "operator not allowed (use + - * / **)", "z1 % 2"),
     ],
 )
@@ -259,3 +275,128 @@ def test_the_terms_of_a_long_sum_or_product_share_one_level(operator):
     np.testing.assert_allclose(target(h), expected, rtol=1e-12)
     mixed = parse_target("*".join(["z1"] + ["2"] * 199) + "+" + "+".join(["z2"] * 200))
     np.testing.assert_allclose(mixed(np.array([[2.0**-199, 2.0]])), [401.0], rtol=1e-15)
+
+
+def test_an_integer_literal_beyond_double_precision_is_refused():
+    """1 followed by 400 zeros has no float: refused, its text and the expression cut to 60."""
+    number = "1" + "0" * 400
+    assert refusal("z1 + " + number) == (
+        f"not a finite real number: '{number[:57]}...' in '{('z1 + ' + number)[:57]}...'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("expression", "degree", "terms"),
+    [
+        ("z1", 1, {(1,): 1.0}),
+        ("-z1", 1, {(1,): -1.0}),
+        ("2*z1", 1, {(1,): 2.0}),
+        ("z1 + 0.5", 1, {(1,): 1.0, (0,): 0.5}),
+        ("-(z1*z2)", 2, {(1, 1): -1.0}),
+        ("z2 - z1", 1, {(0, 1): 1.0, (1, 0): -1.0}),
+        ("z1*z2 + z1", 2, {(1, 1): 1.0, (1, 0): 1.0}),
+        ("He2(z1*z2)", 4, {(2, 2): 1.0, (0, 0): -1.0}),
+        ("He3(z1 + z2)", 3, None),
+        ("He2(2)*z1 + tanh(0)", 1, {(1,): 3.0}),
+    ],
+)
+def test_degrees_and_expansions_of_polynomials(expression, degree, terms):
+    """deg(c) = 0, deg(z_k) = 1, deg(−p) = deg(p), deg(p ± q) = max, deg(pq) = sum and
+    deg(He_k(p)) = k·deg(p); the expansion is the polynomial, written out here."""
+    target = parse_target(expression)
+    assert target.degree == degree and target.is_polynomial
+    if terms is None:  # He3(a) = a³ − 3a with a = z1 + z2
+        h = np.random.default_rng(0).standard_normal((6, 2))
+        a = h.sum(axis=1)
+        np.testing.assert_allclose(target.polynomial(h), a**3 - 3 * a, rtol=1e-12)
+    else:
+        assert {k: v for k, v in target.polynomial.terms.items() if v} == terms
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["-tanh(z1)", "He2(tanh(z1))", "He3(relu(z1) + z2)", "z1 + abs(z2)", "z1*sign(z2)"],
+)
+def test_anything_of_a_function_other_than_he_k_is_not_a_polynomial(expression):
+    """tanh, relu, sign, abs of a non-constant are not polynomials, nor is anything built on
+    them (He_k of them included): no degree, no expansion, and the values are the formula's."""
+    target = parse_target(expression)
+    assert target.degree is None and not target.is_polynomial
+    h = np.array([[0.7, -1.2], [-0.4, 0.3]])[:, : target.rank]
+    z1, z2 = h[:, 0], h[:, -1]
+    expected = {
+        "-tanh(z1)": -np.tanh(z1),
+        "He2(tanh(z1))": np.tanh(z1) ** 2 - 1,
+        "He3(relu(z1) + z2)": (np.maximum(z1, 0) + z2) ** 3 - 3 * (np.maximum(z1, 0) + z2),
+        "z1 + abs(z2)": z1 + np.abs(z2),
+        "z1*sign(z2)": z1 * np.sign(z2),
+    }[expression]
+    np.testing.assert_allclose(target(h), expected, rtol=1e-14)
+
+
+def test_a_product_is_expanded_when_its_term_bound_fits_max_terms():
+    """p·q has at most terms(p)·terms(q) terms: (z1 + .. + z20)(z1 + .. + z50), with bound
+    20·50 = MAX_TERMS, is expanded (to 1000 − C(20, 2) = 810 distinct monomials); with 21
+    terms on the left (bound 1050 < C(52, 2) monomials of degree 2 in 50 coordinates) it is
+    not."""
+    left = "+".join(f"z{i}" for i in range(1, 21))
+    right = "+".join(f"z{i}" for i in range(1, 51))
+    target = parse_target(f"({left})*({right})")
+    assert 20 * 50 == MAX_TERMS and target.is_polynomial
+    assert len(target.polynomial.terms) == 1000 - comb(20, 2)
+    wider = parse_target(f"({left}+z21)*({right})")
+    assert comb(52, 2) > 21 * 50 > MAX_TERMS
+    assert not wider.is_polynomial and wider.degree == 2
+
+
+def test_he_k_is_expanded_when_its_monomials_fit_max_terms():
+    """He9(1 + z1 + .. + z4) has degree 9 in 4 coordinates, at most C(13, 4) = 715 terms:
+    expanded; in 5 coordinates C(14, 5) = 2002 > MAX_TERMS: evaluated numerically."""
+    small = parse_target("He9(1 + z1 + z2 + z3 + z4)")
+    assert comb(13, 4) <= MAX_TERMS < comb(14, 5)
+    assert small.is_polynomial and small.degree == 9
+    large = parse_target("He9(1 + z1 + z2 + z3 + z4 + z5)")
+    assert not large.is_polynomial and large.degree == 9
+    h = np.random.default_rng(0).uniform(-0.5, 0.5, (4, 5))
+    a = 1 + h.sum(axis=1)
+    he9 = a**9 - 36 * a**7 + 378 * a**5 - 1260 * a**3 + 945 * a
+    np.testing.assert_allclose(large(h), he9, rtol=1e-10)
+    np.testing.assert_allclose(small.polynomial(h[:, :4]), small(h[:, :4]), rtol=1e-10)
+
+
+def test_kinks_are_where_the_arguments_of_relu_sign_and_abs_change_sign():
+    """Rank 1: the kinks are 0 and the roots of the arguments of relu, sign and abs (not of
+    smooth functions' arguments): tanh(z1 − 0.3) has none but 0."""
+    assert parse_target("tanh(z1 - 0.3)").kinks() == (0.0,)
+    assert parse_target("exp(z1 - 0.3) + erf(z1 + 1)").kinks() == (0.0,)
+    kinks = parse_target("relu(z1 - 0.3) + abs(z1 + 1.5) + sign(2 - z1)").kinks()
+    np.testing.assert_allclose(kinks, [-1.5, 0.0, 0.3, 2.0], atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("noise", "why"),
+    [
+        (True, "the label noise is a number, got bool"),
+        ("0.1", "the label noise is a number, got str"),
+        (None, "the label noise is a number, got NoneType"),
+        (-1, "the label noise is a standard deviation >= 0, got -1"),
+        (-1e-300, "the label noise is a standard deviation >= 0, got -1e-300"),
+        (float("nan"), "the label noise is a standard deviation >= 0, got nan"),
+        (float("inf"), "the label noise is a standard deviation >= 0, got inf"),
+        (
+            1e6 * (1 + 2**-52),
+            "the label noise 1e+06 is above the limit MAX_NOISE = 1e+06 (labels are O(1); "
+            "larger noise overflows their squares)",
+        ),
+    ],
+)
+def test_label_noise_outside_zero_to_max_noise_is_refused(noise, why):
+    with pytest.raises(ValueError) as err:
+        check_noise(noise)
+    assert str(err.value) == why
+
+
+@pytest.mark.parametrize("noise", [0, 0.0, 1, 0.25, 1e6, np.float32(0.5), np.int64(3), -0.0])
+def test_label_noise_in_zero_to_max_noise_is_accepted(noise):
+    value = check_noise(noise)
+    assert type(value) is float and value == float(noise)

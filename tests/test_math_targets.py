@@ -3,16 +3,19 @@ docstring (degrees, terms, expansion work) at their edges, the powers that are a
 defined for every Gaussian input, and what the refusals say (the offending text, the number,
 the point where a label is not finite). The expected values are worked out by hand here."""
 
+import warnings
 from math import comb
 
 import numpy as np
 import pytest
 
-from giantstep.data import Block
+from giantstep.data import TEACHER, Block, generator
+from giantstep.errors import ConfigError
 from giantstep.targets import (
     MAX_EXPANSION_WORK,
     MAX_TERMS,
     NonFiniteLabelsError,
+    TargetMomentError,
     Teacher,
     check_noise,
     parse_target,
@@ -400,3 +403,109 @@ def test_label_noise_outside_zero_to_max_noise_is_refused(noise, why):
 def test_label_noise_in_zero_to_max_noise_is_accepted(noise):
     value = check_noise(noise)
     assert type(value) is float and value == float(noise)
+
+
+def test_labels_keep_the_inputs_precision_and_overflow_silently():
+    """g*(h) has h's dtype whatever the functions (He_k, erf, relu, powers); a label that
+    overflows is inf without a warning (the teacher reports it, naming the target)."""
+    target = parse_target("He3(z1) + erf(z1) + relu(z1) + z1**2/3 + abs(z1)**0.5")
+    h = np.linspace(-2, 2, 9, dtype=np.float32)[:, None]
+    assert target(h).dtype == np.float32 and target.values(h).dtype == np.float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert target(h.astype(np.float64)).dtype == np.float64
+        assert np.isinf(parse_target("exp(z1)**8")(np.array([[1000.0]]))).all()
+
+
+def test_values_in_slices_are_the_values_at_once():
+    """Target.values evaluates _EVALUATION_ROWS = 2^16 rows at a time: the same numbers, in
+    the same dtype, as one call on all the rows (here 2·2^16 + 7 of them)."""
+    rng = np.random.default_rng(5)
+    for dtype in (np.float64, np.float32):
+        h = rng.standard_normal((2 * 2**16 + 7, 2)).astype(dtype)
+        target = parse_target("z1 + tanh(z2) * z1")
+        values = target.values(h)
+        assert values.dtype == dtype and values.shape == (len(h),)
+        np.testing.assert_array_equal(values, target(h))
+
+
+def test_kinks_of_targets_of_rank_two_or_more_are_the_coordinate_hyperplanes():
+    """For rank ≥ 2 the quadrature splits at z_i = 0 only: kinks() is (0,), whatever the
+    arguments of relu/sign/abs; rank 1 finds a root off the search grid to 1e-15."""
+    assert parse_target("relu(z1 - 0.3) * z2").kinks() == (0.0,)
+    assert parse_target("z1 + z2").kinks() == (0.0,)
+    kinks = parse_target("relu(z1 - 1/3)").kinks()
+    assert len(kinks) == 2 and kinks[0] == 0.0
+    assert kinks[1] == pytest.approx(1 / 3, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("moment", "what"), [("second_moment", "E[y²]"), ("linear_coefficients", "E[g*(h) z1]")]
+)
+def test_moments_that_are_not_finite_are_refused_by_name(moment, what):
+    """E[exp(exp(g))²] and E[exp(exp(g)) g] overflow: a TargetMomentError names the moment,
+    the expression and the value."""
+    with pytest.raises(TargetMomentError) as err:
+        getattr(parse_target("exp(exp(z1))"), moment)()
+    assert str(err.value) == (
+        f"target.expression: {what} of 'exp(exp(z1))' is not finite (inf): the target "
+        "overflows double precision for typical Gaussian inputs"
+    )
+
+
+def test_teacher_defaults_are_noiseless_uncorrupted_haar_directions():
+    """Teacher.draw(seed, g, d): no noise, no corruption, W* the Q of the QR of the seed's
+    teacher generator's d × r Gaussian matrix with diag(R) made positive (Haar)."""
+    teacher = Teacher.draw(7, "z1*z2", 9)
+    assert teacher.noise == 0.0 and teacher.corruption == 0.0
+    q, r = np.linalg.qr(generator(7, TEACHER).standard_normal((9, 2)))
+    np.testing.assert_array_equal(teacher.directions, (q * np.sign(np.diag(r))).T)
+    # R = W* G (Q W* = I on the draw G): its diagonal is positive.
+    g = generator(7, TEACHER).standard_normal((9, 2))
+    assert (np.diag(teacher.directions @ g) > 0).all()
+    axes = Teacher.draw(7, "z1*z2", 9, directions="coordinates", noise=0.5, corruption=0.25)
+    np.testing.assert_array_equal(axes.directions, np.eye(2, 9))
+    assert axes.noise == 0.5 and axes.corruption == 0.25
+
+
+@pytest.mark.parametrize(
+    ("keywords", "why"),
+    [
+        ({"directions": "haar"}, "directions: unknown 'haar'; one of random, coordinates"),
+        ({"corruption": -1e-12}, "corruption: a fraction in [0, 1] (got -1e-12)"),
+        ({"corruption": 1 + 1e-12}, "corruption: a fraction in [0, 1] (got 1.000000000001)"),
+    ],
+)
+def test_teacher_refuses_unknown_directions_and_corruption_outside_zero_to_one(keywords, why):
+    with pytest.raises(ValueError) as err:
+        Teacher.draw(0, "z1", 4, **keywords)
+    assert str(err.value) == why
+
+
+@pytest.mark.parametrize("corruption", [0.0, 1.0])
+def test_teacher_accepts_corruption_zero_and_one(corruption):
+    assert Teacher.draw(0, "z1", 4, corruption=corruption).corruption == corruption
+
+
+def test_teacher_refuses_bad_noise_naming_the_key():
+    with pytest.raises(ConfigError) as err:
+        Teacher.draw(0, "z1", 4, noise=-1.0)
+    assert str(err.value) == "target.noise: the label noise is a standard deviation >= 0, got -1.0"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_clean_labels_are_the_target_plus_noise_times_the_blocks_normals(dtype):
+    """y = g*(x W*ᵀ) + σ_ε ε with ε the block's own standard normals, in the block's dtype."""
+    teacher = Teacher.draw(3, "z1 + z1*z2", 6, noise=0.3)
+    rng = np.random.default_rng(0)
+    block = Block(
+        0, rng.standard_normal((40, 6)).astype(dtype), rng.standard_normal(40).astype(dtype)
+    )
+    h, y = teacher.clean_labels(block)
+    assert h.dtype == dtype and y.dtype == dtype
+    x = block.x.astype(np.float64)
+    z = x @ teacher.directions.T
+    expected = z[:, 0] + z[:, 0] * z[:, 1] + 0.3 * block.noise.astype(np.float64)
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(h, z, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(y, expected, rtol=tolerance, atol=tolerance)

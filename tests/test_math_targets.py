@@ -460,7 +460,7 @@ def test_teacher_defaults_are_noiseless_uncorrupted_haar_directions():
     assert teacher.noise == 0.0 and teacher.corruption == 0.0
     q, r = np.linalg.qr(generator(7, TEACHER).standard_normal((9, 2)))
     np.testing.assert_array_equal(teacher.directions, (q * np.sign(np.diag(r))).T)
-    # R = W* G (Q W* = I on the draw G): its diagonal is positive.
+    # G = QR and W* = (Q S)ᵀ with S = sign(diag R): W* G = S R has a positive diagonal.
     g = generator(7, TEACHER).standard_normal((9, 2))
     assert (np.diag(teacher.directions @ g) > 0).all()
     axes = Teacher.draw(7, "z1*z2", 9, directions="coordinates", noise=0.5, corruption=0.25)

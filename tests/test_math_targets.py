@@ -509,3 +509,13 @@ def test_clean_labels_are_the_target_plus_noise_times_the_blocks_normals(dtype):
     tolerance = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(h, z, rtol=tolerance, atol=tolerance)
     np.testing.assert_allclose(y, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_the_expectation_of_an_overflowing_target_is_inf_or_nan_without_a_warning():
+    """exp(exp(g)) overflows for g > ~6.5 and exp(exp(g)) − exp(exp(−g)) is +inf on one side
+    and −inf on the other: E is inf and nan, silently (second_moment names it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert parse_target("exp(exp(z1))").expectation() == np.inf
+        assert np.isnan(parse_target("exp(exp(z1)) - exp(exp(-z1))").expectation())
+        assert np.isnan(parse_target("z1").expectation(lambda h: np.exp(np.exp(np.abs(h[:, 0])))))

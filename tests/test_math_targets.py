@@ -519,3 +519,11 @@ def test_the_expectation_of_an_overflowing_target_is_inf_or_nan_without_a_warnin
         assert parse_target("exp(exp(z1))").expectation() == np.inf
         assert np.isnan(parse_target("exp(exp(z1)) - exp(exp(-z1))").expectation())
         assert np.isnan(parse_target("z1").expectation(lambda h: np.exp(np.exp(np.abs(h[:, 0])))))
+
+
+def test_every_root_of_an_argument_is_a_kink():
+    """relu(z1² − 1) has kinks at ±1 and sign((z1 − 1/2)(z1 + 2)(z1 − 3)) at −2, 1/2 and 3:
+    every sign change on ±RANGE is found, not one per argument."""
+    np.testing.assert_allclose(parse_target("relu(z1**2 - 1)").kinks(), [-1, 0, 1], atol=1e-14)
+    kinks = parse_target("sign((z1 - 0.5)*(z1 + 2)*(z1 - 3))").kinks()
+    np.testing.assert_allclose(kinks, [-2, 0, 0.5, 3], atol=1e-14)

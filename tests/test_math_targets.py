@@ -527,3 +527,14 @@ def test_every_root_of_an_argument_is_a_kink():
     np.testing.assert_allclose(parse_target("relu(z1**2 - 1)").kinks(), [-1, 0, 1], atol=1e-14)
     kinks = parse_target("sign((z1 - 0.5)*(z1 + 2)*(z1 - 3))").kinks()
     np.testing.assert_allclose(kinks, [-2, 0, 0.5, 3], atol=1e-14)
+
+
+def test_the_degree_limit_includes_max_degree():
+    """deg = MAX_DEGREE = 128 is accepted (z1**128, He8(z1)**16, (z1 z2)**64), 129 refused;
+    a degree bound is only for polynomials (tanh(z1)**200 has none)."""
+    assert parse_target("z1**128").degree == 128
+    assert parse_target("He8(z1)**16").degree == 128
+    assert parse_target("(z1*z2)**64").degree == 128
+    assert refusal("z1**129").startswith(DEGREE.format(129))
+    assert refusal("He9(z1)**15").startswith(DEGREE.format(135))
+    assert parse_target("tanh(z1)**200").degree is None

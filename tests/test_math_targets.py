@@ -13,6 +13,7 @@ from giantstep.data import TEACHER, Block, generator
 from giantstep.errors import ConfigError
 from giantstep.targets import (
     MAX_EXPANSION_WORK,
+    MAX_POLYNOMIAL_POWER,
     MAX_TERMS,
     NonFiniteLabelsError,
     TargetMomentError,
@@ -538,3 +539,18 @@ def test_the_degree_limit_includes_max_degree():
     assert refusal("z1**129").startswith(DEGREE.format(129))
     assert refusal("He9(z1)**15").startswith(DEGREE.format(135))
     assert parse_target("tanh(z1)**200").degree is None
+
+
+def test_powers_above_max_polynomial_power_are_evaluated_numerically():
+    """p**k is expanded up to k = MAX_POLYNOMIAL_POWER = 32: z1**32 is the monomial, z1**33
+    and z1**100 keep their degree but are evaluated numerically; a power of a polynomial
+    that was not expanded is not expanded either."""
+    assert MAX_POLYNOMIAL_POWER == 32
+    assert parse_target("z1**32").polynomial.terms == {(32,): 1.0}
+    for k in (33, 100):
+        target = parse_target(f"z1**{k}")
+        assert target.degree == k and not target.is_polynomial
+        np.testing.assert_allclose(target(np.array([[1.01]])), [1.01**k], rtol=1e-14)
+    nested = parse_target("((1 + z1 + z2 + z3)**20)**2")
+    assert nested.degree == 40 and not nested.is_polynomial
+    np.testing.assert_allclose(nested(np.array([[0.01, 0.02, -0.04]])), [0.99**40], rtol=1e-12)

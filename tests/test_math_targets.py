@@ -554,3 +554,16 @@ def test_powers_above_max_polynomial_power_are_evaluated_numerically():
     nested = parse_target("((1 + z1 + z2 + z3)**20)**2")
     assert nested.degree == 40 and not nested.is_polynomial
     np.testing.assert_allclose(nested(np.array([[0.01, 0.02, -0.04]])), [0.99**40], rtol=1e-12)
+
+
+def test_kinks_are_found_to_rounding_and_silently():
+    """A steep argument, tanh(50(z1 − 1/3)) + 1/2, has its root 1/3 − artanh(1/2)/50 found to
+    rounding (a loose tolerance is off by ~1e-13); an argument that divides by zero on the
+    search grid, 1/relu(z1 − 5) − 2 (infinite for z1 ≤ 5), warns nothing and its root 5.5 is
+    found, beside its inner kink at 5."""
+    kinks = parse_target("relu(tanh(50*(z1 - 1/3)) + 0.5)").kinks()
+    assert kinks[0] == 0.0 and kinks[1] == pytest.approx(1 / 3 - np.arctanh(0.5) / 50, abs=2e-15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kinks = parse_target("relu(1/relu(z1 - 5) - 2)").kinks()
+    np.testing.assert_allclose(kinks, [0.0, 5.0, 5.5], atol=1e-14)

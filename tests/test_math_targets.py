@@ -567,3 +567,10 @@ def test_kinks_are_found_to_rounding_and_silently():
         warnings.simplefilter("error")
         kinks = parse_target("relu(1/relu(z1 - 5) - 2)").kinks()
     np.testing.assert_allclose(kinks, [0.0, 5.0, 5.5], atol=1e-14)
+
+
+def test_kinks_closer_than_two_grid_steps_are_both_found():
+    """(z1 − 0.3004)(z1 − 0.3017) changes sign twice within 0.0013 (the search grid's step is
+    0.001): both roots are kinks."""
+    kinks = parse_target("relu((z1 - 0.3004)*(z1 - 0.3017))").kinks()
+    np.testing.assert_allclose(kinks, [0.0, 0.3004, 0.3017], atol=1e-14)

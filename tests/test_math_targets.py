@@ -574,3 +574,16 @@ def test_kinks_closer_than_two_grid_steps_are_both_found():
     0.001): both roots are kinks."""
     kinks = parse_target("relu((z1 - 0.3004)*(z1 - 0.3017))").kinks()
     np.testing.assert_allclose(kinks, [0.0, 0.3004, 0.3017], atol=1e-14)
+
+
+def test_constants_that_underflow_are_zero_and_those_that_overflow_are_refused():
+    """exp(−1000) is a finite number that rounds to 0: z1·exp(−1000) is the target 0·z1, not
+    a refusal; exp(1000) overflows, and tanh(exp(1000)) is refused for it even though tanh of
+    the overflow would be 1."""
+    target = parse_target("z1*exp(-1000) + z2")
+    assert target.is_polynomial
+    assert {k: v for k, v in target.polynomial.terms.items() if v} == {(0, 1): 1.0}
+    np.testing.assert_array_equal(target(np.array([[3.0, 2.0]])), [2.0])
+    assert parse_target("erf(-30) * z1").polynomial.terms == {(1,): -1.0}
+    for text, part in [("tanh(exp(1000)) * z1", "exp(1000)"), ("z1 + 1/exp(1000)", "exp(1000)")]:
+        assert refusal(text) == f"not a finite real number: '{part}' in '{text}'"

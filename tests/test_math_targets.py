@@ -62,6 +62,10 @@ def test_a_refusal_shortens_the_expression_to_sixty_characters():
         assert message.startswith("unknown function (use He1, ")
 
 
+UNKNOWN_NAME = (
+    "unknown name (use z1..zr or He1, He2, He3, He4, He5, He6, He7, He8, He9, tanh, exp, erf, "
+    "relu, sign, abs)"
+)
 UNKNOWN_FUNCTION = (
     "unknown function (use He1, He2, He3, He4, He5, He6, He7, He8, He9, tanh, exp, erf, relu, "
     "sign, abs)"
@@ -93,6 +97,10 @@ UNKNOWN_FUNCTION = (
         ("z1 + z1.real", "not allowed in a target expression", "z1.real"),
         ("z1 + z1[0]", "not allowed in a target expression", "z1[0]"),
         ("z1 + foo(z1)", UNKNOWN_FUNCTION, "foo(z1)"),
+        ("z1 + x1", UNKNOWN_NAME, "x1"),
+        ("z1 + Z2", UNKNOWN_NAME, "Z2"),
+        ("z1 + z", UNKNOWN_NAME, "z"),
+        ("z1 + z1a", UNKNOWN_NAME, "z1a"),
         ("z1 + z1.real(z1)", UNKNOWN_FUNCTION, "z1.real(z1)"),
         ("z1 + tanh(z1, z2)", "tanh takes exactly one argument", "tanh(z1, z2)"),
         ("z1 + He2(x=z1)", "He2 takes exactly one argument", "He2(x=z1)"),

@@ -595,3 +595,31 @@ def test_constants_that_underflow_are_zero_and_those_that_overflow_are_refused()
     assert parse_target("erf(-30) * z1").polynomial.terms == {(1,): -1.0}
     for text, part in [("tanh(exp(1000)) * z1", "exp(1000)"), ("z1 + 1/exp(1000)", "exp(1000)")]:
         assert refusal(text) == f"not a finite real number: '{part}' in '{text}'"
+
+
+def test_a_sum_is_expanded_only_when_its_terms_fit_max_terms():
+    """(z1 + .. + z20)(z21 + .. + z70) has 20·50 = 1000 distinct terms (disjoint variables):
+    expanded; adding z71 makes 1001 > MAX_TERMS: evaluated numerically."""
+    left = "+".join(f"z{i}" for i in range(1, 21))
+    right = "+".join(f"z{i}" for i in range(21, 71))
+    product = parse_target(f"({left})*({right})")
+    assert product.is_polynomial and len(product.polynomial.terms) == MAX_TERMS
+    assert not parse_target(f"({left})*({right}) + z71").is_polynomial
+
+
+def test_the_expansion_work_is_weighted_by_the_rank():
+    """At rank r a product of two terms costs 1 + r // 8 (9 at rank 71). 0·(z1 + z2)**9 costs
+    2·(2^9 − 1) products for the power (bound min(2^i, ..) on the left's terms) and 10 for
+    the 0·: 1032·9 = 9288 each; 32 copies fit MAX_EXPANSION_WORK, 33 do not."""
+    per_copy = (2 * (2**9 - 1) + 10) * (1 + 71 // 8)
+    assert 32 * per_copy <= MAX_EXPANSION_WORK < 33 * per_copy
+    for copies, expanded in ((32, True), (33, False)):
+        target = parse_target(" + ".join(["0*(z1+z2)**9"] * copies) + " + z71")
+        assert target.is_polynomial is expanded and target.rank == 71
+
+
+def test_a_product_above_max_degree_is_refused_quoting_it():
+    assert refusal("z2 + z1**100 * z1**29") == (
+        DEGREE.format(129) + " (its values and Gaussian moments overflow double precision): "
+        "'z1**100 * z1**29' in 'z2 + z1**100 * z1**29'"
+    )

@@ -623,3 +623,31 @@ def test_a_product_above_max_degree_is_refused_quoting_it():
         DEGREE.format(129) + " (its values and Gaussian moments overflow double precision): "
         "'z1**100 * z1**29' in 'z2 + z1**100 * z1**29'"
     )
+
+
+def test_the_work_of_he_k_is_priced_by_its_recurrence():
+    """He5(p) takes 5 products by p (2 terms), the j-th with He_j(p), of at most 3^j terms, on
+    the left: 2·(1 + 3 + 9 + 27 + 81) = 242 products, 13 each at rank 100 (0· costs none:
+    0 has no terms); 95 copies fit MAX_EXPANSION_WORK, 96 do not."""
+    per_copy = 2 * sum(3**j for j in range(5)) * (1 + 100 // 8)
+    assert 95 * per_copy <= MAX_EXPANSION_WORK < 96 * per_copy
+    for copies, expanded in ((95, True), (96, False)):
+        target = parse_target(" + ".join(["0*He5(z1+z2)"] * copies) + " + z100")
+        assert target.is_polynomial is expanded
+
+
+@pytest.mark.parametrize(
+    ("text", "snippet"), [("z1 + erf(1e308*10)", "1e308*10"), ("z1 + 1e308*10", "1e308*10")]
+)
+def test_a_constant_chain_is_folded_and_refused_when_it_overflows(text, snippet):
+    """1e308·10 is not a double: refused where it is written, even inside a function whose
+    value at the overflow would be finite; a finite constant chain folds to its value."""
+    assert refusal(text) == f"not a finite real number: '{snippet}' in '{text}'"
+    assert parse_target("(2 + 3) * z1 - 2*3").polynomial.terms == {(1,): 5.0, (0,): -6.0}
+
+
+def test_a_he_k_above_max_degree_is_refused_quoting_it():
+    assert refusal("z1 + He9(z1**15)") == (
+        DEGREE.format(135) + " (its values and Gaussian moments overflow double precision): "
+        "'He9(z1**15)' in 'z1 + He9(z1**15)'"
+    )

@@ -20,8 +20,9 @@ the fingerprint no longer matches and the line no longer counts.
 
 It prints, per module and overall: mutants, killed, timeouts, survived (survivors, mutants no
 selected test reaches, and any other result that is not a failure), listed equivalent, and the
-score ``detected / (all − equivalent)`` with detected = killed + timeouts. It exits 1 if a
-survivor is not listed as equivalent, or if the score is below 90 %.
+score ``detected / (all − equivalent)`` with detected = killed + timeouts, over the mutants that
+have a result: those an interrupted run has not reached are counted apart, as not run yet. It
+exits 1 if a survivor is not listed as equivalent, or if the score is below 90 %.
 
 ``--rerun all`` (the default) tests every mutant of the chosen modules again; ``undetected``
 only those that survived last time (to check new tests); ``untested`` those without a result
@@ -81,6 +82,8 @@ class Tally:
     timeout: list[str] = field(default_factory=list)
     survived: list[str] = field(default_factory=list)
     equivalent: list[str] = field(default_factory=list)
+    # Mutants without a result yet (an interrupted run): in no count and not in the score.
+    untested: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -92,7 +95,7 @@ class Tally:
         return (len(self.killed) + len(self.timeout)) / judged if judged else 1.0
 
     def add(self, other: Tally) -> None:
-        for name in ("killed", "timeout", "survived", "equivalent"):
+        for name in ("killed", "timeout", "survived", "equivalent", "untested"):
             getattr(self, name).extend(getattr(other, name))
 
 
@@ -202,7 +205,9 @@ def classify(
     codes = {name: code for name, code in results(path).items() if name.startswith(module + ".")}
     source = MutatedSource(path) if codes else None
     for name, code in sorted(codes.items()):
-        if code in KILLED:
+        if code is None:
+            tally.untested.append(name)
+        elif code in KILLED:
             tally.killed.append(name)
         elif code in TIMEOUT:
             tally.timeout.append(name)
@@ -296,11 +301,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{module:34} {tally.total:7d} {len(tally.killed):7d} {len(tally.timeout):7d} "
             f"{len(tally.survived):8d} {len(tally.equivalent):6d} {tally.score:7.1%}"
         )
+        if tally.untested:
+            print(f"  ({len(tally.untested)} of its mutants not run yet)")
         if args.show_undetected and tally.survived:
             source = MutatedSource(modules[module])
             codes = results(modules[module])
             for name in tally.survived:
-                status = {None: "  (not tested)", 0: ""}.get(codes[name], f"  (exit {codes[name]})")
+                status = {0: ""}.get(codes[name], f"  (exit {codes[name]})")
                 status = "  (no test reaches it)" if codes[name] in NO_TESTS else status
                 print(f"  {name}  {source.fingerprint(name)}{status}")
                 for line in source.diff(name):
@@ -309,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{'overall':34} {overall.total:7d} {len(overall.killed):7d} {len(overall.timeout):7d} "
         f"{len(overall.survived):8d} {len(overall.equivalent):6d} {overall.score:7.1%}"
     )
+    if overall.untested:
+        print(
+            f"{len(overall.untested)} mutant(s) not run yet, in no count above "
+            "(--rerun untested runs them)"
+        )
     if args.rerun != "none":
         print(f"wall time {elapsed / 60:.1f} min")
     for problem in problems:

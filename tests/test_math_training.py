@@ -3,6 +3,8 @@
 ``W_{t+1} = W_t − η ∇L_t`` on the batches they claim, and the presets are the distributions
 SCIENCE.md §1 names. The references are in dense.py and share no code with giantstep."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,15 @@ from giantstep.config import CHUNK_ROWS
 from giantstep.data import TRAIN, SampleStream
 from giantstep.model import initialize
 from giantstep.targets import Teacher
-from giantstep.train import StepPlan, giant_steps, gradient
+from giantstep.train import (
+    DivergenceError,
+    GradientSum,
+    NonFiniteActivationError,
+    StepPlan,
+    check_finite,
+    giant_steps,
+    gradient,
+)
 
 DIM, WIDTH, ROWS, NOISE = 24, 17, 700, 0.3
 EXPRESSION = "z1 + z1*z2"
@@ -183,3 +193,113 @@ def test_activations_used_as_references_are_the_named_ones():
         act = get_activation(name)
         np.testing.assert_allclose(act(z), sigma(z), rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(act.derivative(z[z != 0]), slope(z[z != 0]), rtol=1e-10)
+
+
+def test_a_diverging_step_is_named_without_floating_point_warnings():
+    """Labels 1000·z1 give gradient entries above 1, so W − η∇L overflows for η = 1e308:
+    DivergenceError at step 1 naming the weights; the overflow itself warns nothing (it is
+    reported, with its step, by the error)."""
+    network, _, *_ = setup("tanh", "moniri")
+    teacher = Teacher.draw(3, "1000*z1", DIM)
+    plan = StepPlan(512, CHUNK_ROWS)
+    grad = gradient(network, teacher, plan.stream(0, 0, DIM), n_samples=512, block_size=256)
+    assert np.abs(grad).max() > 1.8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DivergenceError) as err:
+            list(giant_steps(network, teacher, plan, steps=3, step_size=1e308, seed=0))
+    assert err.value.step == 1 and not isinstance(err.value, NonFiniteActivationError)
+    assert str(err.value) == (
+        "the run diverged at step 1: the first-layer weights are not finite "
+        "(lower train.step_size.scale or its exponents)"
+    )
+
+
+def test_a_gradient_that_overflows_after_a_huge_step_is_a_divergence_at_that_step():
+    """σ(z) = z + z³: a first step to |w| ~ 1e150 leaves finite weights, whose gradient at
+    step 2 overflows (z³ ~ 1e450): DivergenceError at step 2 naming the gradient, since the
+    weights are far above MODERATE_WEIGHT."""
+    network = initialize(3, WIDTH, DIM, activation=get_activation("poly(0, 1, 0, 1)"))
+    teacher = Teacher.draw(3, "z1", DIM)
+    plan = StepPlan(512, CHUNK_ROWS)
+    first = gradient(network, teacher, plan.stream(0, 0, DIM), n_samples=512, block_size=256)
+    eta = 1e150 / np.abs(first).max()
+    steps = giant_steps(network, teacher, plan, steps=2, step_size=eta, seed=0)
+    assert np.abs(next(steps).first_layer).max() > 1e149
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DivergenceError) as err:
+            next(steps)
+    assert err.value.step == 2 and not isinstance(err.value, NonFiniteActivationError)
+    assert str(err.value) == (
+        "the run diverged at step 2: σ(XWᵀ) or σ'(XWᵀ) (in the gradient) are not finite "
+        "(lower train.step_size.scale or its exponents)"
+    )
+
+
+@pytest.mark.parametrize("largest", [1e6, 1.0, 0.0])
+def test_non_finite_values_from_moderate_weights_blame_the_activation(largest):
+    """|w| ≤ MODERATE_WEIGHT = 1e6 (the bound included): the activation is the cause."""
+    network = initialize(0, 3, 4, activation=get_activation("tanh"))
+    w = np.zeros((3, 4))
+    w[1, 2] = -largest
+    with pytest.raises(NonFiniteActivationError) as err:
+        check_finite(np.array([1.0, np.nan]), network.with_first_layer(w), 4, "the features")
+    assert err.value.step == 4 and isinstance(err.value, DivergenceError)
+    assert str(err.value) == (
+        "activation tanh: the features are not finite for some inputs at step 4 although the "
+        "weights are finite and moderate (|w| ≤ 1e+06): this is the activation, not a "
+        "diverging step — change the activation"
+    )
+
+
+def test_non_finite_values_from_large_weights_are_a_divergence():
+    network = initialize(0, 3, 4, activation=get_activation("tanh"))
+    w = np.zeros((3, 4))
+    w[0, 0] = 1e6 * (1 + 2**-52)
+    with pytest.raises(DivergenceError) as err:
+        check_finite(np.array([np.inf]), network.with_first_layer(w), 7, "the features")
+    assert err.value.step == 7 and not isinstance(err.value, NonFiniteActivationError)
+    assert str(err.value).startswith("the run diverged at step 7: the features are not finite")
+    check_finite(np.array([1.0, -2.0]), network.with_first_layer(w), 7, "the features")
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_step_plans_draw_batch_t_or_batch_zero(reuse):
+    """Step t draws gradient batch (TRAIN, t) of the seed, (TRAIN, 0) when reused; Gaussian
+    float64 inputs unless told."""
+    plan = StepPlan(512, 256, reuse_batch=reuse)
+    stream = plan.stream(9, 5, DIM)
+    assert (stream.seed, stream.key, stream.dim) == (9, (TRAIN, 0 if reuse else 5), DIM)
+    assert stream.distribution == "gaussian" and stream.dtype == np.float64
+    other = plan.stream(9, 5, DIM, distribution="sphere", dtype="float32")
+    assert other.distribution == "sphere" and other.dtype == np.float32
+    assert plan.residual == "y-f" and not StepPlan(512, 256).reuse_batch
+
+
+def test_the_gradient_sum_holds_the_weights_in_the_blocks_dtype():
+    """GradientSum.of(..., dtype): W and a in the blocks' dtype (two GEMMs per block in it),
+    the sum (N, d) float64 and zero to start."""
+    network, teacher, *_ = setup("tanh", "moniri")
+    summand = GradientSum.of(network, teacher, "y", np.float32)
+    assert summand.weights.dtype == np.float32 and summand.second_layer.dtype == np.float32
+    np.testing.assert_array_equal(summand.weights, network.first_layer.astype(np.float32))
+    assert summand.output_scale == network.output_scale and summand.residual == "y"
+    zero = summand.zero()
+    assert zero.shape == (WIDTH, DIM) and zero.dtype == np.float64 and not zero.any()
+
+
+@pytest.mark.parametrize("residual", ["y-f", "y"])
+def test_a_float32_gradient_is_the_formula_on_its_rows_to_single_precision(residual):
+    """On a float32 stream (its own rows) the gradient, summed in float64, is the dense
+    formula on those rows to single precision."""
+    network, teacher, *_ = setup("tanh", "moniri")
+    stream = SampleStream(3, (TRAIN, 0), DIM, dtype="float32")
+    grad = gradient(network, teacher, stream, n_samples=ROWS, block_size=CHUNK_ROWS,
+                    residual=residual)  # fmt: skip
+    x, noise = (v.astype(np.float64) for v in rows(stream, ROWS))
+    y = labels(x, noise, teacher.directions, EXPRESSION, NOISE)
+    (a, s), w = parts(network), network.first_layer
+    expected = dense_gradient(w, a, s, x, y, "tanh", residual)
+    assert grad.dtype == np.float64
+    np.testing.assert_allclose(grad, expected, atol=1e-5 * np.abs(expected).max())

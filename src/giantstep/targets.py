@@ -291,7 +291,7 @@ class _Compiler:
         if id(node) in self.with_variables:
             return part
         try:
-            with np.errstate(all="raise"):
+            with np.errstate(all="raise", under="ignore"):  # an underflow is a finite 0
                 value = complex(part.evaluate(np.zeros((1, self.rank))))
         except (ArithmeticError, ValueError, TypeError, FloatingPointError):
             value = complex("nan")

@@ -14,11 +14,18 @@ from scipy import integrate, special
 
 from giantstep.activations import Activation, get_activation
 from giantstep.targets import parse_target
+from giantstep.theory import errors
 from giantstep.theory.errors import (
+    ResidualStatistics,
+    SpikedFeatures,
     TargetMoments,
+    predicted_features,
     random_features_errors,
     ridge_kappa,
+    solve_fixed_point,
+    solve_fluctuations,
     spectral_ridge_errors,
+    trained_layer_features,
 )
 from giantstep.theory.gaussian import (
     activation_constants,
@@ -406,3 +413,292 @@ def test_random_features_assemble_the_gaussian_equivalent_covariance():
     assert moments.mean == pytest.approx(PHI0, abs=1e-12)
     np.testing.assert_allclose(moments.linear, linear, atol=1e-12)
     assert moments.second == pytest.approx(second, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# giantstep.theory.errors, levels 2–3: the layer after one step (§3.1, §3.4)
+# ---------------------------------------------------------------------------------------------
+
+
+def projector(v):
+    return np.eye(len(v)) - np.outer(v, v)
+
+
+def test_spiked_features_split_the_layer_along_the_spike_and_the_target():
+    # W x = W_b Π_v x + (W_b v) s + r s: Ω = W_b Π_v W_bᵀ, m = W_b v, t = W_b b⊥ with
+    # β = γv + ρb⊥; v and β are normalised first.
+    rng = np.random.default_rng(21)
+    bulk = rng.standard_normal((12, 9))
+    spike = rng.standard_normal(12)
+    v, beta = rng.standard_normal(9), rng.standard_normal(9)
+    layer = SpikedFeatures.from_layer(bulk, spike, 3 * v, 2 * beta)
+    v, beta = v / np.linalg.norm(v), beta / np.linalg.norm(beta)
+    gamma = v @ beta
+    orthogonal = (beta - gamma * v) / np.sqrt(1 - gamma**2)
+    assert layer.cosine == pytest.approx(gamma, abs=1e-14)
+    np.testing.assert_allclose(layer.bulk_gram, bulk @ projector(v) @ bulk.T, atol=1e-12)
+    np.testing.assert_allclose(layer.bulk_along_spike, bulk @ v, atol=1e-12)
+    np.testing.assert_allclose(layer.bulk_along_target, bulk @ orthogonal, atol=1e-12)
+    # The default scale is the conditional standard deviation of h_j = (W_b Π_v x)_j.
+    np.testing.assert_allclose(layer.bulk_scale, np.linalg.norm(bulk @ projector(v), axis=1))
+    np.testing.assert_array_equal(layer.spike, spike)
+    assert layer.width == 12
+    # A spike along β: no orthogonal part (ρ = 0), and an explicit scale is kept.
+    along = SpikedFeatures.from_layer(bulk, spike, -beta, beta, np.full(12, 0.5))
+    assert along.cosine == -1.0
+    np.testing.assert_array_equal(along.bulk_along_target, np.zeros(12))
+    np.testing.assert_array_equal(along.bulk_scale, np.full(12, 0.5))
+
+
+def test_trained_layer_features_take_the_top_direction_of_the_update():
+    rng = np.random.default_rng(22)
+    w0 = rng.standard_normal((50, 30)) / np.sqrt(30)
+    beta = np.eye(30)[0]
+    v = -(0.6 * beta + 0.8 * np.eye(30)[1])  # the update's sign is arbitrary: γ ≥ 0 is chosen
+    u = np.eye(30)[2]
+    big, small = rng.standard_normal(50) * 3, rng.standard_normal(50) * 0.01
+    small -= (small @ big) / (big @ big) * big  # orthogonal left factors: exact SVD
+    w1 = w0 + np.outer(big, v) + np.outer(small, u)
+    layer = trained_layer_features(w0, w1, beta)
+    assert layer.cosine == pytest.approx(0.6, abs=1e-10)
+    np.testing.assert_allclose(layer.spike, -big, rtol=1e-9)  # r_j = (W1 − W0)_j·(−v)
+    bulk = w1 - np.outer(-big, -v)  # W_b = W1 − r vᵀ keeps W0's and the small update's parts
+    np.testing.assert_allclose(layer.bulk_along_spike, bulk @ -v, atol=1e-10)
+    np.testing.assert_allclose(layer.bulk_gram, bulk @ projector(v) @ bulk.T, atol=1e-10)
+    # No update: no spike, v = β, the layer as it is.
+    still = trained_layer_features(w0, w0.copy(), beta)
+    np.testing.assert_array_equal(still.spike, np.zeros(50))
+    assert still.cosine == 1.0
+    np.testing.assert_allclose(still.bulk_gram, w0 @ projector(beta) @ w0.T, atol=1e-14)
+
+
+def test_residual_statistics_of_the_built_in_target():
+    # y = z + He2(z)/2 + ε: E y = 0, E y² = 1 + 1/2 + σ², μ1 = 1, μ2 = E[y He2] = 1; with an
+    # offset f̄: E(y − f̄) = −f̄, E(y − f̄)² = E y² + f̄², the Hermite parts unchanged.
+    target = parse_target("z1 + He2(z1)/2")
+    plain = ResidualStatistics.of(target, 0.3)
+    assert plain.mean == pytest.approx(0.0, abs=1e-12)
+    assert plain.second == pytest.approx(1.59, abs=1e-12)
+    assert plain.linear == pytest.approx(1.0, abs=1e-12)
+    assert plain.quadratic == pytest.approx(1.0, abs=1e-12)
+    shifted = ResidualStatistics.of(parse_target("relu(z1)"), 0.0, offset=0.25)
+    # relu: E = φ(0), E relu² = 1/2, μ1 = 1/2, μ2 = φ(0).
+    assert shifted.mean == pytest.approx(PHI0 - 0.25, abs=1e-12)
+    assert shifted.second == pytest.approx(0.5 - 0.5 * PHI0 + 0.0625, abs=1e-12)
+    assert shifted.linear == pytest.approx(0.5, abs=1e-12)
+    assert shifted.quadratic == pytest.approx(PHI0, abs=1e-12)
+    with pytest.raises(ValueError, match="rank-1 target, got rank 2"):
+        ResidualStatistics.of(parse_target("z1 + z1*z2"))
+
+
+@pytest.mark.parametrize("amplification", [True, False])
+def test_predicted_features_follow_the_one_step_mapping(amplification):
+    # §3.1 for relu (E σ′ = 1/2, E σ″ = φ(0)/‖w‖, Var σ′ = 1/4 at row norm ‖w‖), rows of
+    # unequal norms: ‖ζ‖² = μ1(ỹ)² + E ỹ² d/n0, γ = μ1(ỹ)/‖ζ‖, r_j = η_j ‖ζ‖/2,
+    # c_j² = (1 + η_j E ỹ φ(0)/‖w_j‖)² ‖w_j‖² + η_j² E ỹ² d/(4 n0),
+    # W_b,j = (c_j/‖w_j‖) w_j + η_j (φ(0)/‖w_j‖) μ2(ỹ) (w_j·β) β.
+    rng = np.random.default_rng(23)
+    width, dim, batch = 30, 20, 50
+    w0 = rng.standard_normal((width, dim)) / np.sqrt(dim)
+    norms = np.linalg.norm(w0, axis=1)
+    eta = rng.uniform(-1.5, 1.5, width)
+    beta = np.zeros(dim)
+    beta[3] = 1.0
+    residual = ResidualStatistics(mean=-0.2, second=1.7, linear=0.9, quadratic=0.8)
+    layer = predicted_features(
+        w0, eta, get_activation("relu"), residual, batch, 2 * beta, np.random.default_rng(1),
+        beta_amplification=amplification,
+    )  # fmt: skip
+    zeta = math.sqrt(0.81 + 1.7 * dim / batch)
+    gamma, rho = 0.9 / zeta, math.sqrt(1 - 0.81 / zeta**2)
+    scale = np.sqrt((1 - 0.2 * eta * PHI0 / norms) ** 2 * norms**2 + eta**2 * 1.7 * dim / batch / 4)
+    bulk = (scale / norms)[:, None] * w0
+    if amplification:
+        bulk += np.outer(eta * PHI0 / norms * 0.8 * (w0 @ beta), beta)
+    assert layer.cosine == pytest.approx(gamma, rel=1e-12)
+    np.testing.assert_allclose(layer.spike, eta * zeta / 2, rtol=1e-12)
+    np.testing.assert_allclose(layer.bulk_scale, scale, rtol=1e-12)
+    # Independent of the random part u of v: Ω + m mᵀ = W_b W_bᵀ and W_b β = γ m + ρ t.
+    gram = layer.bulk_gram + np.outer(layer.bulk_along_spike, layer.bulk_along_spike)
+    np.testing.assert_allclose(gram, bulk @ bulk.T, atol=1e-12)
+    along_beta = gamma * layer.bulk_along_spike + rho * layer.bulk_along_target
+    np.testing.assert_allclose(along_beta, bulk @ beta, atol=1e-12)
+
+
+def test_predicted_spike_direction_is_random_apart_from_its_cosine():
+    # v = γβ + ρu with u ⊥ β drawn from the generator: two generators, two directions.
+    rng = np.random.default_rng(24)
+    w0 = rng.standard_normal((20, 15)) / np.sqrt(15)
+    beta = np.eye(15)[0]
+    residual = ResidualStatistics(mean=0.0, second=1.5, linear=1.0, quadratic=1.0)
+    relu = get_activation("relu")
+    layers = [
+        predicted_features(w0, np.ones(20), relu, residual, 60, beta, np.random.default_rng(s))
+        for s in (1, 1, 2)
+    ]
+    np.testing.assert_array_equal(layers[0].bulk_along_spike, layers[1].bulk_along_spike)
+    assert not np.allclose(layers[0].bulk_along_spike, layers[2].bulk_along_spike)
+    for layer in layers:
+        assert layer.cosine == pytest.approx(1 / math.sqrt(1 + 1.5 * 15 / 60), rel=1e-14)
+    # No signal in the residual (μ1(ỹ) = 0): γ = 0, the spike is u itself.
+    blind = ResidualStatistics(mean=0.0, second=1.0, linear=0.0, quadratic=0.0)
+    layer = predicted_features(w0, np.ones(20), relu, blind, 60, beta, np.random.default_rng(3))
+    assert layer.cosine == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# giantstep.theory.errors: the solver's numerics on problems with known answers (§3.3)
+# ---------------------------------------------------------------------------------------------
+
+
+def increasing_linear_map(rng, size, radius):
+    """V ↦ AV + b with A ≥ 0 of spectral radius ``radius``, b > 0: increasing and bounded
+    below its fixed point (I − A)⁻¹b, like the self-energy map."""
+    a = rng.uniform(0.0, 1.0, (size, size))
+    a *= radius / np.max(np.abs(np.linalg.eigvals(a)))
+    b = rng.uniform(0.5, 1.5, size)
+    return a, b, np.linalg.solve(np.eye(size) - a, b)
+
+
+def test_fixed_point_iteration_reaches_the_fixed_point_of_an_increasing_map():
+    rng = np.random.default_rng(31)
+    a, b, exact = increasing_linear_map(rng, 4, 0.9)
+    calls = []
+
+    def step(v):
+        calls.append(v.copy())
+        return a @ v + b, ("aux", v.copy())
+
+    plain = solve_fixed_point(step, np.zeros(4), accelerate=False, keep_history=True)
+    np.testing.assert_allclose(plain.value, exact, rtol=1e-8)
+    mapped = a @ plain.value + b
+    assert np.max(np.abs(mapped - plain.value) / (1 + np.abs(mapped))) < 1e-10
+    # From below, the plain iteration rises monotonically; its history starts at the start.
+    assert plain.history.shape == (plain.iterations + 1, 4)
+    np.testing.assert_array_equal(plain.history[0], np.zeros(4))
+    assert np.all(np.diff(plain.history, axis=0) > 0)
+    # The auxiliary value is the map's at the returned point; one call per iteration + 1.
+    assert plain.aux[0] == "aux"
+    np.testing.assert_array_equal(plain.aux[1], plain.value)
+    assert len(calls) == plain.iterations + 1
+    # Anderson mixing solves a linear map in a few steps; from above it also converges.
+    fast = solve_fixed_point(lambda v: (a @ v + b, None), np.zeros(4))
+    np.testing.assert_allclose(fast.value, exact, rtol=1e-9)
+    assert fast.iterations < 20 < plain.iterations
+    assert fast.history.shape == (0,)
+    above = solve_fixed_point(lambda v: (a @ v + b, None), 3 * exact, accelerate=False)
+    np.testing.assert_allclose(above.value, exact, rtol=1e-8)
+    # A looser tolerance stops earlier, and further from the fixed point.
+    loose = solve_fixed_point(step, np.zeros(4), accelerate=False, tolerance=1e-4)
+    assert loose.iterations < plain.iterations
+    assert 1e-7 < np.max(np.abs(loose.value - exact) / exact) < 1e-2
+
+
+def test_fixed_point_iteration_stops_on_what_does_not_converge():
+    with pytest.raises(RuntimeError, match="did not converge in 7 steps"):
+        solve_fixed_point(lambda v: (v + 1.0, None), np.zeros(3), max_iterations=7)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        solve_fixed_point(lambda v: (v + np.nan, None), np.zeros(3))
+    # The start is a fixed point: no iteration, the start returned (as a copy).
+    start = np.array([1.0, 2.0])
+    point = solve_fixed_point(lambda v: (v.copy(), "here"), start)
+    assert point.iterations == 0 and point.aux == "here"
+    np.testing.assert_array_equal(point.value, start)
+    assert point.value is not start
+
+
+def test_anderson_mixing_never_proposes_negative_self_energies():
+    # F(V) = ½√(V + 1) ... increasing, concave, fixed point V* = (1 + √17)/8 per entry; the
+    # mixed proposals must stay ≥ 0 and the iteration must still converge.
+    seen = []
+
+    def step(v):
+        seen.append(v.copy())
+        return 0.5 * np.sqrt(v + 1.0) + np.array([0.0, 0.1, 0.3]), None
+
+    point = solve_fixed_point(step, np.zeros(3))
+    assert min(float(np.min(v)) for v in seen) >= 0
+    shift = np.array([0.0, 0.1, 0.3])
+    # V = ½√(V + 1) + c  ⇔  (V − c)² = (V + 1)/4 with V ≥ c.
+    exact = (8 * shift + 1 + np.sqrt((8 * shift + 1) ** 2 - 16 * (4 * shift**2 - 1))) / 8
+    np.testing.assert_allclose(point.value, exact, rtol=1e-9)
+
+
+def test_fluctuation_system_is_solved_to_its_tolerance():
+    rng = np.random.default_rng(32)
+    for size in (1, 5, 31):
+        b = rng.uniform(0, 1, (size, size))
+        b *= 0.8 / np.max(np.abs(np.linalg.eigvals(b)))
+        rhs = rng.uniform(0.1, 1.0, size)
+        e = solve_fluctuations(lambda x, b=b: b @ x, rhs)
+        np.testing.assert_allclose(e, np.linalg.solve(np.eye(size) - b, rhs), rtol=1e-10)
+        assert np.linalg.norm(rhs - e + b @ e) <= 1e-11 * np.linalg.norm(rhs)
+    np.testing.assert_array_equal(solve_fluctuations(lambda x: x, np.zeros(4)), np.zeros(4))
+    # B = 0: the solution is the right-hand side, after one Krylov dimension.
+    calls = []
+    rhs = np.array([1.0, -2.0, 0.5])
+    e = solve_fluctuations(lambda x: calls.append(1) or 0 * x, rhs)
+    np.testing.assert_allclose(e, rhs, rtol=1e-15)
+    assert len(calls) == 1
+
+
+def test_cholesky_inverse_gives_the_lower_triangle_of_the_inverse():
+    rng = np.random.default_rng(33)
+    x = rng.standard_normal((8, 8))
+    matrix = x @ x.T + 0.5 * np.eye(8)
+    lower = errors._spd_inverse_lower(matrix.copy())
+    inverse = np.linalg.inv(matrix)
+    np.testing.assert_allclose(np.tril(lower), np.tril(inverse), rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(np.triu(lower, 1), np.zeros((8, 8)))
+    np.testing.assert_allclose(errors._symmetric_from_lower(lower), inverse, rtol=1e-10)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        errors._spd_inverse_lower(-matrix.copy())
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "matrix", "singular"])
+def test_low_rank_core_is_the_woodbury_correction(kind):
+    # (G⁻¹ + P R Pᵀ)⁻¹ = G − G P C Pᵀ G for R ⪰ 0, also when R is singular.
+    rng = np.random.default_rng(34)
+    x = rng.standard_normal((10, 10))
+    g = np.linalg.inv(x @ x.T + np.eye(10))
+    p = rng.standard_normal((10, 3))
+    if kind == "diagonal":
+        weights = rng.uniform(0.1, 2.0, 3)
+        r = np.diag(weights)
+    else:
+        y = rng.standard_normal((3, 3 if kind == "matrix" else 1))
+        weights = r = y @ y.T
+    core = errors._low_rank_core(weights, p.T @ g @ p)
+    exact = np.linalg.inv(np.linalg.inv(g) + p @ r @ p.T)
+    np.testing.assert_allclose(g - g @ p @ core @ p.T @ g, exact, rtol=1e-9, atol=1e-12)
+
+
+def test_homogeneity_is_equality_to_rounding():
+    def layer(spike, scale):
+        n = len(spike)
+        return SpikedFeatures(
+            np.asarray(spike, float), np.eye(n), np.asarray(scale, float), np.zeros(n),
+            np.zeros(n), 0.5,
+        )  # fmt: skip
+
+    assert errors.is_homogeneous(layer([0.3, 0.3 + 1e-14], [2.0, 2.0]))
+    assert not errors.is_homogeneous(layer([0.3, 0.3 + 1e-9], [2.0, 2.0]))
+    assert not errors.is_homogeneous(layer([0.3, 0.3], [2.0, 2.0 + 1e-9]))
+    # The tolerance is relative to the largest entry above 1.
+    assert errors.is_homogeneous(layer([1e6, 1e6 + 1e-7], [1.0, 1.0]))
+    assert not errors.is_homogeneous(layer([1e6, 1e6 + 1e-4], [1.0, 1.0]))
+
+
+def test_odd_activations_are_recognised():
+    assert errors._is_odd(get_activation("tanh"))
+    assert not errors._is_odd(get_activation("relu"))
+    slightly_even = Activation.from_callable(
+        lambda x: np.tanh(x) + 1e-6 * x * x, lambda x: 1 - np.tanh(x) ** 2 + 2e-6 * x
+    )
+    assert not errors._is_odd(slightly_even)
+    # Odd but only far from 0: the check covers [−6, 6].
+    far = Activation.from_callable(lambda x: np.where(np.abs(x) > 5, x**3, x), lambda x: 1 + 0 * x)
+    assert not errors._is_odd(
+        Activation.from_callable(lambda x: np.where(x > 5.5, 1.0, x), lambda x: 1 + 0 * x)
+    )
+    assert errors._is_odd(far)

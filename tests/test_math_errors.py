@@ -25,6 +25,7 @@ from giantstep.theory.errors import (
     solve_fixed_point,
     solve_fluctuations,
     spectral_ridge_errors,
+    spiked_errors,
     trained_layer_features,
 )
 from giantstep.theory.gaussian import (
@@ -702,3 +703,108 @@ def test_odd_activations_are_recognised():
         Activation.from_callable(lambda x: np.where(x > 5.5, 1.0, x), lambda x: 1 + 0 * x)
     )
     assert errors._is_odd(far)
+
+
+def built_in_layer(width=60, dim=50, seed=35, spike=0.7, scale=1.1, cosine=0.8):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((width, dim))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    beta, other = np.eye(dim)[0], np.eye(dim)[1]
+    v = cosine * beta + math.sqrt(1 - cosine**2) * other
+    bulk = scale * w + 0.3 * np.outer(w @ beta, beta)
+    return SpikedFeatures.from_layer(bulk, np.full(width, spike), v, beta, np.full(width, scale))
+
+
+def test_node_functions_are_the_conditional_gaussian_moments():
+    # Neuron: relu(r s + c g): E = rsΦ(a) + cφ(a), E σ′ = Φ(a), Var-part E σ² − E² − c²(E σ′)²
+    # with a = rs/c. Target σ*(u) = u + (u² − 1)/2 at u = γs + ρz: h = γs + γ²(s² − 1)/2,
+    # h1 = E[z σ*] = ρ(1 + γs), hh = E σ*² + σ_ε² = h² + ρ²(1 + γs)² + ρ⁴/2 + σ_ε².
+    layer = built_in_layer()
+    relu, target = get_activation("relu"), parse_target("z1 + He2(z1)/2")
+    for homogeneous in (True, False):
+        f = errors._node_functions(layer, relu, target, 0.3, 15, homogeneous)
+        s = f.nodes
+        np.testing.assert_array_equal(s, np.polynomial.hermite_e.hermegauss(15)[0])
+        assert f.weights.sum() == pytest.approx(1.0, rel=1e-14)
+        r, c = 0.7, 1.1
+        a = r * s / c
+        mean = r * s * special.ndtr(a) + c * pdf(a)
+        second = (r * r * s * s + c * c) * special.ndtr(a) + r * s * c * pdf(a)
+        rows = 1 if homogeneous else 60
+        assert f.mean.shape == f.slope.shape == f.residual.shape == (rows, 15)
+        np.testing.assert_allclose(f.mean, np.broadcast_to(mean, (rows, 15)), rtol=1e-12)
+        np.testing.assert_allclose(f.slope, np.broadcast_to(special.ndtr(a), (rows, 15)))
+        residual = second - mean**2 - c * c * special.ndtr(a) ** 2
+        np.testing.assert_allclose(f.residual[0], residual, rtol=1e-10, atol=1e-14)
+        gamma, rho = 0.8, 0.6
+        h = gamma * s + gamma**2 * (s * s - 1) / 2
+        h1 = rho * (1 + gamma * s)
+        np.testing.assert_allclose(f.target_mean, h, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(f.target_cross, h1, rtol=1e-12, atol=1e-12)
+        hh = h**2 + h1**2 + rho**4 / 2 + 0.09
+        np.testing.assert_allclose(f.target_second, hh, rtol=1e-11)
+
+
+def test_label_noise_enters_the_errors_linearly_in_its_variance():
+    # Only hh carries σ_ε² and every equation after it is linear: E(σ) = E(0) + σ² D.
+    layer = built_in_layer()
+    relu, target = get_activation("relu"), parse_target("z1 + He2(z1)/2")
+    for path in ("homogeneous", "heterogeneous"):
+        curves = [
+            spiked_errors(layer, relu, target, noise, [90, 240], [1e-3, 0.1], path=path)
+            for noise in (0.0, 0.2, 0.4)
+        ]
+        for kind in ("test", "train"):
+            base, small, large = (getattr(curve, kind) for curve in curves)
+            np.testing.assert_allclose(large - base, 4 * (small - base), rtol=1e-8)
+            assert np.all(small > base)
+        # The noise costs at least σ² in test error and less than σ² in training error.
+        assert np.all(curves[2].test - curves[0].test > 0.16)
+        assert np.all(curves[2].train - curves[0].train < 0.16)
+
+
+def test_scaling_the_activation_is_scaling_the_ridge():
+    # Ridge on aφ with penalty a²λ fits the same predictor: the errors are the same. The
+    # scaled relu goes through the quadrature, the plain one through the closed forms.
+    layer = built_in_layer()
+    relu, target = get_activation("relu"), parse_target("z1 + He2(z1)/2")
+    doubled = Activation.from_callable(
+        lambda x: 2 * np.maximum(x, 0), lambda x: 2.0 * (x > 0), name="2relu", kinks=(0.0,)
+    )
+    ridges = np.array([1e-3, 0.1])
+    for path in ("homogeneous", "heterogeneous"):
+        plain = spiked_errors(layer, relu, target, 0.1, [120, 240], ridges, path=path)
+        scaled = spiked_errors(layer, doubled, target, 0.1, [120, 240], 4 * ridges, path=path)
+        np.testing.assert_allclose(scaled.test, plain.test, rtol=1e-9)
+        np.testing.assert_allclose(scaled.train, plain.train, rtol=1e-9)
+    w = np.random.default_rng(36).standard_normal((40, 30)) / np.sqrt(30)
+    beta = np.eye(30)[:1]
+    plain = random_features_errors(w, relu, target, beta, 0.1, [60, 120], ridges)
+    scaled = random_features_errors(w, doubled, target, beta, 0.1, [60, 120], 4 * ridges)
+    np.testing.assert_allclose(scaled.test, plain.test, rtol=1e-9)
+
+
+def test_scaling_the_labels_scales_the_errors():
+    # y → b y (target and noise): the ridge predictor scales by b, both errors by b².
+    layer = built_in_layer()
+    tanh = get_activation("tanh")
+    one, three = parse_target("z1 + He2(z1)/2"), parse_target("3*z1 + 1.5*He2(z1)")
+    for path in ("homogeneous", "heterogeneous"):
+        plain = spiked_errors(layer, tanh, one, 0.1, 150, [1e-2, 0.3], path=path)
+        scaled = spiked_errors(layer, tanh, three, 0.3, 150, [1e-2, 0.3], path=path)
+        np.testing.assert_allclose(scaled.test, 9 * plain.test, rtol=1e-9)
+        np.testing.assert_allclose(scaled.train, 9 * plain.train, rtol=1e-9)
+
+
+def test_spiked_errors_refuse_what_they_do_not_cover():
+    layer = built_in_layer(width=20, dim=20)
+    relu = get_activation("relu")
+    with pytest.raises(ValueError, match="rank-1 target, got rank 2"):
+        spiked_errors(layer, relu, parse_target("z1 + z1*z2"), 0.0, 40, 0.1)
+    with pytest.raises(ValueError, match="path must be auto, homogeneous or heterogeneous"):
+        spiked_errors(layer, relu, parse_target("z1"), 0.0, 40, 0.1, path="fast")
+    unequal = SpikedFeatures.from_layer(
+        np.eye(20), np.linspace(0.1, 1.0, 20), np.eye(20)[0], np.eye(20)[0]
+    )
+    with pytest.raises(ValueError, match="needs equal spikes"):
+        spiked_errors(unequal, relu, parse_target("z1"), 0.0, 40, 0.1, path="homogeneous")

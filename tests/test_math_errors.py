@@ -272,6 +272,15 @@ def test_spike_rule_splits_at_the_kink_of_a_target_seen_almost_along_the_spike()
     plain, weights = np.polynomial.hermite_e.hermegauss(31)
     plain_value = weights @ np.maximum(gamma * plain - kink, 0) / weights.sum()
     assert abs(plain_value - expected) > 1e-6  # the case the split rule is for
+    # The split rule costs a few times Q nodes (the solver's work grows with them).
+    assert 31 < len(s) < 256
+    # Exactly along the spike (ρ = 0): y = relu(s − k) itself is kinked in s.
+    s, w = spike_rule(31, (kink,), cosine=1.0, sine=0.0)
+    expected = pdf(kink) - kink * special.ndtr(-kink)
+    assert w @ np.maximum(s - kink, 0) == pytest.approx(expected, rel=1e-12)
+    # Without a cosine the target does not depend on s (y = σ*(ρz)): the smooth rule.
+    s, _ = spike_rule(31, (kink,), sine=0.1)
+    np.testing.assert_array_equal(s, plain)
 
 
 # ---------------------------------------------------------------------------------------------

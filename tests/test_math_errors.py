@@ -159,6 +159,47 @@ def test_zero_scale_is_the_function_at_the_shift():
     np.testing.assert_array_equal(relu.second, [0.0, 0.25])
 
 
+def test_relu_moments_hold_far_in_the_tail():
+    # X ~ N(m, 1), m = −30: E relu(X) = φ(30) − 30Φ(−30) ≈ φ(30)/30² (Mills ratio), tiny but
+    # positive; the closed forms keep it where a quadrature on ±11 sees only zeros.
+    relu = get_activation("relu")
+    moments = activation_moments(relu, np.array([-30.0, -12.0]), 1.0)
+    for k, a in enumerate((30.0, 12.0)):
+        mills = pdf(a) / a**2 * (1 - 6 / a**2 + 45 / a**4)  # asymptotic series, error ~420/a⁶
+        assert moments.mean[k] == pytest.approx(mills, rel=10 * 420 / a**6)
+        assert moments.cross[k] == pytest.approx(special.ndtr(-a), rel=1e-12)
+
+
+def test_single_precision_inputs_are_read_as_the_numbers_they_are():
+    # The moments depend on the values of m and c (and f), not on how they are stored: float32
+    # inputs give the moments of their exact float64 values, in double precision.
+    m32 = np.array([-0.7, 0.3, 1.9], dtype=np.float32)
+    c32 = np.array([0.3, 1.1, 2.7], dtype=np.float32)
+    m64, c64 = m32.astype(float), c32.astype(float)
+    relu = get_activation("relu")
+    for shift, scale in [(m32, c64), (m64, c32), (m32, c32)]:
+        single = activation_moments(relu, shift, scale)
+        double = activation_moments(relu, m64, c64)
+        for got, want in [(single.mean, double.mean), (single.cross, double.cross)]:
+            np.testing.assert_allclose(got, want, rtol=1e-15)
+        np.testing.assert_allclose(single.second, double.second, rtol=1e-15)
+    at_zero = gaussian_moments(np.exp, m32, np.float32(0.0))
+    np.testing.assert_allclose(at_zero.mean, np.exp(m64), rtol=1e-15)
+    # f in single precision: E f(m)² is the square of its value, not of a float32 product.
+    values = (np.float32(0.1) * m32).astype(np.float64)
+
+    def single_f(x):
+        return (np.float32(0.1) * x.astype(np.float32)).astype(np.float32)
+
+    at_zero = gaussian_moments(single_f, m64, 0.0)
+    np.testing.assert_array_equal(at_zero.mean, values)
+    np.testing.assert_allclose(at_zero.second, values * values, rtol=1e-16)
+    constants = neuron_constants(relu, c32)
+    reference = neuron_constants(relu, c64)
+    for name in ("mean", "slope", "curvature", "nonlinear", "slope_variance"):
+        np.testing.assert_allclose(getattr(constants, name), getattr(reference, name), rtol=1e-15)
+
+
 def test_gaussian_moments_refuse_what_they_cannot_integrate():
     for shift, scale in [(0.0, -1.0), (np.nan, 1.0), (0.0, np.inf), (np.inf, 1.0)]:
         with pytest.raises(ValueError, match="finite shifts and scales"):
@@ -272,6 +313,17 @@ def test_spike_rule_splits_at_the_kink_of_a_target_seen_almost_along_the_spike()
     plain, weights = np.polynomial.hermite_e.hermegauss(31)
     plain_value = weights @ np.maximum(gamma * plain - kink, 0) / weights.sum()
     assert abs(plain_value - expected) > 1e-6  # the case the split rule is for
+    assert abs(w.sum() - 1) < 4e-16  # normalised exactly, not only up to the tail beyond ±8
+    # The integrands are Gaussian convolutions of the kink, of width ρ in s: the rule resolves
+    # E_s h(s) = E relu(γs + ρz − k) = φ(k) − kΦ(−k), h(s) = ρφ(u/ρ) + uΦ(u/ρ), u = γs − k.
+    for rho, tolerance in [(0.2, 1e-10), (0.1, 1e-7)]:
+        gamma = math.sqrt(1 - rho * rho)
+        for kink in (0.0, 0.5):
+            nodes, weights = spike_rule(31, (kink,), cosine=gamma, sine=rho)
+            u = gamma * nodes - kink
+            smooth = rho * pdf(u / rho) + u * special.ndtr(u / rho)
+            exact = pdf(kink) - kink * special.ndtr(-kink)
+            assert weights @ smooth == pytest.approx(exact, rel=tolerance)
     # The split rule costs a few times Q nodes (the solver's work grows with them).
     assert 31 < len(s) < 256
     # Exactly along the spike (ρ = 0): y = relu(s − k) itself is kinked in s.

@@ -29,7 +29,7 @@ def labels_in_forward_product(weights: int) -> bool:
     ``r`` more columns of ``X [W; W*]ᵀ``, instead of a product of their own.
 
     For the small networks of ``ONE_THREAD_WEIGHTS``: there the thin ``X W*ᵀ`` (rows × d × r,
-    r ≤ a few) ran at a memory-bound ~5 GB/s on one BLAS thread, 4 ms of a dandi-size step's
+    r ≤ a few) ran at a memory-bound ~5 GB/s on one BLAS thread, 3 ms of a dandi-size step's
     23, while the r extra columns cost the forward product ~3 %. Its last bits differ from the
     thin product's for some shapes. Large networks keep the product of their own: their
     elementwise passes are faster on contiguous pre-activations than on the strided view.

@@ -8,8 +8,8 @@
 
 mutmut's configuration (the core modules, ``only_mutate``, and the test selection: the science
 tests) is ``[tool.mutmut]`` in pyproject.toml; this script passes it nothing else. It runs
-``mutmut run --max-children 1`` from the repository's root on the chosen modules (its output
-goes to ``mutants/mutation-run.log``), then reads mutmut's results and
+``mutmut run --max-children JOBS`` (``--jobs``, default 1) from the repository's root on the
+chosen modules (its output goes to ``mutants/mutation-run.log``), then reads mutmut's results and
 ``tests/mutation/equivalent.txt``: one line per mutant that cannot change an observable result,
 
     giantstep.hermite.x_hermite__mutmut_3  0123abcd  # why it is equivalent
@@ -30,7 +30,7 @@ only those that survived last time (to check new tests); ``untested`` those with
 its map of which tests reach which function in ``mutants/``; new test functions are added to it,
 but after changing what an existing test reaches, start again with ``--fresh``.
 
-The mutants run on one core (``OMP_NUM_THREADS=1``) and with numba's ``workqueue`` threading
+Each mutant runs on one core (``OMP_NUM_THREADS=1``) and with numba's ``workqueue`` threading
 layer: mutmut forks a process per mutant, and a process forked after GNU OpenMP has started
 terminates itself.
 """
@@ -176,8 +176,8 @@ def sync_data_files() -> None:
             shutil.copy2(path, target)
 
 
-def run_mutmut(names: list[str]) -> int:
-    """``mutmut run --max-children 1 names...`` from the root, output to LOG; its exit code."""
+def run_mutmut(names: list[str], jobs: int) -> int:
+    """``mutmut run --max-children jobs names...`` from the root, output to LOG; its exit code."""
     executable = shutil.which("mutmut") or str(Path(sys.executable).parent / "mutmut")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -188,7 +188,7 @@ def run_mutmut(names: list[str]) -> int:
     sync_data_files()
     with open(LOG, "w") as log:
         process = subprocess.run(
-            [executable, "run", "--max-children", "1", *names],
+            [executable, "run", "--max-children", str(jobs), *names],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -251,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         "tested), those never tested (an interrupted run), none",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="mutants tested at once, one core each (default 1: the machine stays usable)",
+    )
+    parser.add_argument(
         "--fresh", action="store_true", help="delete mutants/ first (mutmut's map of tests)"
     )
     parser.add_argument(
@@ -282,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         if names:
             print(f"mutmut run on {len(chosen)} module(s), {len(names)} name(s); log: {LOG}")
-            code = run_mutmut(names)
+            code = run_mutmut(names, args.jobs)
             if code:
                 print(f"mutmut exited with {code}; the end of {LOG}:")
                 print("\n".join(LOG.read_text(errors="replace").splitlines()[-30:]))

@@ -1,5 +1,6 @@
 """The compiled elementwise passes against the plain numpy path of every activation."""
 
+import numba
 import numpy as np
 import pytest
 
@@ -108,3 +109,51 @@ def test_the_compiled_tanh_agrees_with_numpy(monkeypatch):
     ]
     parts = [kernels.values(activation, x[i : i + 5].copy()) for i in range(0, len(x), 5)]
     np.testing.assert_array_equal(np.concatenate(parts), kernels.values(activation, x.copy()))
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba has one thread here")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_passes_split_over_threads_give_the_same_bits(monkeypatch, dtype):
+    # Large blocks are cut in rows over numba's threads (numpy's tanh over a thread pool):
+    # each element is computed alone, so the bits are those of one thread.
+    x = np.clip(inputs(dtype), -40, 40)
+    r, a = np.linspace(-2, 2, len(x), dtype=dtype), np.linspace(1, 3, x.shape[1], dtype=dtype)
+    one_thread = {}
+    for name in WITH_KERNEL:
+        activation = get_activation(name)
+        one_thread[name] = (
+            *kernels.values_and_slopes(activation, x.copy()),
+            kernels.scaled_slopes(activation, x.copy(), r, a),
+        )
+    monkeypatch.setattr(kernels, "ELEMENTS_PER_THREAD", 997)  # ~10 threads' worth of rows
+    for name in WITH_KERNEL:
+        activation = get_activation(name)
+        split = (
+            *kernels.values_and_slopes(activation, x.copy()),
+            kernels.scaled_slopes(activation, x.copy(), r, a),
+        )
+        for actual, expected in zip(split, one_thread[name], strict=True):
+            np.testing.assert_array_equal(actual, expected, err_msg=name)
+    tanh = get_activation("tanh")
+    if dtype == np.float32 or kernels._NUMPY_TANH_FLOAT64:  # numpy's own tanh, in pieces
+        np.testing.assert_array_equal(kernels.values(tanh, x.copy()), np.tanh(x))
+    np.testing.assert_array_equal(kernels.scale(x.copy(), r, a), x * r[:, None] * a)
+
+
+def test_scale_is_the_numpy_product_on_every_path():
+    # Compiled for row-contiguous blocks whose dtypes agree; numpy's in-place products
+    # otherwise (a column-major slope, r or a of another dtype): the same (slope·r_i)·a_j.
+    x = inputs()
+    r, a = np.linspace(-2, 2, len(x)), np.linspace(1, 3, x.shape[1])
+    expected = x * r[:, None] * a
+    for slope, r_, a_ in [
+        (x.copy(), r, a),
+        (np.asfortranarray(x), r, a),
+        (x.copy(), r.astype(np.float32), a),
+        (x.copy(), r, a.astype(np.float32)),
+    ]:
+        reference = slope * r_[:, None] * a_
+        result = kernels.scale(slope, r_, a_)
+        assert result is slope  # in place
+        np.testing.assert_array_equal(result, reference)
+    np.testing.assert_array_equal(kernels.scale(x.copy(), r, a), expected)

@@ -188,6 +188,32 @@ def test_read_ahead_gives_each_stream_its_own_rows_in_any_order():
         np.testing.assert_array_equal(rows, expected[1][256:768])
 
 
+def test_read_ahead_keeps_the_streams_dtype():
+    """A float32 stream's block drawn ahead is float32, with the float32 rows."""
+    a, b = (SampleStream(SEED, (0, k), DIM, dtype=np.float32) for k in range(2))
+    with read_ahead([(a, 512, 512), (b, 512, 512)]):
+        next(a.blocks(512, 512))
+        block = next(b.blocks(512, 512))
+    assert block.x.dtype == block.noise.dtype == np.float32
+    x, noise = reference(2, dtype=np.float32, key=(0, 1))
+    np.testing.assert_array_equal(block.x, x)
+    np.testing.assert_array_equal(block.noise, noise)
+
+
+def test_read_ahead_draws_the_stream_after_the_one_just_read_when_one_comes_twice():
+    """[a, b, a, c]: after the second a, the block drawn ahead is c's, not b's again."""
+    a, b, c = (SampleStream(SEED, (0, k), DIM) for k in range(3))
+    plan = [(a, 256, 256), (b, 256, 256), (a, 256, 256), (c, 256, 256)]
+    ahead = data._ReadAhead(plan)
+    for read, following in zip(plan[:-1], plan[1:], strict=True):
+        ahead.start_after(*read)
+        assert ahead.drawn is not None and ahead.drawn[0] == following
+        x, noise, rows, fill = ahead.take(*following)
+        fill.wait()
+    ahead.start_after(*plan[-1])  # the last one: nothing follows
+    assert ahead.drawn is None
+
+
 def test_a_failing_chunk_is_raised_in_the_caller(monkeypatch):
     """An error while drawing a chunk (in any thread) is raised by the call that needs it."""
     fill = SampleStream._fill_chunk

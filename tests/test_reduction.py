@@ -2,9 +2,8 @@
 and in order, along the documented fixed binary tree, equals the local sum, and reports its
 progress in blocks; a worker's copy of a summand is aligned and equal.
 
-The executor here is an object with a Dask client's scatter, submit and gather that computes at
-once, in this process (the interface reduce_blocks documents); the real cluster is in
-test_distributed.py."""
+The executor here is here_client.HereClient, which computes at once in this process; the real
+cluster is in test_distributed.py."""
 
 import dataclasses
 
@@ -21,23 +20,7 @@ from giantstep.reduction import (
     pieces,
     reduce_blocks,
 )
-
-
-class HereClient:
-    """scatter, submit and gather that compute at once; futures are the values."""
-
-    def __init__(self):
-        self.scattered = []
-
-    def scatter(self, value, broadcast=False, hash=True):
-        self.scattered.append((broadcast, hash))
-        return value
-
-    def submit(self, function, *args, pure=True):
-        return function(*args)
-
-    def gather(self, future):
-        return future
+from here_client import HereClient
 
 
 @dataclasses.dataclass
@@ -98,6 +81,8 @@ def test_a_spread_sum_covers_every_block_once_along_the_fixed_tree(n_pieces, tre
     local = reduce_blocks(RowStarts(), stream, n_samples, block)
     assert spread.starts == local.starts == list(range(0, n_samples, block))
     assert client.scattered == [(True, False)]  # the summand goes to every worker once
+    # Piece tasks are not hashed (Dask would tokenize the N x d summand once per task).
+    assert client.pure[:n_pieces] == [False] * n_pieces
     assert spread.tree == tree
     assert done == [len(local.starts)]  # progress counts blocks, once for a spread sum
 
@@ -124,10 +109,11 @@ def test_only_a_client_like_executor_is_accepted():
         check_executor(4)
 
 
-def misaligned(shape, order="C"):
-    raw = np.zeros(int(np.prod(shape)) * 8 + ALIGNMENT + 8, dtype=np.uint8)
+def misaligned(shape, order="C", dtype=np.float64):
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.zeros(size + ALIGNMENT + 8, dtype=np.uint8)
     offset = (-raw.ctypes.data % ALIGNMENT + 8) % ALIGNMENT  # 8 bytes past a boundary
-    array = raw[offset : offset + int(np.prod(shape)) * 8].view(np.float64)
+    array = raw[offset : offset + size].view(dtype)
     array = array.reshape(shape, order=order)
     array[...] = np.arange(array.size).reshape(shape)
     assert array.ctypes.data % ALIGNMENT == 8
@@ -147,15 +133,20 @@ class Outer:
     scale: float = 2.0
 
 
-def test_a_copy_is_aligned_equal_and_in_the_same_memory_order():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int16])
+def test_a_copy_is_aligned_equal_and_in_the_same_memory_order(dtype):
     for order in ("C", "F"):
-        array = misaligned((5, 3), order)
+        array = misaligned((5, 3), order, dtype)
         copy = aligned(array)
         assert copy.ctypes.data % ALIGNMENT == 0
         np.testing.assert_array_equal(copy, array)
         assert copy.dtype == array.dtype and copy.shape == array.shape
         assert copy.flags.f_contiguous == (order == "F")
         assert copy.flags.c_contiguous == (order == "C")
+    strided = misaligned((6, 4), "C", dtype)[::2, 1:]  # neither C- nor F-contiguous
+    copy = aligned(strided)
+    assert copy.ctypes.data % ALIGNMENT == 0 and copy.flags.c_contiguous
+    np.testing.assert_array_equal(copy, strided)
     ready = np.zeros(16)
     if ready.ctypes.data % ALIGNMENT == 0:
         assert aligned(ready) is ready

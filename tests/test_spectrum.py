@@ -24,6 +24,7 @@ from giantstep.spectrum import (
 from giantstep.targets import Teacher
 from giantstep.theory.bands import band_index, bands, predicted_spikes, update_triplet
 from giantstep.train import gradient
+from here_client import HereClient
 
 DIM, WIDTH, ROWS, K = 30, 19, 1100, 3
 
@@ -103,12 +104,43 @@ def test_streamed_spectrum_equals_dense_svd():
                 dense_norm, rel=1e-10
             )
         np.testing.assert_allclose(sums.statistics("F0").gram, features0.T @ features0, rtol=1e-10)
+        np.testing.assert_allclose(sums.probe_products(), features.T @ dense_probes, rtol=1e-10)
+        np.testing.assert_allclose(
+            sums.probe_products("F0"), features0.T @ dense_probes, rtol=1e-10, atol=1e-9
+        )
 
     # Left vectors on the rows, from a second pass, equal the dense ones up to sign.
     rows = left_vectors(
         network, stream, n_samples=ROWS, block_size=CHUNK_ROWS, spectrum=spec, count=sums.count
     )
     np.testing.assert_allclose(np.abs(rows.T @ u[:, :6]), np.eye(6), atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_left_vectors_are_the_same_spread_over_pieces_and_computed_in_the_rows_dtype(dtype):
+    """A spread pass (pieces of 8 blocks, each writing its own rows) gives the local rows
+    exactly, and a float32 stream's features are computed in float32."""
+    _, network, teacher, probes, _, _ = stepped_setup()
+    stream = SampleStream(4, (RIDGE, 0), DIM, dtype=dtype)
+    n = 9 * CHUNK_ROWS + 17  # two pieces, a short last block
+    x = stream.rows(0, n).x.copy()
+    features = network.features(x.astype(np.float64))
+    spectrum = top_spectrum(features.T @ features, np.zeros((WIDTH, 0)), np.zeros((0, 0)), n, 4)
+    local = left_vectors(network, stream, n_samples=n, block_size=CHUNK_ROWS,
+                         spectrum=spectrum, count=n)  # fmt: skip
+    client = HereClient()
+    spread = left_vectors(network, stream, n_samples=n, block_size=CHUNK_ROWS,
+                          spectrum=spectrum, count=n, executor=client)  # fmt: skip
+    assert client.scattered  # the pass went through the executor
+    np.testing.assert_array_equal(spread, local)
+    weights = network.first_layer.T.astype(dtype)
+    in_dtype = (network.activation(x @ weights) @ spectrum.right) / (spectrum.values * np.sqrt(n))
+    tolerance = (1e-5 if dtype == np.float32 else 1e-12) * np.max(np.abs(local))
+    np.testing.assert_allclose(local, in_dtype, rtol=0, atol=tolerance)
+    if dtype == np.float32:  # float64 weights would give other numbers, at float32's rounding
+        in_float64 = network.activation(x.astype(np.float64) @ network.first_layer.T)
+        in_float64 = (in_float64 @ spectrum.right) / (spectrum.values * np.sqrt(n))
+        assert np.max(np.abs(local - in_float64)) > 1e-9 * np.max(np.abs(local))
 
 
 def test_update_triplet_is_the_top_singular_triplet():

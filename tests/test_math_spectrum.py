@@ -17,9 +17,11 @@ from giantstep.spectrum import (
     GAP_FACTOR,
     MEAN_ALIGNMENT,
     SPACING_WINDOW,
+    FeatureSums,
     Probes,
     SpectrumSum,
     TopSpectrum,
+    analyse,
     classify,
     count_outliers,
     feature_sums,
@@ -122,6 +124,57 @@ NAMES_ZETA = ["1", "He1(X̃β)", "He2(X̃β)", "He1(X̃ζ̂)", "He2(X̃ζ̂)", "
 )
 def test_a_spike_is_named_by_its_best_aligned_candidate_probe(cos2, names, kind):
     assert classify(np.array(cos2), names, 2) == kind
+
+
+def test_with_one_degree_the_candidates_are_he1_and_the_network():
+    assert classify(np.array([0.0, 0.3, 0.1]), ["1", "He1(X̃ζ̂)", "X̃W0ᵀa"], 1) == "degree 1"
+    assert classify(np.array([0.0, 0.1, 0.3]), ["1", "He1(X̃β)", "X̃W0ᵀa"], 1) == "network"
+
+
+def designed_sums(after, before, n=400, width=40):
+    """FeatureSums of F and F_0 (n, width) whose F/sqrt(n) have exactly the singular values
+    ``after`` and ``before`` (descending), the first left vector along 1 (the mean spike), the
+    second along the probe He1 and the third along X̃W0ᵀa; probes 1, He1(X̃β), X̃W0ᵀa."""
+    rng = np.random.default_rng(5)
+    left, _ = np.linalg.qr(np.column_stack([np.ones(n), rng.standard_normal((n, width - 1))]))
+    right, _ = np.linalg.qr(rng.standard_normal((width, width)))
+
+    def features(values):
+        return math.sqrt(n) * (left * values) @ right.T
+
+    f, f0 = features(np.asarray(after)), features(np.asarray(before))
+    probes = np.column_stack([np.ones(n), left[:, 1] * math.sqrt(n), left[:, 2] * math.sqrt(n)])
+    zeros = np.zeros
+    return FeatureSums(
+        count=n, sum_sq=0.0, gram=f.T @ f, cross=zeros(width), probe_cross=f.T @ probes,
+        gram0=f0.T @ f0, cross0=zeros(width), probe_cross0=f0.T @ probes,
+        probe_gram=probes.T @ probes, probe_y=zeros(3), term_cross0=zeros((width, 0)),
+        term_gram=zeros((0, 0)), term_y=zeros(0), term_probe=zeros((0, 3)),
+        powers=zeros((width, 0)),
+    )  # fmt: skip
+
+
+def test_analyse_counts_spikes_above_the_initial_edge_among_the_reported_values():
+    """Five learned spikes above a bulk of spacing 0.01 whose edge, like F_0's, is 1.0 (F_0's
+    second value; its first is the mean spike): with top = 3 the count stops at the three
+    values reported; with top = 6 it is five, and the first two are named."""
+    names = ["1", "He1(X̃β)", "X̃W0ᵀa"]
+    mean, width = 50.0, 40
+    before = np.concatenate([[mean], bulk(width - 1)])
+    after = np.concatenate([[mean, 10.0, 9.0, 8.0, 7.0, 6.0], bulk(width - 6)])
+    sums = designed_sums(after, before, width=width)
+    for top, spikes in [(3, 3), (6, 5), (8, 5)]:
+        result = analyse(sums, names, 0.4, top, 1, None, 1.0)
+        assert result.bulk_edge == pytest.approx(1.0, rel=1e-12)
+        assert result.mean_spike == pytest.approx(mean, rel=1e-12)
+        assert result.spikes == spikes == len(result.spike_alignment)
+        np.testing.assert_allclose(result.singular_values, after[:top], rtol=1e-12)
+        np.testing.assert_allclose(result.initial_singular_values, before[:top], rtol=1e-12)
+        kinds = [a.kind for a in result.spike_alignment]
+        assert kinds[:2] == ["degree 1", "network"]
+        assert result.target_spikes == 1 and result.network_spikes == 1
+    # Without a mean spike (μ_0 = 0) the edge is F_0's first value.
+    assert analyse(sums, names, 0.0, 3, 1, None, 1.0).bulk_edge == pytest.approx(mean)
 
 
 def test_probe_names_and_values():

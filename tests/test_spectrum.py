@@ -8,6 +8,7 @@ import pytest
 
 from giantstep import run
 from giantstep.activations import get_activation
+from giantstep.config import ExperimentConfig
 from giantstep.data import CHUNK_ROWS, RIDGE, TRAIN, SampleStream
 from giantstep.hermite import hermite
 from giantstep.linalg import top_singular_triplet
@@ -18,6 +19,7 @@ from giantstep.spectrum import (
     feature_sums,
     first_batch_zeta,
     left_vectors,
+    measure,
     operator_norm,
     top_spectrum,
 )
@@ -215,6 +217,54 @@ def test_run_reports_the_spectrum_and_streams_identically():
     plain = run(config)
     assert plain.spectrum is None
     assert plain.errors[0].test_error == pytest.approx(results[1].errors[0].test_error, rel=1e-10)
+
+
+SMALL_SPECTRUM_RUN = {
+    "dim": 40, "width": 30, "train": {"batch_size": 512, "residual": "y"},
+    "readout": {"samples": 512}, "test": {"samples": 256},
+    "spectrum": {"enabled": True, "max_degree": 2, "top": 8},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("train", "spectrum", "band", "approximated"),
+    [
+        ({"steps": 0}, {}, None, False),  # no update: no triplet, no ζ, no band
+        ({"steps": 2}, {}, None, True),  # the band rule is about one step
+        ({"step_size": {"batch_exponent": 0.5}}, {}, None, True),  # α outside [0, 1/2)
+        ({"step_size": {"batch_exponent": 0.0}}, {}, 0, True),  # α = 0 is in: band 0
+        ({"step_size": {"batch_exponent": 0.2}}, {"approximation": False}, 1, False),
+    ],
+)
+def test_the_measurement_predicts_and_approximates_only_where_it_applies(
+    train, spectrum, band, approximated
+):
+    config = {**SMALL_SPECTRUM_RUN}
+    config["train"] = {**config["train"], **train}
+    config["spectrum"] = {**config["spectrum"], **spectrum}
+    result = run(config).spectrum
+    assert result.band == band
+    assert (result.predicted_spikes is None) == (band is None)
+    assert (result.approximation_error is not None) == approximated
+    assert (result.approximation_singular_values is not None) == approximated
+    if approximated:  # ℓ = 1, 2: ‖F − F_ℓ‖ and F_ℓ's top values, for each ℓ
+        assert len(result.approximation_error) == len(result.approximation_singular_values) == 2
+        assert [len(v) for v in result.approximation_singular_values] == [8, 8]
+
+
+def test_every_pass_of_the_measurement_goes_through_the_executor():
+    """ζ's pass, the ridge set's and the test set's: three scattered summands, and the same
+    result as here (each pass is one piece of at most 8 blocks: the same additions)."""
+    initial, network, teacher, _, _, _ = stepped_setup()
+    config = ExperimentConfig.model_validate({
+        "dim": DIM, "width": WIDTH, "train": {"batch_size": 600},
+        "readout": {"samples": ROWS}, "test": {"samples": 512}, "spectrum": {"enabled": True},
+    })  # fmt: skip
+    here = measure(config, initial, network, teacher, step_size=6.0).result
+    client = HereClient()
+    spread = measure(config, initial, network, teacher, step_size=6.0, executor=client).result
+    assert len(client.scattered) == 3
+    assert spread.model_dump() == here.model_dump()
 
 
 def test_the_band_rule_is_given_beyond_the_probes_degree():

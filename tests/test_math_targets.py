@@ -385,6 +385,16 @@ def test_kinks_are_where_the_arguments_of_relu_sign_and_abs_change_sign():
     np.testing.assert_allclose(kinks, [-1.5, 0.0, 0.3, 2.0], atol=1e-14)
 
 
+@pytest.mark.parametrize("scale", ["1e200", "1e-200"])
+def test_kinks_of_huge_and_tiny_arguments_are_found_without_a_warning(scale):
+    """The neighbours' product of 1e±200·(z1 − 1.2345) overflows or underflows to 0; the change
+    of sign is still there."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kinks = parse_target(f"relu({scale}*(z1 - 1.2345))").kinks()
+    np.testing.assert_allclose(kinks, [0.0, 1.2345], atol=1e-14)
+
+
 @pytest.mark.parametrize(
     ("noise", "why"),
     [

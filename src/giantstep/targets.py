@@ -155,15 +155,19 @@ class Target:
             with np.errstate(all="ignore"):
                 values = np.broadcast_to(argument(grid[:, None]), grid.shape)
             found.update(grid[values == 0])
-            for i in np.flatnonzero(values[:-1] * values[1:] < 0):
-                found.add(
-                    optimize.brentq(
-                        lambda t, f=argument: float(np.ravel(f(np.array([[t]])))[0]),
-                        grid[i],
-                        grid[i + 1],
-                        xtol=1e-15,
+            # Signs, not the product of neighbours: that overflows (1e200·z) or underflows to
+            # 0 (1e-200·z) and then misses the change of sign.
+            signs = np.sign(values)
+            for i in np.flatnonzero(signs[:-1] * signs[1:] < 0):
+                with np.errstate(all="ignore"):
+                    found.add(
+                        optimize.brentq(
+                            lambda t, f=argument: float(np.ravel(f(np.array([[t]])))[0]),
+                            grid[i],
+                            grid[i + 1],
+                            xtol=1e-15,
+                        )
                     )
-                )
         return tuple(sorted(found))
 
     def expectation(self, weight: Callable[[np.ndarray], np.ndarray] | None = None) -> float:

@@ -4,6 +4,7 @@ operator norm and top values against numpy's SVD, sums that add up, ζ = Xᵀy/n
 target's Hermite projections (closed forms)."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -51,6 +52,10 @@ def test_an_outlier_needs_a_gap_above_gap_factor_times_the_spacing_below():
     assert count_outliers(np.concatenate([[1.0801], below]), edge=0.5) == 1
     assert count_outliers(np.concatenate([[1.0799], below]), edge=0.5) == 0
     assert count_outliers(below, edge=0.5) == 0
+    # Exactly 8 × the spacing (binary fractions: no rounding) is not enough.
+    exact = np.concatenate([[3.0], 1.0 - 0.25 * np.arange(12)])
+    assert count_outliers(exact, edge=-10.0) == 0
+    assert count_outliers(np.concatenate([[3.0 + 2**-20], exact[1:]]), edge=-10.0) == 1
 
 
 def test_outliers_must_be_above_the_edge_and_are_counted_to_the_last_one():
@@ -98,6 +103,7 @@ def test_the_mean_spike_is_the_value_best_aligned_with_ones_if_aligned_enough():
     assert mean_spike_index(spectrum, 0.4) == 1
     assert mean_spike_index(spectrum, -0.4) == 1
     assert mean_spike_index(spectrum, 2e-9) == 1
+    assert mean_spike_index(spectrum, 1e-9) == 1  # |μ_0| < 1e-9 is zero, 1e-9 is not
     assert mean_spike_index(spectrum, 5e-10) is None
     assert mean_spike_index(spectrum, 0.0) is None
     assert mean_spike_index(spectrum_with([0.1, 0.5, 0.3]), 0.4) == 1
@@ -195,7 +201,13 @@ def test_probe_names_and_values():
         [np.ones(6), h, h**2 - 1, unit, unit**2 - 1, z, z**2, x @ direction], axis=1
     )
     np.testing.assert_allclose(full(x), expected, rtol=1e-12)
-    assert full(x.astype(np.float32)).dtype == np.float64
+    x32 = x.astype(np.float32)
+    assert full(x32).dtype == np.float64
+    # Rows of a float32 run: the projections are float32 products (as the run's), then float64.
+    h32 = (x32 @ beta.astype(np.float32)).astype(np.float64)
+    z32 = (x32 @ zeta.astype(np.float32)).astype(np.float64)
+    np.testing.assert_array_equal(full(x32)[:, 1], h32)
+    np.testing.assert_array_equal(full(x32)[:, 5], z32)
 
 
 def test_operator_norm_and_top_values_are_numpys_singular_values():
@@ -221,10 +233,18 @@ def test_a_zero_column_has_a_zero_singular_value_and_no_alignment():
     m = np.zeros((10, 3))
     m[:, 0] = 1.0
     p = np.ones((10, 1))
-    spectrum = top_spectrum(m.T @ m, m.T @ p, p.T @ p, 10, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0/0 is expected here, not a warning
+        spectrum = top_spectrum(m.T @ m, m.T @ p, p.T @ p, 10, 3)
+        zero_probe = top_spectrum(m.T @ m, np.zeros((3, 1)), np.zeros((1, 1)), 10, 3)
     np.testing.assert_allclose(spectrum.values, [1.0, 0.0, 0.0], atol=1e-15)
     np.testing.assert_allclose(spectrum.cos2[:, 0], [1.0, 0.0, 0.0], atol=1e-15)
+    np.testing.assert_array_equal(zero_probe.cos2, np.zeros((3, 1)))
     assert operator_norm(np.zeros((3, 3)), 10) == 0.0
+    # An eigenvalue of MᵀM rounded below zero is a singular value 0, not NaN.
+    rounded = np.diag([4.0, -1e-17, -1e-16])
+    values = top_spectrum(rounded, np.zeros((3, 0)), np.zeros((0, 0)), 1, 3).values
+    np.testing.assert_array_equal(values, [2.0, 0.0, 0.0])
 
 
 def test_zeta_is_x_transpose_y_over_n():
@@ -235,6 +255,43 @@ def test_zeta_is_x_transpose_y_over_n():
     x = block.x.copy()
     _, y = teacher.labels(block)
     np.testing.assert_allclose(zeta, x.T @ y / 700, rtol=1e-12, atol=1e-15)
+
+
+def test_feature_sums_give_residual_grams_only_when_asked_and_report_progress():
+    act = get_activation("tanh")
+    initial = initialize(1, 6, 5, activation=act)
+    teacher = Teacher.draw(1, "z1**2", 5)
+    network = initial.with_first_layer(initial.first_layer * 1.5 + 0.1)
+    triplet = update_triplet(network.first_layer - initial.first_layer)
+    probes = Probes(teacher.directions[0], np.ones(5), np.ones(5), 2)
+    mu = act.hermite_coefficients(2)
+    stream = SampleStream(1, (RIDGE, 0), 5)
+    done = []
+    sums = feature_sums(network, initial, teacher, stream, n_samples=1100, block_size=512,
+                        probes=probes, triplet=triplet, mu=mu, progress=done.append)  # fmt: skip
+    assert sums.residual_grams is None and sums.term_gram.shape == (2, 2)
+    assert sum(done) == 3  # blocks of 512, 512 and 76 rows
+    asked = feature_sums(network, initial, teacher, stream, n_samples=1100, block_size=512,
+                         probes=probes, triplet=triplet, mu=mu, residual_grams=True)  # fmt: skip
+    assert asked.residual_grams.shape == (2, 6, 6)
+
+
+def test_feature_sums_of_float32_rows_are_computed_in_float32():
+    """The weights are cast to the rows' dtype: F (and F_0) are float32 products, summed in
+    float64 — within float32 rounding of, and not equal to, the float64 products."""
+    act = get_activation("tanh")
+    initial = initialize(1, 6, 5, activation=act)
+    teacher = Teacher.draw(1, "z1**2", 5)
+    network = initial.with_first_layer(initial.first_layer * 1.5 + 0.1)
+    probes = Probes(teacher.directions[0], None, np.ones(5), 2)
+    stream = SampleStream(1, (RIDGE, 0), 5, dtype=np.float32)
+    sums = feature_sums(network, initial, teacher, stream, n_samples=512, block_size=512,
+                        probes=probes)  # fmt: skip
+    x = stream.rows(0, 512).x.astype(np.float64)
+    for gram, layer in ((sums.gram, network.first_layer), (sums.gram0, initial.first_layer)):
+        f64 = act(x @ layer.T)
+        np.testing.assert_allclose(gram, f64.T @ f64, rtol=1e-5)
+        assert np.max(np.abs(gram - f64.T @ f64)) > 1e-10 * np.max(np.abs(gram))
 
 
 def test_feature_sums_over_two_halves_add_up_to_the_sums_over_all():

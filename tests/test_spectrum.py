@@ -107,6 +107,7 @@ def test_streamed_spectrum_equals_dense_svd():
             )
         np.testing.assert_allclose(sums.statistics("F0").gram, features0.T @ features0, rtol=1e-10)
         np.testing.assert_allclose(sums.probe_products(), features.T @ dense_probes, rtol=1e-10)
+        np.testing.assert_allclose(sums.probe_y, dense_probes.T @ y, rtol=1e-10, atol=1e-9)
         np.testing.assert_allclose(
             sums.probe_products("F0"), features0.T @ dense_probes, rtol=1e-10, atol=1e-9
         )
@@ -234,6 +235,8 @@ SMALL_SPECTRUM_RUN = {
         ({"step_size": {"batch_exponent": 0.5}}, {}, None, True),  # α outside [0, 1/2)
         ({"step_size": {"batch_exponent": 0.0}}, {}, 0, True),  # α = 0 is in: band 0
         ({"step_size": {"batch_exponent": 0.2}}, {"approximation": False}, 1, False),
+        # Band 3 needs μ_3, one more than the probes' max_degree = 2 give.
+        ({"step_size": {"batch_exponent": 0.35}}, {}, 3, True),
     ],
 )
 def test_the_measurement_predicts_and_approximates_only_where_it_applies(
@@ -244,6 +247,10 @@ def test_the_measurement_predicts_and_approximates_only_where_it_applies(
     config["spectrum"] = {**config["spectrum"], **spectrum}
     result = run(config).spectrum
     assert result.band == band
+    if config["train"].get("steps", 1) == 0:
+        assert result.update_singular_value == 0.0
+    else:  # s_1 of W_T − W_0, a giant step's: well above zero
+        assert result.update_singular_value > 0.1
     assert (result.predicted_spikes is None) == (band is None)
     assert (result.approximation_error is not None) == approximated
     assert (result.approximation_singular_values is not None) == approximated
@@ -260,11 +267,22 @@ def test_every_pass_of_the_measurement_goes_through_the_executor():
         "dim": DIM, "width": WIDTH, "train": {"batch_size": 600},
         "readout": {"samples": ROWS}, "test": {"samples": 512}, "spectrum": {"enabled": True},
     })  # fmt: skip
-    here = measure(config, initial, network, teacher, step_size=6.0).result
+    here = measure(config, initial, network, teacher, step_size=6.0)
     client = HereClient()
-    spread = measure(config, initial, network, teacher, step_size=6.0, executor=client).result
+    spread = measure(config, initial, network, teacher, step_size=6.0, executor=client)
     assert len(client.scattered) == 3
-    assert spread.model_dump() == here.model_dump()
+    assert spread.result.model_dump() == here.result.model_dump()
+    assert spread.probes.names == here.probes.names and "He1(X̃ζ̂)" in here.probes.names
+    update = network.first_layer - initial.first_layer
+    s_1 = np.linalg.svd(update, compute_uv=False)[0]
+    assert here.result.update_singular_value == pytest.approx(s_1, rel=1e-10)
+
+
+@pytest.mark.parametrize(("activation", "mean"), [("relu", True), ("tanh", False), ("abs", True)])
+def test_the_mean_spike_is_looked_for_when_mu_0_is_not_zero(activation, mean):
+    """μ_0 decides, not μ_1: abs has μ_1 = 0 and a mean spike, tanh μ_0 = 0 and none."""
+    config = {**SMALL_SPECTRUM_RUN, "activation": activation}
+    assert (run(config).spectrum.mean_spike is not None) == mean
 
 
 def test_the_band_rule_is_given_beyond_the_probes_degree():

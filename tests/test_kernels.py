@@ -157,3 +157,13 @@ def test_scale_is_the_numpy_product_on_every_path():
         assert result is slope  # in place
         np.testing.assert_array_equal(result, reference)
     np.testing.assert_array_equal(kernels.scale(x.copy(), r, a), expected)
+
+
+def test_scratch_arrays_are_reused_per_name_and_dtype():
+    a = kernels.scratch("test", (3, 4), np.float64)
+    b = kernels.scratch("test", (2, 5), np.float64)  # smaller: the same memory
+    assert a.shape == (3, 4) and b.shape == (2, 5) and np.shares_memory(a, b)
+    c = kernels.scratch("test", (3, 4), np.float32)  # another dtype: its own array
+    assert c.dtype == np.float32 and not np.shares_memory(a, c)
+    d = kernels.scratch("test", (5, 5), np.float64)  # larger: a new array
+    assert d.shape == (5, 5) and d.dtype == np.float64

@@ -24,6 +24,7 @@ from giantstep.train import (
     giant_steps,
     gradient,
 )
+from here_client import HereClient
 
 DIM, WIDTH, ROWS, NOISE = 24, 17, 700, 0.3
 EXPRESSION = "z1 + z1*z2"
@@ -303,3 +304,22 @@ def test_a_float32_gradient_is_the_formula_on_its_rows_to_single_precision(resid
     expected = dense_gradient(w, a, s, x, y, "tanh", residual)
     assert grad.dtype == np.float64
     np.testing.assert_allclose(grad, expected, atol=1e-5 * np.abs(expected).max())
+    # ... and computed in float32: not the float64 arithmetic on the same rows.
+    assert np.abs(grad - expected).max() > 1e-10 * np.abs(expected).max()
+
+
+def test_the_gradient_defaults_to_y_minus_f_and_goes_through_the_executor():
+    """The default residual is y − f; with an executor every block is summed there (one
+    piece of at most 8 blocks: the same additions, the same bits); progress counts blocks."""
+    network, teacher, *_ = setup("tanh", "moniri")
+    stream = SampleStream(3, (TRAIN, 0), DIM)
+    keywords = dict(n_samples=ROWS, block_size=CHUNK_ROWS)
+    explicit = gradient(network, teacher, stream, residual="y-f", **keywords)
+    done = []
+    default = gradient(network, teacher, stream, progress=done.append, **keywords)
+    np.testing.assert_array_equal(default, explicit)
+    assert sum(done) == -(-ROWS // CHUNK_ROWS)
+    client = HereClient()
+    spread = gradient(network, teacher, stream, residual="y-f", executor=client, **keywords)
+    assert client.scattered  # the sum went through the executor
+    np.testing.assert_array_equal(spread, explicit)

@@ -63,6 +63,11 @@ def test_summary_of_a_hand_built_gram_matrix():
     # Small off-diagonal entries are not floored: sqrt(mean of 0.1²) = 0.1.
     small = summarize(np.zeros((2, 1)), np.array([[1.0, 0.1], [0.1, 1.0]]))
     np.testing.assert_allclose(small.q_offdiagonal_rms, 0.1, rtol=1e-12)
+    # ... nor lost beside a large diagonal: off-diagonal entries 1e-9 of it.
+    tiny = np.eye(50) + 1e-9 * (np.ones((50, 50)) - np.eye(50))
+    np.testing.assert_allclose(
+        summarize(np.zeros((50, 1)), tiny).q_offdiagonal_rms, 1e-9, rtol=1e-12
+    )
 
 
 def test_learned_threshold_is_factor_over_dim_and_strict_below():

@@ -61,7 +61,9 @@ def summarize(m: np.ndarray, q: np.ndarray) -> OverlapSummary:
     """OverlapSummary from ``M`` (N, r) and ``Q`` (N, N) (see :func:`overlaps`)."""
     width = q.shape[0]
     diagonal = np.diag(q)
-    off = (np.sum(q * q) - np.sum(diagonal**2)) / max(width * (width - 1), 1)
+    # The off-diagonal entries themselves: sum(Q²) − sum(diag²) cancels when they are small.
+    off_diagonal = q[~np.eye(width, dtype=bool)]
+    off = float(off_diagonal @ off_diagonal) / max(width * (width - 1), 1)
     return OverlapSummary(
         m_rms=np.sqrt(np.mean(m**2, axis=0)).tolist(),
         q_diagonal_mean=float(np.mean(diagonal)),

@@ -167,3 +167,27 @@ def test_scratch_arrays_are_reused_per_name_and_dtype():
     assert c.dtype == np.float32 and not np.shares_memory(a, c)
     d = kernels.scratch("test", (5, 5), np.float64)  # larger: a new array
     assert d.shape == (5, 5) and d.dtype == np.float64
+
+
+def test_kernel_passes_overwrite_their_input_as_documented():
+    """values, values_and_slopes and scaled_slopes overwrite pre (and fill the value buffer
+    given) when the activation has a kernel, the block is row-contiguous and the dtypes agree;
+    otherwise they return new arrays from the numpy path."""
+    activation = get_activation("tanh")
+    x = inputs()
+    r, a = np.linspace(-2, 2, len(x)), np.linspace(1, 3, x.shape[1])
+    pre, buffer = x.copy(), np.empty_like(x)
+    value, slope = kernels.values_and_slopes(activation, pre, buffer)
+    assert value is buffer and slope is pre
+    pre = x.copy()
+    assert kernels.values(activation, pre) is pre
+    pre = x.copy()
+    assert kernels.scaled_slopes(activation, pre, r, a) is pre
+    for r_, a_ in [(r.astype(np.float32), a), (r, a.astype(np.float32))]:  # mixed dtypes
+        pre = x.copy()
+        result = kernels.scaled_slopes(activation, pre, r_, a_)
+        assert result is not pre
+        np.testing.assert_array_equal(result, activation.derivative(x) * r_[:, None] * a_)
+    pre = np.asfortranarray(x)  # rows not contiguous: the numpy path
+    value, slope = kernels.values_and_slopes(activation, pre)
+    assert slope is not pre and value is not pre

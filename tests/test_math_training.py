@@ -113,6 +113,25 @@ def test_giant_steps_follow_the_recurrence_on_their_batches(reuse):
         assert stepped.output_scale == s
 
 
+def test_giant_steps_draw_their_batches_in_the_runs_dtype_through_the_executor():
+    """A float32 run's step t is the gradient on the float32 rows of batch t (float32 normals
+    are other numbers than float64 ones, not a rounding of them), summed through the executor,
+    with progress in blocks."""
+    seed, eta, n = 5, 3.0, 600
+    network, teacher, _, _, _ = setup("tanh", "moniri", seed=seed)
+    plan = StepPlan(n, CHUNK_ROWS, residual="y-f")
+    client, done = HereClient(), []
+    stepped = list(giant_steps(network, teacher, plan, steps=2, step_size=eta, seed=seed,
+                               dtype="float32", executor=client, progress=done.append))  # fmt: skip
+    assert len(client.scattered) == 2 and sum(done) == 2 * -(-n // CHUNK_ROWS)
+    w = network.first_layer
+    for t, after in enumerate(stepped):
+        batch = SampleStream(seed, (TRAIN, t), DIM, dtype="float32")
+        current = network.with_first_layer(w)
+        w = w - eta * gradient(current, teacher, batch, n_samples=n, block_size=CHUNK_ROWS)
+        np.testing.assert_array_equal(after.first_layer, w)
+
+
 def test_the_network_computes_its_formula():
     """f(x) = s Σ_j a_j σ(⟨w_j, x⟩), neuron by neuron, for both presets."""
     x = np.random.default_rng(1).standard_normal((5, DIM))

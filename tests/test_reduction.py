@@ -105,7 +105,7 @@ def test_only_a_client_like_executor_is_accepted():
     assert is_cluster(HereClient()) and not is_cluster(object()) and not is_cluster(None)
     check_executor(None)
     check_executor(HereClient())
-    with pytest.raises(ValueError, match="executor: .* got int"):
+    with pytest.raises(ValueError, match=r"^executor: expected None .* got int$"):
         check_executor(4)
 
 

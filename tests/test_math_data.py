@@ -4,6 +4,8 @@ first the inputs then the label noise; a block, a slice of rows or a read ahead 
 that one sequence of rows, whatever the block size, the start, the threads or the buffers.
 The reference draws each chunk here with numpy alone."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -195,6 +197,7 @@ def test_read_ahead_keeps_the_streams_dtype():
         next(a.blocks(512, 512))
         block = next(b.blocks(512, 512))
     assert block.x.dtype == block.noise.dtype == np.float32
+    assert block.stream is b and block.start == 0
     x, noise = reference(2, dtype=np.float32, key=(0, 1))
     np.testing.assert_array_equal(block.x, x)
     np.testing.assert_array_equal(block.noise, noise)
@@ -212,6 +215,20 @@ def test_read_ahead_draws_the_stream_after_the_one_just_read_when_one_comes_twic
         fill.wait()
     ahead.start_after(*plan[-1])  # the last one: nothing follows
     assert ahead.drawn is None
+
+
+def test_a_stream_read_in_a_new_thread_has_its_rows():
+    """The prefetch setting is per thread: a thread that never set it reads with the
+    default, and gets the rows of the definition."""
+    stream = SampleStream(SEED, KEY, DIM)
+    read = []
+    thread = threading.Thread(target=lambda: read.extend(
+        (b.x.copy(), b.noise.copy()) for b in stream.blocks(1000, 256)))  # fmt: skip
+    thread.start()
+    thread.join()
+    x, noise = reference(4)
+    np.testing.assert_array_equal(np.concatenate([r[0] for r in read]), x[:1000])
+    np.testing.assert_array_equal(np.concatenate([r[1] for r in read]), noise[:1000])
 
 
 def test_a_failing_chunk_is_raised_in_the_caller(monkeypatch):

@@ -251,7 +251,16 @@ def test_a_failing_chunk_is_raised_in_the_caller(monkeypatch):
 
 @pytest.mark.parametrize(
     ("cores", "limit", "expected"),
-    [(4, None, 4), (4, "2", 2), (2, "8", 2), (4, "0", 4), (4, "", 4), (4, "two", 4), (1, None, 1)],
+    [
+        (4, None, 4),
+        (4, "2", 2),
+        (4, "1", 1),
+        (2, "8", 2),
+        (4, "0", 4),
+        (4, "", 4),
+        (4, "two", 4),
+        (1, None, 1),
+    ],  # fmt: skip
 )
 def test_draw_threads_are_the_cores_capped_by_omp_num_threads(monkeypatch, cores, limit, expected):
     """The cores this process may use (its affinity, not the machine's count), capped by a

@@ -1,5 +1,7 @@
 """The compiled elementwise passes against the plain numpy path of every activation."""
 
+import multiprocessing
+
 import numba
 import numpy as np
 import pytest
@@ -191,3 +193,19 @@ def test_kernel_passes_overwrite_their_input_as_documented():
     pre = np.asfortranarray(x)  # rows not contiguous: the numpy path
     value, slope = kernels.values_and_slopes(activation, pre)
     assert slope is not pre and value is not pre
+
+
+def _tanh_in_pieces(x):
+    return kernels.values(get_activation("tanh"), x)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba has one thread here")
+def test_a_forked_child_splits_a_block_with_threads_of_its_own(monkeypatch):
+    """A child forked after the parent split a block has the parent's pool but none of its
+    threads: it must start its own, not wait forever for the parent's."""
+    monkeypatch.setattr(kernels, "ELEMENTS_PER_THREAD", 997)
+    x = np.clip(inputs(np.float32), -40, 40)
+    expected = _tanh_in_pieces(x.copy())  # the parent's pool now exists
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        result = pool.apply_async(_tanh_in_pieces, (x.copy(),)).get(timeout=60)
+    np.testing.assert_array_equal(result, expected)

@@ -28,6 +28,7 @@ An activation without a kernel (``sin``, ``abs``, a user's callable) keeps the n
 from __future__ import annotations
 
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -408,17 +409,24 @@ def _scale(g, r, a):
 #: (60–70 M/s) and the compiled tanh is used.
 _NUMPY_TANH_FLOAT64 = bool(__cpu_features__.get("AVX512_SKX"))
 _ufunc_pool: ThreadPoolExecutor | None = None
+_ufunc_pool_owner = -1
 
 
 def _rows_in_parallel(ufunc, x: np.ndarray) -> None:
     """``ufunc(x, out=x)`` with the rows split over numba's threads (numpy drops the GIL)."""
-    global _ufunc_pool
+    global _ufunc_pool, _ufunc_pool_owner
     threads = _threads(x)
     if threads == 1:
         ufunc(x, out=x)
         return
-    if _ufunc_pool is None or _ufunc_pool._max_workers < threads - 1:
+    # A forked child inherits the pool but not its threads: its tasks would wait forever.
+    if (
+        _ufunc_pool is None
+        or _ufunc_pool_owner != os.getpid()
+        or _ufunc_pool._max_workers < threads - 1
+    ):
         _ufunc_pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="giantstep-ufunc")
+        _ufunc_pool_owner = os.getpid()
     parts = np.array_split(np.arange(len(x)), threads)
     futures = [_ufunc_pool.submit(ufunc, x[p[0] : p[-1] + 1], out=x[p[0] : p[-1] + 1])
                for p in parts[1:]]  # fmt: skip

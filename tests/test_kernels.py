@@ -165,6 +165,7 @@ def test_scratch_arrays_are_reused_per_name_and_dtype():
     a = kernels.scratch("test", (3, 4), np.float64)
     b = kernels.scratch("test", (2, 5), np.float64)  # smaller: the same memory
     assert a.shape == (3, 4) and b.shape == (2, 5) and np.shares_memory(a, b)
+    assert np.shares_memory(kernels.scratch("test", (4, 3), np.float64), a)  # as large: too
     c = kernels.scratch("test", (3, 4), np.float32)  # another dtype: its own array
     assert c.dtype == np.float32 and not np.shares_memory(a, c)
     d = kernels.scratch("test", (5, 5), np.float64)  # larger: a new array

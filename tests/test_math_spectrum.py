@@ -208,6 +208,8 @@ def test_probe_names_and_values():
     z32 = (x32 @ zeta.astype(np.float32)).astype(np.float64)
     np.testing.assert_array_equal(full(x32)[:, 1], h32)
     np.testing.assert_array_equal(full(x32)[:, 5], z32)
+    network32 = (x32 @ direction.astype(np.float32)).astype(np.float64)
+    np.testing.assert_array_equal(full(x32)[:, -1], network32)
 
 
 def test_operator_norm_and_top_values_are_numpys_singular_values():
@@ -245,6 +247,11 @@ def test_a_zero_column_has_a_zero_singular_value_and_no_alignment():
     rounded = np.diag([4.0, -1e-17, -1e-16])
     values = top_spectrum(rounded, np.zeros((3, 0)), np.zeros((0, 0)), 1, 3).values
     np.testing.assert_array_equal(values, [2.0, 0.0, 0.0])
+    # ... whose rounding-level product with a probe is not zero: x/0, quietly, and finite.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spectrum = top_spectrum(rounded, np.array([[1.0], [1e-9], [0.0]]), np.eye(1), 1, 3)
+    assert np.isfinite(spectrum.cos2).all()
 
 
 def test_zeta_is_x_transpose_y_over_n():

@@ -210,3 +210,13 @@ def test_a_forked_child_splits_a_block_with_threads_of_its_own(monkeypatch):
     with multiprocessing.get_context("fork").Pool(1) as pool:
         result = pool.apply_async(_tanh_in_pieces, (x.copy(),)).get(timeout=60)
     np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize("pieces", [2, 3, 5])
+def test_a_ufunc_split_in_row_pieces_is_the_whole_ufunc(monkeypatch, pieces):
+    # Any number of pieces (this machine may have fewer cores): each piece's rows, in place.
+    monkeypatch.setattr(kernels, "_threads", lambda x: pieces)
+    x = inputs(np.float32)
+    split = x.copy()
+    kernels._rows_in_parallel(np.tanh, split)
+    np.testing.assert_array_equal(split, np.tanh(x))

@@ -109,6 +109,9 @@ def test_the_compiled_tanh_agrees_with_numpy(monkeypatch):
         True,
         False,
     ]
+    # float32 blocks keep numpy's own (vectorised) float32 tanh everywhere.
+    x32 = np.clip(inputs(np.float32), -40, 40)
+    np.testing.assert_array_equal(kernels.values(activation, x32.copy()), np.tanh(x32))
     parts = [kernels.values(activation, x[i : i + 5].copy()) for i in range(0, len(x), 5)]
     np.testing.assert_array_equal(np.concatenate(parts), kernels.values(activation, x.copy()))
 
@@ -220,3 +223,15 @@ def test_a_ufunc_split_in_row_pieces_is_the_whole_ufunc(monkeypatch, pieces):
     split = x.copy()
     kernels._rows_in_parallel(np.tanh, split)
     np.testing.assert_array_equal(split, np.tanh(x))
+
+
+def test_blocks_whose_rows_overlap_take_the_numpy_path():
+    # A pass overwrites its rows in place: rows that share memory would be computed from
+    # values already overwritten, so such views are left to numpy.
+    base = np.linspace(-3, 3, 40)
+    overlapping = np.lib.stride_tricks.as_strided(base, shape=(20, 8), strides=(8, 8))
+    for name in ("tanh", "relu", "erf"):
+        activation = get_activation(name)
+        expected = activation(overlapping.copy())  # the numpy path, on the same values
+        view = np.lib.stride_tricks.as_strided(base.copy(), shape=(20, 8), strides=(8, 8))
+        np.testing.assert_array_equal(kernels.values(activation, view), expected, err_msg=name)

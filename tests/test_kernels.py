@@ -1,6 +1,7 @@
 """The compiled elementwise passes against the plain numpy path of every activation."""
 
 import multiprocessing
+import uuid
 
 import numba
 import numpy as np
@@ -165,14 +166,15 @@ def test_scale_is_the_numpy_product_on_every_path():
 
 
 def test_scratch_arrays_are_reused_per_name_and_dtype():
-    a = kernels.scratch("test", (3, 4), np.float64)
-    b = kernels.scratch("test", (2, 5), np.float64)  # smaller: the same memory
+    name = f"test-{uuid.uuid4()}"  # not one an earlier call in this process (or its parent) made
+    a = kernels.scratch(name, (3, 4), np.float64)
+    b = kernels.scratch(name, (2, 5), np.float64)  # smaller: the same memory
     assert a.shape == (3, 4) and b.shape == (2, 5) and np.shares_memory(a, b)
-    assert np.shares_memory(kernels.scratch("test", (4, 3), np.float64), a)  # as large: too
-    c = kernels.scratch("test", (3, 4), np.float32)  # another dtype: its own array
+    assert np.shares_memory(kernels.scratch(name, (4, 3), np.float64), a)  # as large: too
+    c = kernels.scratch(name, (3, 4), np.float32)  # another dtype: its own array
     assert c.dtype == np.float32 and not np.shares_memory(a, c)
-    d = kernels.scratch("test", (5, 5), np.float64)  # larger: a new array
-    assert d.shape == (5, 5) and d.dtype == np.float64
+    d = kernels.scratch(name, (5, 5), np.float64)  # larger: a new array
+    assert d.shape == (5, 5) and d.dtype == np.float64 and not np.shares_memory(a, d)
 
 
 def test_kernel_passes_overwrite_their_input_as_documented():

@@ -264,11 +264,16 @@ def test_zeta_is_x_transpose_y_over_n():
     np.testing.assert_allclose(zeta, x.T @ y / 700, rtol=1e-12, atol=1e-15)
 
 
-def test_feature_sums_give_residual_grams_only_when_asked_and_report_progress():
+def moved_tanh_network():
+    """tanh, d = 5, N = 6: (activation, initial network, teacher z1², network moved from it)."""
     act = get_activation("tanh")
     initial = initialize(1, 6, 5, activation=act)
     teacher = Teacher.draw(1, "z1**2", 5)
-    network = initial.with_first_layer(initial.first_layer * 1.5 + 0.1)
+    return act, initial, teacher, initial.with_first_layer(initial.first_layer * 1.5 + 0.1)
+
+
+def test_feature_sums_give_residual_grams_only_when_asked_and_report_progress():
+    act, initial, teacher, network = moved_tanh_network()
     triplet = update_triplet(network.first_layer - initial.first_layer)
     probes = Probes(teacher.directions[0], np.ones(5), np.ones(5), 2)
     mu = act.hermite_coefficients(2)
@@ -286,10 +291,7 @@ def test_feature_sums_give_residual_grams_only_when_asked_and_report_progress():
 def test_feature_sums_of_float32_rows_are_computed_in_float32():
     """The weights are cast to the rows' dtype: F (and F_0) are float32 products, summed in
     float64 — within float32 rounding of, and not equal to, the float64 products."""
-    act = get_activation("tanh")
-    initial = initialize(1, 6, 5, activation=act)
-    teacher = Teacher.draw(1, "z1**2", 5)
-    network = initial.with_first_layer(initial.first_layer * 1.5 + 0.1)
+    act, initial, teacher, network = moved_tanh_network()
     probes = Probes(teacher.directions[0], None, np.ones(5), 2)
     stream = SampleStream(1, (RIDGE, 0), 5, dtype=np.float32)
     sums = feature_sums(network, initial, teacher, stream, n_samples=512, block_size=512,
@@ -304,10 +306,7 @@ def test_feature_sums_of_float32_rows_are_computed_in_float32():
 def test_feature_sums_over_two_halves_add_up_to_the_sums_over_all():
     """Every sum is additive over rows: the sums of rows 0..512 and 512..1024 (added with +)
     are the sums of rows 0..1024, and the spike powers U stay those of the triplet."""
-    act = get_activation("tanh")
-    initial = initialize(1, 6, 5, activation=act)
-    teacher = Teacher.draw(1, "z1**2", 5)
-    network = initial.with_first_layer(initial.first_layer * 1.5 + 0.1)
+    act, initial, teacher, network = moved_tanh_network()
     triplet = update_triplet(network.first_layer - initial.first_layer)
     probes = Probes(teacher.directions[0], np.ones(5), np.ones(5), 2)
     mu = act.hermite_coefficients(2)

@@ -123,7 +123,7 @@ def test_streamed_spectrum_equals_dense_svd():
 def test_left_vectors_are_the_same_spread_over_pieces_and_computed_in_the_rows_dtype(dtype):
     """A spread pass (pieces of 8 blocks, each writing its own rows) gives the local rows
     exactly, and a float32 stream's features are computed in float32."""
-    _, network, teacher, probes, _, _ = stepped_setup()
+    network = stepped_setup()[1]
     stream = SampleStream(4, (RIDGE, 0), DIM, dtype=dtype)
     n = 9 * CHUNK_ROWS + 17  # two pieces, a short last block
     x = stream.rows(0, n).x.copy()
@@ -287,13 +287,9 @@ def test_the_mean_spike_is_looked_for_when_mu_0_is_not_zero(activation, mean):
 
 def test_the_band_rule_is_given_beyond_the_probes_degree():
     # α = 0.41 is in band ℓ = 5, above spectrum.max_degree = 2: the rule still needs μ_0..μ_5.
+    step_size = {"scale": 2.0, "batch_exponent": 0.41}
     result = run(
-        {
-            "dim": 40, "width": 30, "train": {"batch_size": 512, "residual": "y",
-            "step_size": {"scale": 2.0, "batch_exponent": 0.41}},
-            "readout": {"samples": 512}, "test": {"samples": 256},
-            "spectrum": {"enabled": True, "max_degree": 2, "top": 8},
-        }
-    )  # fmt: skip
+        {**SMALL_SPECTRUM_RUN, "train": {**SMALL_SPECTRUM_RUN["train"], "step_size": step_size}}
+    )
     assert result.spectrum.band == 5
     assert result.spectrum.predicted_spikes == 3  # relu: degrees 1, 2, 4 (μ_3 = μ_5 = 0)

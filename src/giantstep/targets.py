@@ -154,12 +154,11 @@ class Target:
         for argument in self.kinked_arguments:
             with np.errstate(all="ignore"):
                 values = np.broadcast_to(argument(grid[:, None]), grid.shape)
-            found.update(grid[values == 0])
-            # Signs, not the product of neighbours: that overflows (1e200·z) or underflows to
-            # 0 (1e-200·z) and then misses the change of sign.
-            signs = np.sign(values)
-            for i in np.flatnonzero(signs[:-1] * signs[1:] < 0):
-                with np.errstate(all="ignore"):
+                found.update(grid[values == 0])
+                # Signs, not the product of neighbours: that overflows (1e200·z) or underflows
+                # to 0 (1e-200·z) and then misses the change of sign.
+                signs = np.sign(values)
+                for i in np.flatnonzero(signs[:-1] * signs[1:] < 0):
                     found.add(
                         optimize.brentq(
                             lambda t, f=argument: float(np.ravel(f(np.array([[t]])))[0]),

@@ -233,6 +233,13 @@ def classify(
     return tally
 
 
+def positive_int(text: str) -> int:
+    """argparse type of --jobs: a whole number of mutants at once, at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     modules = core_modules()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -252,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--jobs",
-        type=int,
+        type=positive_int,
         default=1,
         help="mutants tested at once, one core each (default 1: the machine stays usable)",
     )

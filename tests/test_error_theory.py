@@ -412,3 +412,106 @@ def test_trained_layer_features_recover_an_exact_spike():
     # W_b keeps W₀'s own component along v.
     np.testing.assert_allclose(layer.spike, spike, rtol=1e-10)
     np.testing.assert_allclose(layer.bulk_along_spike, w0 @ v, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# From a config to the theory's inputs: the residual, the predicted layer, scope and warnings
+# ---------------------------------------------------------------------------------------------
+
+
+def test_residual_statistics_subtract_the_networks_mean_output_only_for_y_minus_f():
+    # Sphere rows (‖w_j‖ = 1) and relu: E σ(w_j·x) = φ(0); with a = 1 and s = 1/N (mean field)
+    # the network's mean output is f̄ = s Σ_j a_j φ(0) = φ(0).
+    for residual, offset in (("y", 0.0), ("y-f", PHI0)):
+        config, initial, teacher, _ = small(
+            preset="dandi", model={"second_layer": "ones"}, train={"residual": residual}
+        )
+        found = errors.residual_statistics(config, initial, teacher)
+        expected = ResidualStatistics.of(teacher.target, teacher.noise, offset)
+        assert found.mean == pytest.approx(expected.mean, abs=1e-12)
+        assert found.second == pytest.approx(expected.second, abs=1e-12)
+        assert (found.linear, found.quadratic) == (expected.linear, expected.quadratic)
+    assert found.mean == pytest.approx(teacher.target.expectation() - PHI0, abs=1e-12)
+
+
+def test_predicted_layer_steps_each_neuron_by_its_own_second_layer_weight():
+    # moniri: Gaussian a_j, unit rows, relu: r_j = η s a_j E σ′ ‖ζ‖ with E σ′ = 1/2, so
+    # r_j/(η s a_j) is one number, ‖ζ‖/2 (a step ∝ 1/a_j would spread it).
+    config, initial, teacher, _ = small()
+    layer = errors._predicted_layer(config, initial, teacher)
+    residual = errors.residual_statistics(config, initial, teacher)
+    zeta = sqrt(residual.linear**2 + residual.second * config.dim / config.train.batch_size)
+    steps = config.step_size() * initial.output_scale * initial.second_layer
+    a = np.abs(initial.second_layer)
+    assert a.max() > 10 * a.min()  # unequal weights: a step ∝ 1/a_j would show
+    np.testing.assert_allclose(layer.spike, steps * zeta / 2, rtol=1e-12)
+
+
+def test_predicted_spike_direction_comes_from_the_seeds_own_stream():
+    # Its random part is drawn from generator(seed, SPIKE_DIRECTION) (THEORY-ERRORS.md §3.1,
+    # a key fixed forever like every other): reproducible, different for another seed.
+    from giantstep.data import SPIKE_DIRECTION, generator
+
+    config, initial, teacher, _ = small(seed=5)
+    layer = errors._predicted_layer(config, initial, teacher)
+    residual = errors.residual_statistics(config, initial, teacher)
+    steps = config.step_size() * initial.output_scale * initial.second_layer
+    args = (initial.first_layer, steps, RELU, residual, config.train.batch_size)
+    beta = teacher.directions[0]
+    for seed, same in ((5, True), (6, False), (0, False)):
+        other = predicted_features(*args, beta, generator(seed, SPIKE_DIRECTION))
+        assert np.allclose(layer.bulk_along_spike, other.bulk_along_spike) == same
+    root = predicted_features(*args, beta, generator(5))
+    assert not np.allclose(layer.bulk_along_spike, root.bulk_along_spike)
+
+
+def test_residual_y_minus_f_is_in_scope_only_for_a_small_output():
+    # s‖a‖√N ≤ 1: mean-field ones (s = 1/N: exactly 1) in scope; s = 1 with a = 1 (s‖a‖√N = N)
+    # or a Gaussian a (moniri: ~√N) out, and the reason names the second layer in use.
+    ones = {"preset": "dandi", "train": {"residual": "y-f"}}
+    config, initial, _, _ = small(**ones, model={"second_layer": "ones"})
+    assert errors._residual_scope(config, initial) is None
+    config, initial, _, _ = small(**ones, model={"second_layer": "ones", "output_scale": 1.0})
+    reason = errors._residual_scope(config, initial)
+    assert "model.second_layer = 'ones'" in reason and "s = 1 " in reason
+    config, initial, _, _ = small(preset="moniri", train={"residual": "y-f"})
+    assert "model.second_layer = 'gaussian'" in errors._residual_scope(config, initial)
+    config, initial, _, _ = small(train={"residual": "y"}, model={"output_scale": 1.0})
+    assert errors._residual_scope(config, initial) is None
+
+
+@pytest.mark.parametrize(
+    ("batch", "steps", "expected"),
+    [
+        # μ2(relu)μ2(σ*) = φ(0) ≠ 0: the bulk misses outliers below n0 = 32 d (exclusive).
+        (31 * 50, 1.0, ["read trained_layer beside it"]),
+        (32 * 50, 1.0, []),
+        # The rms of η s a_j against 2 (exclusive), whatever the signs.
+        (32 * 50, -2.5, ["rms 2.5 > 2 (train.step_size): beyond the tested regime"]),
+        (32 * 50, -2.0, []),
+        (
+            4 * 50,
+            3.0,
+            [
+                "the outliers of W0(I + ημ2Ĉ), so spiked is biased",
+                "trained_layer beside it; the per-",
+            ],
+        ),
+    ],
+)
+def test_spiked_warnings_at_their_thresholds(batch, steps, expected):
+    config, initial, teacher, _ = small(train={"residual": "y", "batch_size": batch})
+    residual = errors.residual_statistics(config, initial, teacher)
+    warning = errors._spiked_warning(config, initial, residual, np.full(50, steps))
+    if not expected:
+        assert warning is None
+    for text in expected:
+        assert text in warning
+
+
+def test_a_missing_trained_network_is_named_as_the_reason():
+    config, initial, teacher, _ = small()
+    reason = predict_errors(config, initial, teacher).trained_layer.reason
+    assert reason == (
+        "no trained network was given (trained=None): trained_layer is conditional on the run's W1"
+    )

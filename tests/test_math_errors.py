@@ -764,6 +764,16 @@ def test_odd_activations_are_recognised():
         Activation.from_callable(lambda x: np.where(x > 5.5, 1.0, x), lambda x: 1 + 0 * x)
     )
     assert errors._is_odd(far)
+    # The check is strict, to rounding: a constant 1e-10 or an even part 1e-9 x² is not odd
+    # (the fast path would then predict another activation's errors).
+    for even_part in (lambda x: 1e-10 + 0 * x, lambda x: 1e-9 * x * x):
+        nearly = Activation.from_callable(lambda x, e=even_part: np.tanh(x) + e(x), lambda x: x)
+        assert not errors._is_odd(nearly)
+    # An even bump narrower than the grid's step, at 0: the grid includes 0 itself.
+    bump = Activation.from_callable(
+        lambda x: np.tanh(x) + np.maximum(0.0, 0.01 - np.abs(x)), lambda x: 1 - np.tanh(x) ** 2
+    )
+    assert not errors._is_odd(bump)
 
 
 def built_in_layer(width=60, dim=50, seed=35, spike=0.7, scale=1.1, cosine=0.8):

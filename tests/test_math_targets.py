@@ -189,6 +189,17 @@ def test_the_expansion_work_is_bounded_over_the_whole_expression():
     np.testing.assert_allclose(many(h), h[:, 0], atol=1e-12)
 
 
+def test_the_expansion_work_is_spent_to_its_last_unit():
+    """(1 + z1 + z2)**k costs 3 · C(k + 2, 3) products (as above): 16 copies at k = 32 and one
+    each at k = 28, 8, 6, 4 cost 3 · (16 · 5984 + 4060 + 120 + 56 + 20) = MAX_EXPANSION_WORK
+    exactly, and are expanded; one product more (z1*z2) is not."""
+    costs = [comb(34, 3)] * 16 + [comb(k + 2, 3) for k in (28, 8, 6, 4)]
+    assert 3 * sum(costs) == MAX_EXPANSION_WORK
+    base = " + ".join(["0*(1+z1+z2)**32"] * 16 + [f"0*(1+z1+z2)**{k}" for k in (28, 8, 6, 4)])
+    assert parse_target(base + " + z1").is_polynomial
+    assert not parse_target(base + " + z1*z2").is_polynomial
+
+
 def non_finite_message(expression: str, x: np.ndarray, dtype=np.float64) -> str:
     target = parse_target(expression)
     teacher = Teacher(target, np.eye(target.rank, x.shape[1]))

@@ -253,3 +253,21 @@ def test_zeta_follows_beta_at_the_predicted_cosine():
         zeta = x.T @ dense.labels(x, e, teacher.directions, expression, noise) / n
         cosines.append(zeta @ teacher.directions[0] / np.linalg.norm(zeta))
     assert np.mean(cosines) == pytest.approx(gamma, abs=0.015)
+
+
+@pytest.mark.parametrize(("width", "dim"), [(6, 4), (520, 512)])
+def test_the_readouts_forward_weights_are_in_the_blocks_dtype(width, dim):
+    # float32 runs multiply float32 blocks by float32 weights (a float64 copy would make the
+    # product float64). Small networks carry W* below W (h from the same product), large not.
+    from giantstep.linalg import labels_in_forward_product
+    from giantstep.readout import GramSum
+
+    network = initialize(0, width, dim, activation=get_activation("relu"))
+    teacher = Teacher.draw(0, "z1", dim)
+    summand = GramSum.of(network, teacher, np.float32)
+    assert summand.weights.dtype == np.float32 and summand.width == width
+    rows = [network.first_layer, teacher.directions]
+    if not labels_in_forward_product(network.first_layer.size):
+        rows = rows[:1]
+    np.testing.assert_array_equal(summand.weights, np.vstack(rows).T.astype(np.float32))
+    assert summand.weights.shape[1] == width + (1 if width == 6 else 0)

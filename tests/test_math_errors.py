@@ -704,6 +704,22 @@ def test_fluctuation_system_is_solved_to_its_tolerance():
     assert len(calls) == 1
 
 
+def test_fluctuation_solver_stops_at_its_tolerance_relative_to_the_right_hand_side():
+    # I − B with eigenvalues spread over [0.5, 1] (no early breakdown of the Krylov space):
+    # GMRES gains a factor ~(√2 − 1)/(√2 + 1) per dimension, so the relative residual 1e-10
+    # takes far fewer than the 60 dimensions, for a right-hand side of any norm.
+    rng = np.random.default_rng(36)
+    q, _ = np.linalg.qr(rng.standard_normal((60, 60)))
+    b = q @ np.diag(rng.uniform(0.0, 0.5, 60)) @ q.T
+    for scale in (1e-3, 100.0):
+        rhs = scale * rng.standard_normal(60)
+        calls = []
+        e = solve_fluctuations(lambda x, c=calls: c.append(1) or b @ x, rhs, tolerance=1e-10)
+        residual = np.linalg.norm(rhs - e + b @ e) / np.linalg.norm(rhs)
+        assert 1e-13 < residual <= 1e-10  # stopped at the tolerance, not at the exact solution
+        assert len(calls) <= 30
+
+
 def test_cholesky_inverse_gives_the_lower_triangle_of_the_inverse():
     rng = np.random.default_rng(33)
     x = rng.standard_normal((8, 8))
@@ -713,8 +729,9 @@ def test_cholesky_inverse_gives_the_lower_triangle_of_the_inverse():
     np.testing.assert_allclose(np.tril(lower), np.tril(inverse), rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(np.triu(lower, 1), np.zeros((8, 8)))
     np.testing.assert_allclose(errors._symmetric_from_lower(lower), inverse, rtol=1e-10)
-    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+    with pytest.raises(np.linalg.LinAlgError) as err:
         errors._spd_inverse_lower(-matrix.copy())
+    assert str(err.value) == "the regularised feature covariance is not positive definite"
 
 
 @pytest.mark.parametrize("kind", ["diagonal", "matrix", "singular"])
@@ -879,3 +896,27 @@ def test_spiked_errors_refuse_what_they_do_not_cover():
     )
     with pytest.raises(ValueError, match="needs equal spikes"):
         spiked_errors(unequal, relu, parse_target("z1"), 0.0, 40, 0.1, path="homogeneous")
+
+
+def test_ridge_path_returns_its_grid_and_anderson_mixing_saves_iterations():
+    layer = built_in_layer()
+    relu, target = get_activation("relu"), parse_target("z1 + He2(z1)/2")
+    functions = errors._node_functions(layer, relu, target, 0.3, 21, True)
+
+    class CountingSolver(errors._HomogeneousSolver):
+        steps = 0
+
+        def self_energy_step(self, v, samples, ridge):
+            CountingSolver.steps += 1
+            return super().self_energy_step(v, samples, ridge)
+
+    n, lam = np.array([60.0, 240.0]), np.array([1e-3, 1e-1, 1.0])
+    curves, steps = [], []
+    for accelerate in (True, False):
+        CountingSolver.steps = 0
+        curves.append(errors._ridge_path(CountingSolver(layer, functions), n, lam, 21, accelerate))
+        steps.append(CountingSolver.steps)
+    assert steps[0] < steps[1] / 2
+    np.testing.assert_allclose(curves[0].test, curves[1].test, rtol=1e-8)
+    np.testing.assert_array_equal(curves[0].samples, n)
+    np.testing.assert_array_equal(curves[0].ridges, lam)

@@ -671,9 +671,8 @@ def _spd_inverse_lower(matrix: np.ndarray) -> np.ndarray:
     factor, info = lapack.dpotrf(matrix.T, lower=False, overwrite_a=True, clean=True)
     if info:
         raise np.linalg.LinAlgError("the regularised feature covariance is not positive definite")
-    inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
-    if info:
-        raise np.linalg.LinAlgError("the regularised feature covariance is singular")
+    # potrf succeeded, so the factor's diagonal is positive and potri cannot fail.
+    inverse, _ = lapack.dpotri(factor, lower=False, overwrite_c=True)
     return inverse.T
 
 
@@ -776,7 +775,8 @@ class _HeterogeneousSolver:
         resolvent = _spd_inverse_lower(regularised)
         return self.lower_traces(resolvent) / samples, resolvent
 
-    def errors(self, v: np.ndarray, resolvent: np.ndarray, samples: float, start=None):
+    def errors(self, v: np.ndarray, resolvent: np.ndarray, samples: float):
+        """(test, train) errors at the fixed point v (Q,), its resolvent's lower triangle."""
         f = self.f
         weights = f.weights / (1 + v)
         squared = f.weights / (1 + v) ** 2
@@ -804,7 +804,7 @@ class _HeterogeneousSolver:
             return self.traces(mean_inverse @ noise @ mean_inverse)
 
         conditional = solve_fluctuations(fluctuation, bias)
-        return float(f.weights @ conditional), float(squared @ conditional), conditional
+        return float(f.weights @ conditional), float(squared @ conditional)
 
 
 class _HomogeneousSolver:
@@ -831,7 +831,8 @@ class _HomogeneousSolver:
         v2 = np.sum(1 / spectrum) / samples
         return self.slope_sq * v1 + self.residual * v2, spectrum
 
-    def errors(self, v: np.ndarray, spectrum: np.ndarray, samples: float, start=None):
+    def errors(self, v: np.ndarray, spectrum: np.ndarray, samples: float):
+        """(test, train) errors at the fixed point v (Q,), its spectrum in Ω's eigenbasis."""
         f = self.f
         weights = f.weights / (1 + v)
         squared = f.weights / (1 + v) ** 2
@@ -873,7 +874,7 @@ class _HomogeneousSolver:
         moments = (loads * squared[:, None]).T  # (2, Q)
         omega = np.linalg.solve(np.eye(2) - moments @ loads @ t / samples, moments @ bias)
         conditional = bias + loads @ (t @ omega) / samples
-        return float(f.weights @ conditional), float(squared @ conditional), conditional
+        return float(f.weights @ conditional), float(squared @ conditional)
 
 
 def _oriented(features: SpikedFeatures, activation: Activation) -> SpikedFeatures:
@@ -998,7 +999,6 @@ def _ridge_path(solver, n: np.ndarray, lam: np.ndarray, nodes: int, accelerate: 
     order = np.argsort(-lam)  # large λ first: each V starts below the next fixed point
     start = np.zeros(nodes)
     for i, samples_i in enumerate(n):
-        conditional = None
         row_start = start
         for rank, j in enumerate(order):
             point = solve_fixed_point(
@@ -1006,9 +1006,7 @@ def _ridge_path(solver, n: np.ndarray, lam: np.ndarray, nodes: int, accelerate: 
                 row_start,
                 accelerate=accelerate,
             )
-            test[i, j], train[i, j], conditional = solver.errors(
-                point.value, point.aux, samples_i, conditional
-            )
+            test[i, j], train[i, j] = solver.errors(point.value, point.aux, samples_i)
             row_start = point.value
             if rank == 0:
                 start = point.value  # the next n starts from this row's largest λ

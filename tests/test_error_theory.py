@@ -219,6 +219,11 @@ def test_odd_activation_flips_negative_spikes_onto_the_fast_path():
         cosine=layer.cosine,
     )
     assert not errors.is_homogeneous(mixed)
+    oriented = errors._oriented(mixed, TANH)
+    np.testing.assert_array_equal(oriented.spike, layer.spike)
+    np.testing.assert_array_equal(oriented.bulk_gram, layer.bulk_gram)
+    np.testing.assert_array_equal(oriented.bulk_along_target, layer.bulk_along_target)
+    assert errors._oriented(mixed, RELU) is mixed  # relu is not odd: no flip
     flipped = spiked_errors(mixed, TANH, HE2_TARGET, 0.0, 240, [1e-2, 0.1])
     unflipped = errors._ridge_path(  # the general solver on the features as given
         errors._HeterogeneousSolver(

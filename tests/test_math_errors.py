@@ -720,6 +720,20 @@ def test_fluctuation_solver_stops_at_its_tolerance_relative_to_the_right_hand_si
         assert len(calls) <= 30
 
 
+def test_fluctuation_solver_stops_when_the_krylov_space_closes():
+    # B = u uᵀ/2: the Krylov space of any rhs is span{rhs, u}, closed after two dimensions; at
+    # tolerance 0 only that breakdown (relative to ‖rhs‖ = 1e3) stops it, at the exact solution.
+    rng = np.random.default_rng(37)
+    u = rng.standard_normal(40)
+    u /= np.linalg.norm(u)
+    b = 0.5 * np.outer(u, u)
+    rhs = 1e3 * rng.standard_normal(40)
+    calls = []
+    e = solve_fluctuations(lambda x: calls.append(1) or b @ x, rhs, tolerance=0.0)
+    assert len(calls) == 2
+    np.testing.assert_allclose(e, np.linalg.solve(np.eye(40) - b, rhs), rtol=1e-12)
+
+
 def test_cholesky_inverse_gives_the_lower_triangle_of_the_inverse():
     rng = np.random.default_rng(33)
     x = rng.standard_normal((8, 8))
@@ -766,6 +780,9 @@ def test_homogeneity_is_equality_to_rounding():
     # The tolerance is relative to the largest entry above 1.
     assert errors.is_homogeneous(layer([1e6, 1e6 + 1e-7], [1.0, 1.0]))
     assert not errors.is_homogeneous(layer([1e6, 1e6 + 1e-4], [1.0, 1.0]))
+    # Below 1 the tolerance is 1e-12 absolute, its edge included.
+    assert errors.is_homogeneous(layer([0.0, 1e-12], [1.0, 1.0]))
+    assert not errors.is_homogeneous(layer([0.3, 0.3 + 1.5e-12], [1.0, 1.0]))
 
 
 def test_odd_activations_are_recognised():
@@ -894,8 +911,48 @@ def test_spiked_errors_refuse_what_they_do_not_cover():
     unequal = SpikedFeatures.from_layer(
         np.eye(20), np.linspace(0.1, 1.0, 20), np.eye(20)[0], np.eye(20)[0]
     )
-    with pytest.raises(ValueError, match="needs equal spikes"):
+    with pytest.raises(ValueError) as err:
         spiked_errors(unequal, relu, parse_target("z1"), 0.0, 40, 0.1, path="homogeneous")
+    assert str(err.value) == "the homogeneous path needs equal spikes r_j and scales c_j"
+
+
+class Counted:
+    """Counts the self-energy evaluations of the solvers errors.spiked_errors builds."""
+
+    def __init__(self, monkeypatch):
+        self.steps = {"homogeneous": 0, "heterogeneous": 0}
+        for path in self.steps:
+            base = getattr(errors, f"_{path.capitalize()}Solver")
+            monkeypatch.setattr(errors, base.__name__, self.counting(base, path))
+
+    def counting(self, base, path):
+        steps = self.steps
+
+        class Solver(base):
+            def self_energy_step(self, v, samples, ridge):
+                steps[path] += 1
+                return super().self_energy_step(v, samples, ridge)
+
+        return Solver
+
+
+def test_spiked_errors_take_the_path_asked_for_and_accelerate_by_default(monkeypatch):
+    layer = built_in_layer(width=30, dim=30)  # equal neurons
+    relu, target = get_activation("relu"), parse_target("z1 + He2(z1)/2")
+    counted = Counted(monkeypatch)
+    runs = {}
+    for path, accelerate in (("auto", None), ("auto", False), ("heterogeneous", None)):
+        keywords = {} if accelerate is None else {"accelerate": accelerate}
+        before = dict(counted.steps)
+        curve = spiked_errors(layer, relu, target, 0.0, 60, [1e-2, 1.0], path=path, **keywords)
+        runs[path, accelerate] = curve, {k: counted.steps[k] - before[k] for k in before}
+    (fast, fast_steps), (plain, plain_steps) = runs["auto", None], runs["auto", False]
+    assert fast_steps["heterogeneous"] == plain_steps["heterogeneous"] == 0
+    assert 0 < fast_steps["homogeneous"] < plain_steps["homogeneous"] / 2
+    general, general_steps = runs["heterogeneous", None]
+    assert general_steps["homogeneous"] == 0 and general_steps["heterogeneous"] > 0
+    np.testing.assert_allclose(general.test, fast.test, rtol=1e-8)
+    np.testing.assert_allclose(plain.test, fast.test, rtol=1e-8)
 
 
 def test_ridge_path_returns_its_grid_and_anderson_mixing_saves_iterations():

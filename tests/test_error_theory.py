@@ -479,6 +479,9 @@ def test_residual_y_minus_f_is_in_scope_only_for_a_small_output():
     config, initial, _, _ = small(**ones, model={"second_layer": "ones", "output_scale": 1.0})
     reason = errors._residual_scope(config, initial)
     assert "model.second_layer = 'ones'" in reason and "s = 1 " in reason
+    assert reason.endswith("the predicted layer covers train.residual = 'y' here")
+    config, initial, _, _ = small(**ones, model={"second_layer": "ones", "output_scale": 1.5 / 50})
+    assert "s‖a‖ = 0.212" in errors._residual_scope(config, initial)  # s‖a‖√N = 1.5
     config, initial, _, _ = small(preset="moniri", train={"residual": "y-f"})
     assert "model.second_layer = 'gaussian'" in errors._residual_scope(config, initial)
     config, initial, _, _ = small(train={"residual": "y"}, model={"output_scale": 1.0})

@@ -659,8 +659,14 @@ def test_fixed_point_iteration_reaches_the_fixed_point_of_an_increasing_map():
 def test_fixed_point_iteration_stops_on_what_does_not_converge():
     with pytest.raises(RuntimeError, match="did not converge in 7 steps"):
         solve_fixed_point(lambda v: (v + 1.0, None), np.zeros(3), max_iterations=7)
-    with pytest.raises(RuntimeError, match="non-finite"):
+    with pytest.raises(RuntimeError) as err:
         solve_fixed_point(lambda v: (v + np.nan, None), np.zeros(3))
+    assert str(err.value) == "the self-energy iteration produced non-finite values"
+    # F(v) = v/2 + 1 from 0: v_k = 2 − 2^(1−k), and the stopping size |F(v) − v|/(1 + F(v)) is
+    # 2^−k/(3 − 2^−k): first below 1e-10 at k = 32.
+    point = solve_fixed_point(lambda v: (v / 2 + 1, None), np.zeros(1), accelerate=False)
+    assert point.iterations == 32
+    assert 2.0**-31 / (3 - 2.0**-31) >= 1e-10 > 2.0**-32 / (3 - 2.0**-32)
     # The start is a fixed point: no iteration, the start returned (as a copy).
     start = np.array([1.0, 2.0])
     point = solve_fixed_point(lambda v: (v.copy(), "here"), start)
@@ -848,6 +854,25 @@ def test_node_functions_are_the_conditional_gaussian_moments():
         np.testing.assert_allclose(f.target_cross, h1, rtol=1e-12, atol=1e-12)
         hh = h**2 + h1**2 + rho**4 / 2 + 0.09
         np.testing.assert_allclose(f.target_second, hh, rtol=1e-11)
+
+
+def test_node_functions_of_a_kinked_target_seen_almost_along_the_spike():
+    # σ*(u) = relu(u), u = γs + ρz with ρ = √(1 − 0.99²) ≈ 0.14 < 1/4: h(s) = E_z relu(u) is
+    # nearly relu(γs), so the spike rule splits at its kink s = 0. Closed forms with a = γs/ρ:
+    # h = γsΦ(a) + ρφ(a), h1 = E[z relu(u)] = ρΦ(a) (Stein), and E_s h(s) = E relu = φ(0).
+    layer = built_in_layer(cosine=0.99)
+    gamma, rho = layer.cosine, math.sqrt(1 - layer.cosine**2)
+    assert rho < 0.25
+    relu = get_activation("relu")
+    f = errors._node_functions(layer, relu, parse_target("relu(z1)"), 0.0, 15, True)
+    s = f.nodes
+    a = gamma * s / rho
+    h = gamma * s * special.ndtr(a) + rho * pdf(a)
+    np.testing.assert_allclose(f.target_mean, h, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(f.target_cross, rho * special.ndtr(a), rtol=1e-10, atol=1e-14)
+    # The split rule integrates these kinked h to ~1e-9 (Gauss–Hermite at 15 nodes: ~1e-4).
+    assert f.weights @ f.target_mean == pytest.approx(PHI0, rel=1e-8)
+    assert f.weights @ f.target_cross == pytest.approx(rho / 2, rel=1e-8)
 
 
 def test_label_noise_enters_the_errors_linearly_in_its_variance():

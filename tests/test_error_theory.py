@@ -468,6 +468,10 @@ def test_predicted_spike_direction_comes_from_the_seeds_own_stream():
         assert np.allclose(layer.bulk_along_spike, other.bulk_along_spike) == same
     root = predicted_features(*args, beta, generator(5))
     assert not np.allclose(layer.bulk_along_spike, root.bulk_along_spike)
+    # The run's prediction keeps the β-amplification term (μ2(relu)μ2(σ*) ≠ 0 here).
+    stream = generator(5, SPIKE_DIRECTION)
+    plain = predicted_features(*args, beta, stream, beta_amplification=False)
+    assert not np.allclose(layer.bulk_gram, plain.bulk_gram)
 
 
 def test_residual_y_minus_f_is_in_scope_only_for_a_small_output():

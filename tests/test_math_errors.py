@@ -512,6 +512,39 @@ def test_spiked_features_split_the_layer_along_the_spike_and_the_target():
     np.testing.assert_array_equal(along.bulk_scale, np.full(12, 0.5))
 
 
+def test_a_spike_along_the_target_has_cosine_exactly_plus_or_minus_one():
+    # v ∥ β: v·β of the normalised vectors is ±1 only to rounding (often ±(1 + 2e-16)); the
+    # cosine is clipped to [−1, 1], so that ρ = √(1 − γ²) is real.
+    rng = np.random.default_rng(25)
+    for _ in range(20):
+        beta = rng.standard_normal(5)
+        for sign in (1.0, -1.0):
+            v = sign * rng.uniform(0.5, 3.0) * beta
+            layer = SpikedFeatures.from_layer(np.eye(5), np.ones(5), v, beta)
+            assert -1.0 <= layer.cosine <= 1.0
+            assert layer.cosine == pytest.approx(sign, abs=1e-15)
+
+
+def test_single_precision_layers_are_read_as_the_numbers_they_are():
+    # float32 inputs give the features of the same numbers in float64 (bit for bit).
+    rng = np.random.default_rng(26)
+    w0, eta = rng.standard_normal((12, 9)), rng.uniform(-1, 1, 12)
+    beta, v = rng.standard_normal(9), rng.standard_normal(9)
+    singles = [x.astype(np.float32) for x in (w0, eta, beta, v)]
+    doubles = [x.astype(np.float64) for x in singles]
+    residual = ResidualStatistics(mean=0.1, second=1.4, linear=0.8, quadratic=0.5)
+    relu = get_activation("relu")
+
+    def features(w, e, b, direction):
+        yield SpikedFeatures.from_layer(w, e, direction, b)
+        yield predicted_features(w, e, relu, residual, 40, b, np.random.default_rng(2))
+
+    for single, double in zip(features(*singles), features(*doubles), strict=True):
+        for name in ("spike", "bulk_gram", "bulk_scale", "bulk_along_spike", "bulk_along_target"):
+            np.testing.assert_array_equal(getattr(single, name), getattr(double, name))
+        assert single.cosine == double.cosine
+
+
 def test_trained_layer_features_take_the_top_direction_of_the_update():
     rng = np.random.default_rng(22)
     w0 = rng.standard_normal((50, 30)) / np.sqrt(30)
@@ -551,6 +584,7 @@ def test_residual_statistics_of_the_built_in_target():
     assert shifted.quadratic == pytest.approx(PHI0, abs=1e-12)
     with pytest.raises(ValueError, match="rank-1 target, got rank 2"):
         ResidualStatistics.of(parse_target("z1 + z1*z2"))
+    assert ResidualStatistics.of(target).second == pytest.approx(1.5, abs=1e-12)  # noiseless
 
 
 @pytest.mark.parametrize("amplification", [True, False])
@@ -606,6 +640,18 @@ def test_predicted_spike_direction_is_random_apart_from_its_cosine():
     blind = ResidualStatistics(mean=0.0, second=1.0, linear=0.0, quadratic=0.0)
     layer = predicted_features(w0, np.ones(20), relu, blind, 60, beta, np.random.default_rng(3))
     assert layer.cosine == 0.0
+    # No residual at all (ζ = 0): no spike, and γ = 0 rather than 0/0.
+    silent = ResidualStatistics(mean=0.0, second=0.0, linear=0.0, quadratic=0.0)
+    layer = predicted_features(w0, np.ones(20), relu, silent, 60, beta, np.random.default_rng(3))
+    assert layer.cosine == 0.0
+    np.testing.assert_array_equal(layer.spike, np.zeros(20))
+    # u is the generator's first normal vector of size d, made ⊥ β and unit (here v = u), and
+    # with E ỹ = μ2(ỹ) = 0 the bulk is W0 with rows rescaled to c_j.
+    layer = predicted_features(w0, np.ones(20), relu, blind, 60, beta, np.random.default_rng(3))
+    u = np.random.default_rng(3).standard_normal(15)
+    u -= (u @ beta) * beta
+    bulk = (layer.bulk_scale / np.linalg.norm(w0, axis=1))[:, None] * w0
+    np.testing.assert_allclose(layer.bulk_along_spike, bulk @ u / np.linalg.norm(u), rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -366,12 +366,25 @@ ALL = ("random_features", "spiked", "trained_layer")
 @pytest.mark.parametrize(
     ("tables", "key", "variants"),
     [
-        ({"train": {"steps": 0}}, "train.steps", ONE_STEP),
-        ({"train": {"steps": 2}}, "train.steps", ONE_STEP),
-        ({"target": {"expression": "z1 + z1*z2"}}, "target.expression", ONE_STEP),
-        ({"data": {"distribution": "rademacher"}}, "data.distribution", ALL),
-        ({"target": {"corruption": 0.2}}, "target.corruption", ALL),
-        ({"train": {"mode": "full"}}, "train.mode", ONE_STEP),
+        ({"train": {"steps": 0}}, "train.steps = 0: no giant step was taken", ONE_STEP),
+        ({"train": {"steps": 2}}, "train.steps = 2: the theory covers one giant step", ONE_STEP),
+        (
+            {"target": {"expression": "z1 + z1*z2"}},
+            "target.expression has rank 2: the spiked theory covers single-index targets (z1 only)",
+            ONE_STEP,
+        ),
+        (
+            {"data": {"distribution": "rademacher"}},
+            "the theory assumes Gaussian inputs (data.distribution = 'gaussian')",
+            ALL,
+        ),
+        ({"target": {"corruption": 0.2}}, "target.corruption = 0.2", ALL),
+        (
+            {"train": {"mode": "full"}},
+            "train.mode = 'full': the theory covers one giant step on the first layer "
+            "(train.mode = 'steps'); random_features is the initial layer's baseline",
+            ONE_STEP,
+        ),
         ({"train": {"residual": "y-f"}}, "train.residual", ("spiked",)),
     ],
 )
@@ -527,3 +540,16 @@ def test_a_missing_trained_network_is_named_as_the_reason():
     assert reason == (
         "no trained network was given (trained=None): trained_layer is conditional on the run's W1"
     )
+
+
+def test_a_solver_failure_becomes_the_reason_of_every_variant():
+    def failing():
+        raise RuntimeError("the self-energy iteration did not converge in 3 steps")
+
+    variants = errors._variants(failing, [0.1, 1.0], 2, warning="unused")
+    assert len(variants) == 2
+    for variant in variants:
+        assert variant.errors is None and variant.warning is None
+        assert variant.reason == (
+            "the theory's solver failed: the self-energy iteration did not converge in 3 steps"
+        )

@@ -553,3 +553,16 @@ def test_a_solver_failure_becomes_the_reason_of_every_variant():
         assert variant.reason == (
             "the theory's solver failed: the self-energy iteration did not converge in 3 steps"
         )
+
+
+def test_a_learning_curve_computes_only_the_variants_asked_for():
+    config, initial, teacher, trained = small()
+    skipped = "not computed: not among the variants asked for"
+    (point,) = predict_learning_curve(config, initial, teacher, [100], trained, variants=["spiked"])
+    assert point.random_features.reason == point.trained_layer.reason == skipped
+    assert point.spiked.errors is not None
+    with pytest.raises(ValueError) as err:
+        predict_learning_curve(config, initial, teacher, [100], variants=["spiked", "all"])
+    assert (
+        str(err.value) == "variants: unknown 'all'; one of random_features, spiked, trained_layer"
+    )

@@ -475,6 +475,34 @@ def test_random_features_assemble_the_gaussian_equivalent_covariance():
     assert moments.mean == pytest.approx(PHI0, abs=1e-12)
     np.testing.assert_allclose(moments.linear, linear, atol=1e-12)
     assert moments.second == pytest.approx(second, abs=1e-12)
+    assert TargetMoments.of(target).second == pytest.approx(second - 0.09, abs=1e-12)
+    # float32 layers and spectra are read as the float64 numbers they are, bit for bit.
+    w32 = w.astype(np.float32)
+    single = random_features_errors(w32, relu, target, directions, 0.3, [50, 90], [1e-2, 1.0])
+    double = random_features_errors(
+        w32.astype(np.float64), relu, target, directions, 0.3, [50, 90], [1e-2, 1.0]
+    )
+    np.testing.assert_array_equal(single.test, double.test)
+    e32, p32 = values.astype(np.float32), (vectors.T @ cross).astype(np.float32)
+    single = spectral_ridge_errors(e32, p32, second, [50, 90], [1e-2, 1.0])
+    double = spectral_ridge_errors(
+        e32.astype(float), p32.astype(float), second, [50, 90], [1e-2, 1.0]
+    )
+    np.testing.assert_array_equal(single.test, double.test)
+    np.testing.assert_array_equal(
+        ridge_kappa(e32, np.array([50.0]), np.array([1e-2])),
+        ridge_kappa(e32.astype(float), np.array([50.0]), np.array([1e-2])),
+    )
+
+
+def test_negative_eigenvalues_count_as_zero():
+    # A PSD spectrum's rounding can give e_i ≈ −1e-17; the theory reads them as 0.
+    n, lam = np.array([30.0, 60.0]), np.array([1e-3, 1.0])
+    found = ridge_kappa(np.array([-1e-3, 0.5, 1.0]), n, lam)
+    np.testing.assert_array_equal(found, ridge_kappa(np.array([0.0, 0.5, 1.0]), n, lam))
+    found = spectral_ridge_errors(np.array([-1e-3, 0.5, 1.0]), np.ones(3), 2.0, n, lam)
+    expected = spectral_ridge_errors(np.array([0.0, 0.5, 1.0]), np.ones(3), 2.0, n, lam)
+    np.testing.assert_array_equal(found.test, expected.test)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -378,7 +378,11 @@ ALL = ("random_features", "spiked", "trained_layer")
             "the theory assumes Gaussian inputs (data.distribution = 'gaussian')",
             ALL,
         ),
-        ({"target": {"corruption": 0.2}}, "target.corruption = 0.2", ALL),
+        (
+            {"target": {"corruption": 0.2}},
+            "the theory assumes clean labels y = σ*(β·x) + ε (target.corruption = 0)",
+            ALL,
+        ),
         (
             {"train": {"mode": "full"}},
             "train.mode = 'full': the theory covers one giant step on the first layer "

@@ -442,12 +442,20 @@ def test_the_grid_refuses_what_is_not_a_ridge_problem():
         ([], 0.1), (10, []), ([[10]], 0.1), (10, [[0.1]]), (0, 0.1), (10, 0.0),
         (-5, 0.1), (10, -1.0), (np.inf, 0.1), (10, np.nan),
     ]:  # fmt: skip
-        with pytest.raises(ValueError, match="samples and ridges|finite and positive"):
+        with pytest.raises(ValueError) as err:
             spectral_ridge_errors(e, p, 1.0, samples, ridges)
+        assert str(err.value) in (
+            "samples and ridges must be non-empty numbers or 1-D sequences",
+            "the ridge-set sizes and the ridge values must be finite and positive",
+        )
     curve = spectral_ridge_errors(e, p, 1.0, [10, 20], [0.1, 1.0, 10.0])
     assert curve.test.shape == curve.train.shape == (2, 3)
     np.testing.assert_array_equal(curve.samples, [10.0, 20.0])
     np.testing.assert_array_equal(curve.ridges, [0.1, 1.0, 10.0])
+    # Whole numbers are read as float64 sizes and ridges; one sample is a ridge problem too.
+    whole = spectral_ridge_errors(e, p, 1.0, [1, 20], [1, 10])
+    assert whole.samples.dtype == whole.ridges.dtype == np.float64
+    assert np.isfinite(whole.test).all()
 
 
 def test_random_features_assemble_the_gaussian_equivalent_covariance():

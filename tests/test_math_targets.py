@@ -672,3 +672,23 @@ def test_a_he_k_above_max_degree_is_refused_quoting_it():
         DEGREE.format(135) + " (its values and Gaussian moments overflow double precision): "
         "'He9(z1**15)' in 'z1 + He9(z1**15)'"
     )
+
+
+def test_an_expression_that_is_not_a_string_is_refused_by_type():
+    assert refusal(5) == "a target expression is a string, got int"
+    assert refusal(None) == "a target expression is a string, got NoneType"
+
+
+def test_the_terms_of_he_k_are_bounded_by_the_argument_terms_plus_one_to_the_k():
+    """He_k(p) has at most (terms(p) + 1)^k terms before the monomial count: for p = z1 + z2 at
+    rank 100 (C(100 + k, k) monomials, far more), 3^6 = 729 fit MAX_TERMS, 3^7 = 2187 do not."""
+    assert 3**6 <= MAX_TERMS < 3**7 and comb(107, 7) > 3**7
+    assert parse_target("He6(z1 + z2) + z100").is_polynomial
+    assert not parse_target("He7(z1 + z2) + z100").is_polynomial
+
+
+def test_folding_a_constant_that_overflows_warns_nothing():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for text in ("z1 + exp(1000)", "z1 + 1e308*10", "z1 + (-8)**0.5"):
+            assert "not a finite real number" in refusal(text)

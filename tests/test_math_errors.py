@@ -564,23 +564,41 @@ def test_a_spike_along_the_target_has_cosine_exactly_plus_or_minus_one():
             assert layer.cosine == pytest.approx(sign, abs=1e-15)
 
 
+def test_the_default_scale_of_a_row_along_the_spike_is_zero_not_nan():
+    # A bulk row parallel to v has ‖Π_v w‖² = ‖w‖² − (w·v)² = 0, often −1e-16 after rounding:
+    # clipped at 0 before the square root. Short rows keep their own (small) scale.
+    rng = np.random.default_rng(27)
+    for _ in range(10):
+        v = rng.standard_normal(9)
+        bulk = np.outer(rng.uniform(0.5, 3.0, 4), v / np.linalg.norm(v))
+        bulk[0] = 0.01 * rng.standard_normal(9)
+        layer = SpikedFeatures.from_layer(bulk, np.ones(4), v, np.eye(9)[0])
+        assert np.isfinite(layer.bulk_scale).all()
+        np.testing.assert_allclose(layer.bulk_scale[1:], 0.0, atol=1e-7)
+        norm = np.linalg.norm(bulk[0] - (bulk[0] @ v) * v / (v @ v))
+        assert layer.bulk_scale[0] == pytest.approx(norm, rel=1e-12)
+
+
 def test_single_precision_layers_are_read_as_the_numbers_they_are():
     # float32 inputs give the features of the same numbers in float64 (bit for bit).
     rng = np.random.default_rng(26)
     w0, eta = rng.standard_normal((12, 9)), rng.uniform(-1, 1, 12)
     beta, v = rng.standard_normal(9), rng.standard_normal(9)
-    singles = [x.astype(np.float32) for x in (w0, eta, beta, v)]
+    scale = rng.uniform(0.5, 1.5, 12)
+    singles = [x.astype(np.float32) for x in (w0, eta, beta, v, scale)]
     doubles = [x.astype(np.float64) for x in singles]
     residual = ResidualStatistics(mean=0.1, second=1.4, linear=0.8, quadratic=0.5)
     relu = get_activation("relu")
 
-    def features(w, e, b, direction):
+    def features(w, e, b, direction, c):
         yield SpikedFeatures.from_layer(w, e, direction, b)
+        yield SpikedFeatures.from_layer(w, e, direction, b, c)
         yield predicted_features(w, e, relu, residual, 40, b, np.random.default_rng(2))
 
     for single, double in zip(features(*singles), features(*doubles), strict=True):
         for name in ("spike", "bulk_gram", "bulk_scale", "bulk_along_spike", "bulk_along_target"):
             np.testing.assert_array_equal(getattr(single, name), getattr(double, name))
+            assert getattr(single, name).dtype == np.float64
         assert single.cosine == double.cosine
 
 

@@ -271,3 +271,17 @@ def test_the_readouts_forward_weights_are_in_the_blocks_dtype(width, dim):
         rows = rows[:1]
     np.testing.assert_array_equal(summand.weights, np.vstack(rows).T.astype(np.float32))
     assert summand.weights.shape[1] == width + (1 if width == 6 else 0)
+
+
+def test_the_small_networks_are_those_below_one_thread_weights():
+    # N·d < 2^18: one BLAS thread, and the labels' h rides in the forward product; at 2^18
+    # neither (the same threshold for both, exclusive).
+    import contextlib
+
+    from giantstep.linalg import ONE_THREAD_WEIGHTS, blas_threads_for, labels_in_forward_product
+
+    assert ONE_THREAD_WEIGHTS == 1 << 18
+    for weights, small in ((ONE_THREAD_WEIGHTS - 1, True), (ONE_THREAD_WEIGHTS, False)):
+        assert labels_in_forward_product(weights) is small
+        one_thread = not isinstance(blas_threads_for(weights), contextlib.nullcontext)
+        assert one_thread is small

@@ -1044,6 +1044,17 @@ def test_spiked_errors_refuse_what_they_do_not_cover():
     assert str(err.value) == "the homogeneous path needs equal spikes r_j and scales c_j"
 
 
+def counting(base, steps, key):
+    """The solver class base, counting its self-energy evaluations in steps[key]."""
+
+    class Solver(base):
+        def self_energy_step(self, v, samples, ridge):
+            steps[key] += 1
+            return super().self_energy_step(v, samples, ridge)
+
+    return Solver
+
+
 class Counted:
     """Counts the self-energy evaluations of the solvers errors.spiked_errors builds."""
 
@@ -1051,17 +1062,7 @@ class Counted:
         self.steps = {"homogeneous": 0, "heterogeneous": 0}
         for path in self.steps:
             base = getattr(errors, f"_{path.capitalize()}Solver")
-            monkeypatch.setattr(errors, base.__name__, self.counting(base, path))
-
-    def counting(self, base, path):
-        steps = self.steps
-
-        class Solver(base):
-            def self_energy_step(self, v, samples, ridge):
-                steps[path] += 1
-                return super().self_energy_step(v, samples, ridge)
-
-        return Solver
+            monkeypatch.setattr(errors, base.__name__, counting(base, self.steps, path))
 
 
 def test_spiked_errors_take_the_path_asked_for_and_accelerate_by_default(monkeypatch):
@@ -1088,19 +1089,14 @@ def test_ridge_path_returns_its_grid_and_anderson_mixing_saves_iterations():
     relu, target = get_activation("relu"), parse_target("z1 + He2(z1)/2")
     functions = errors._node_functions(layer, relu, target, 0.3, 21, True)
 
-    class CountingSolver(errors._HomogeneousSolver):
-        steps = 0
-
-        def self_energy_step(self, v, samples, ridge):
-            CountingSolver.steps += 1
-            return super().self_energy_step(v, samples, ridge)
-
+    count = {"steps": 0}
+    solver = counting(errors._HomogeneousSolver, count, "steps")(layer, functions)
     n, lam = np.array([60.0, 240.0]), np.array([1e-3, 1e-1, 1.0])
     curves, steps = [], []
     for accelerate in (True, False):
-        CountingSolver.steps = 0
-        curves.append(errors._ridge_path(CountingSolver(layer, functions), n, lam, 21, accelerate))
-        steps.append(CountingSolver.steps)
+        count["steps"] = 0
+        curves.append(errors._ridge_path(solver, n, lam, 21, accelerate))
+        steps.append(count["steps"])
     assert steps[0] < steps[1] / 2
     np.testing.assert_allclose(curves[0].test, curves[1].test, rtol=1e-8)
     np.testing.assert_array_equal(curves[0].samples, n)

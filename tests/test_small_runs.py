@@ -7,10 +7,11 @@ import dataclasses
 from contextlib import nullcontext
 
 import numpy as np
+import pytest
 
 import giantstep
 import giantstep.experiment as experiment
-from giantstep import data, kernels
+from giantstep import data, executors, kernels
 from giantstep.activations import get_activation
 from giantstep.data import TRAIN, SampleStream
 from giantstep.model import initialize
@@ -83,6 +84,24 @@ def test_the_dandi_pool_gives_the_runs_made_one_after_the_other(monkeypatch):
     for key, steps in pooled.items():
         for here, there in zip(dandi._RUNS[key], steps, strict=True):
             assert all(np.array_equal(x, y) for x, y in zip(here, there, strict=True))
+
+
+def _blas_threads() -> str | None:
+    import os
+
+    return os.environ.get("OPENBLAS_NUM_THREADS")
+
+
+def test_pool_workers_and_their_caller_get_the_thread_count_asked_for(monkeypatch):
+    for variable in executors.BLAS_THREAD_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    with executors.local_processes(1, threads=1) as pool:
+        # The caller computes beside its worker with one drawing thread, as the worker does.
+        assert (pool.submit(_blas_threads).result(), data.draw_threads()) == ("1", 1)
+    assert _blas_threads() is None
+    with pytest.raises(ValueError, match="threads: must be at least 1"):
+        with executors.local_processes(1, threads=0):
+            pass
 
 
 def test_a_large_run_draws_at_need_and_changes_no_number(monkeypatch):

@@ -79,18 +79,24 @@ def _watch_parent(parent: int) -> None:
 
 
 @contextmanager
-def local_processes(workers: int | None = None) -> Iterator[ProcessPoolExecutor]:
+def local_processes(
+    workers: int | None = None, *, threads: int | None = None
+) -> Iterator[ProcessPoolExecutor]:
     """A pool of ``workers`` fresh processes (default: the cores) for the runs of a sweep.
 
-    Each worker gets its share of the cores for BLAS, unless the user set the thread count:
-    K workers each running as many BLAS threads as there are cores oversubscribe the machine,
-    2–3× slower here. The count is read when BLAS loads, hence spawned (not forked) workers,
-    started with these variables in their environment. A worker whose parent is killed exits.
+    Each worker gets ``threads`` BLAS threads (default: its share of the cores), unless the
+    user set the thread count: K workers each running as many BLAS threads as there are cores
+    oversubscribe the machine, 2–3× slower here. The count is read when BLAS loads, hence
+    spawned (not forked) workers, started with these variables in their environment; the
+    caller's environment has them too while the pool is open (a caller that computes beside
+    its workers takes its share). A worker whose parent is killed exits.
     """
     workers = workers or cores()
     if workers < 1:
         raise ValueError(f"workers: must be at least 1, got {workers}")
-    share = str(max(1, cores() // workers))
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads: must be at least 1, got {threads}")
+    share = str(threads or max(1, cores() // workers))
     added = [v for v in BLAS_THREAD_VARIABLES if v not in os.environ]
     os.environ.update({v: share for v in added})
     pool = ProcessPoolExecutor(

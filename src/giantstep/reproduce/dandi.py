@@ -139,9 +139,9 @@ def simulate_all(cases: list[Case], quick: bool, seeds: int) -> None:
     """Make every run ``cases`` need into _RUNS, on every core.
 
     The runs are independent and small (``N·d < 2^18``: one BLAS thread whether a run is made
-    here or in a pool worker, see ``giantstep.linalg``), so a pool of one process per core gives
-    the same numbers, bit for bit, and fills the cores a run alone leaves idle during its
-    single-threaded products.
+    here or in a pool worker, see ``giantstep.linalg``), so this process and a pool of one
+    process per other core give the same numbers, bit for bit, and fill the cores a run alone
+    leaves idle during its single-threaded products.
     """
     todo: dict[tuple[str, int, int, int], dict] = {}
     for case in cases:
@@ -156,10 +156,18 @@ def simulate_all(cases: list[Case], quick: bool, seeds: int) -> None:
     # The largest runs first (a run costs about d·n = 4d² or 2d³), so that no worker is left
     # with a large one at the end.
     keys = sorted(todo, key=lambda k: -(k[2] ** (k[1] + 1)))
-    with local_processes() as pool:
-        results = pool.map(_overlaps_per_step, [todo[k] for k in keys])
-        for key, steps in zip(keys, results, strict=True):
-            _RUNS[key] = steps
+    # One worker per core but this one: this process, giantstep imported already, makes runs
+    # too — the smallest first, each one a worker has not started — while the workers start
+    # (about a second) and take the largest. One BLAS thread and one drawing thread everywhere.
+    with local_processes(cores() - 1, threads=1) as pool:
+        futures = {key: pool.submit(_overlaps_per_step, todo[key]) for key in keys}
+        for key in reversed(keys):
+            if not futures[key].cancel():  # a worker has it: the rest are theirs
+                break
+            _RUNS[key] = _overlaps_per_step(todo[key])
+        for key, future in futures.items():
+            if not future.cancelled():
+                _RUNS[key] = future.result()
 
 
 def measure(case: Case, quick: bool, seeds: int) -> Measured:

@@ -1,9 +1,12 @@
-"""Small runs made faster: read-ahead and the Dandi pool (no change of numbers), labels from
-the forward product (rounding only)."""
+"""Runs made faster: read-ahead and the Dandi pool (no change of numbers), labels from the
+forward product (rounding only), idle BLAS and OpenMP threads that sleep."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from contextlib import nullcontext
 
 import numpy as np
@@ -177,3 +180,20 @@ def test_the_passes_give_the_same_bits_on_a_view_of_a_wider_block():
         if name in ("relu", "He3"):  # the numpy path's operations: its bits
             got = kernels.values(activation, wide.copy()[:, :32])
             np.testing.assert_array_equal(got, activation(wide[:, :32]))
+
+
+def test_importing_giantstep_makes_idle_threads_sleep_unless_the_user_chose():
+    """Set before numpy loads OpenBLAS (read only then); a user's own value is kept."""
+    show = (
+        "import giantstep, os; "
+        "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], os.environ['OMP_WAIT_POLICY'])"
+    )
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")}  # fmt: skip
+    output = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    assert output.split() == ["4", "passive"]
+    env["OMP_WAIT_POLICY"] = "active"
+    output = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    assert output.split() == ["4", "active"]

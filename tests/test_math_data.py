@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from giantstep import data
-from giantstep.data import CHUNK_ROWS, DATA, SampleStream, block_count, read_ahead
+from giantstep.data import CHUNK_ROWS, DATA, SampleStream, block_count
 
 SEED, KEY, DIM = 11, (0, 3), 5
 
@@ -171,50 +171,6 @@ def test_prefetching_and_drawing_threads_change_no_row(monkeypatch, threads):
     np.testing.assert_array_equal(np.concatenate([b[0] for b in blocks]), x[:2000])
     np.testing.assert_array_equal(np.concatenate([b[1] for b in blocks]), noise[:2000])
     np.testing.assert_array_equal(stream.rows(0, 2000).x, x[:2000])
-
-
-def test_read_ahead_gives_each_stream_its_own_rows_in_any_order():
-    """Streams read in the order given, a stream given twice (a reused batch), one read out
-    of order, one not given and a different (n, size) of a given stream: each yields the
-    rows of its own definition."""
-    streams = [SampleStream(SEED, (0, k), DIM) for k in range(4)]
-    expected = [reference(4, key=(0, k))[0] for k in range(4)]
-    a, b, c, d = streams
-    plan = [(a, 600, 256), (b, 512, 512), (a, 600, 256), (c, 300, 256)]
-    with read_ahead(plan):
-        for stream, n, size in [(a, 600, 256), (b, 512, 512), (a, 600, 256), (d, 256, 256),
-                                (c, 300, 256), (b, 700, 256), (c, 300, 256)]:  # fmt: skip
-            rows = np.concatenate([blk.x.copy() for blk in stream.blocks(n, size)])
-            np.testing.assert_array_equal(rows, expected[streams.index(stream)][:n])
-        rows = np.concatenate([blk.x.copy() for blk in b.blocks(512, 512, start=256)])
-        np.testing.assert_array_equal(rows, expected[1][256:768])
-
-
-def test_read_ahead_keeps_the_streams_dtype():
-    """A float32 stream's block drawn ahead is float32, with the float32 rows."""
-    a, b = (SampleStream(SEED, (0, k), DIM, dtype=np.float32) for k in range(2))
-    with read_ahead([(a, 512, 512), (b, 512, 512)]):
-        next(a.blocks(512, 512))
-        block = next(b.blocks(512, 512))
-    assert block.x.dtype == block.noise.dtype == np.float32
-    assert block.stream is b and block.start == 0
-    x, noise = reference(2, dtype=np.float32, key=(0, 1))
-    np.testing.assert_array_equal(block.x, x)
-    np.testing.assert_array_equal(block.noise, noise)
-
-
-def test_read_ahead_draws_the_stream_after_the_one_just_read_when_one_comes_twice():
-    """[a, b, a, c]: after the second a, the block drawn ahead is c's, not b's again."""
-    a, b, c = (SampleStream(SEED, (0, k), DIM) for k in range(3))
-    plan = [(a, 256, 256), (b, 256, 256), (a, 256, 256), (c, 256, 256)]
-    ahead = data._ReadAhead(plan)
-    for read, following in zip(plan[:-1], plan[1:], strict=True):
-        ahead.start_after(*read)
-        assert ahead.drawn is not None and ahead.drawn[0] == following
-        x, noise, rows, fill = ahead.take(*following)
-        fill.wait()
-    ahead.start_after(*plan[-1])  # the last one: nothing follows
-    assert ahead.drawn is None
 
 
 def test_a_stream_read_in_a_new_thread_has_its_rows():

@@ -1,5 +1,6 @@
-"""Runs made faster: read-ahead and the Dandi pool (no change of numbers), labels from the
-forward product (rounding only), idle BLAS and OpenMP threads that sleep."""
+"""Runs made faster: blocks drawn at need, the Dandi pool and idle threads that sleep (no
+change of numbers), labels from the forward product and small networks' blocks summed in parts
+on every core (rounding only)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 import giantstep
 import giantstep.experiment as experiment
-from giantstep import data, executors, kernels
+from giantstep import data, executors, kernels, reduction
 from giantstep.activations import get_activation
 from giantstep.data import TRAIN, SampleStream
 from giantstep.model import initialize
@@ -31,7 +32,7 @@ SMALL = {
     "train": {"batch_size": 1200, "steps": 3},
     "readout": {"samples": 1024},
     "test": {"samples": 768},
-    "compute": {"block_size": 512},  # several blocks per set: read-ahead meets the prefetch
+    "compute": {"block_size": 512},  # several blocks per set, each summed in parts
 }
 
 
@@ -42,33 +43,61 @@ def _numbers(result) -> dict:
     return out
 
 
-def test_read_ahead_draws_the_sets_it_is_given_and_changes_no_number(monkeypatch):
-    taken = []
-    take = data._ReadAhead.take
-
-    def counting(self, *args):
-        block = take(self, *args)
-        taken.append(block is not None)
-        return block
-
-    monkeypatch.setattr(data._ReadAhead, "take", counting)
-    monkeypatch.setattr(experiment, "draw_threads", lambda: 2)  # as on a machine of 2 cores
-    ahead = giantstep.run(SMALL)
-    # Batches 1 and 2, the ridge set and the test set were drawn ahead; batch 0 was not.
-    assert taken == [False, True, True, True, True]
-    monkeypatch.setattr(experiment, "_drawing", lambda config, plan: nullcontext())
-    assert _numbers(giantstep.run(SMALL)) == _numbers(ahead)
+def test_a_block_is_cut_into_parts_between_chunks_nearest_an_even_split():
+    assert reduction.parts(255) == [slice(0, 255)]  # one chunk: one part
+    assert reduction.parts(300) == [slice(0, 256), slice(256, 300)]
+    assert reduction.parts(768) == [slice(0, 512), slice(512, 768)]  # 384 is mid-chunk
+    assert reduction.parts(3200) == [slice(0, 1536), slice(1536, 3200)]
+    for rows in (257, 700, 2048, 4096, 5000):
+        ranges = reduction.parts(rows)
+        assert len(ranges) == reduction.BLOCK_PARTS and ranges[-1].stop == rows
+        assert all(a.stop == b.start for a, b in zip(ranges, ranges[1:], strict=False))
+        assert all(r.start % data.CHUNK_ROWS == 0 and r.stop > r.start for r in ranges)
+        assert abs(ranges[0].stop - rows / 2) <= data.CHUNK_ROWS / 2
 
 
-def test_a_stream_read_out_of_order_draws_its_own_rows():
-    a, b, c = (data.SampleStream(0, (0, k), 5) for k in range(3))
-    plain = [next(s.blocks(512, 512)).x.copy() for s in (a, b, c)]
-    with data.read_ahead([(a, 512, 512), (b, 512, 512), (c, 512, 512)]):
-        # c is read before b: the block drawn ahead for b is not c's.
-        got = [next(s.blocks(512, 512)).x.copy() for s in (a, c, b)]
-    assert all(
-        np.array_equal(x, y) for x, y in zip(got, [plain[0], plain[2], plain[1]], strict=True)
-    )
+def test_a_small_networks_block_is_summed_in_parts_the_same_on_any_number_of_cores(
+    monkeypatch,
+):
+    """The parts' sums, added in order, whether the parts are summed on two threads or one
+    after the other; they are the block's own sum to rounding; a large network is not cut."""
+    teacher = Teacher.draw(3, "z1 + z1*z2", 120, 0.3, corruption=0.2)
+    network = initialize(3, 40, 120, activation=get_activation("tanh"))
+    block = next(SampleStream(3, (TRAIN, 0), 120).blocks(700, 768))
+    for summand in (
+        GradientSum.of(network, teacher, "y-f", np.float64),
+        GramSum.of(network, teacher, np.float64),
+    ):
+        assert summand.in_parts
+        monkeypatch.setattr(reduction, "draw_threads", lambda: 2)
+        threads = reduction.add_block(summand, summand.zero(), block)
+        monkeypatch.setattr(reduction, "draw_threads", lambda: 1)
+        alone = reduction.add_block(summand, summand.zero(), block)
+        by_hand = summand.zero()
+        for rows in reduction.parts(700):
+            part = data.Block(rows.start, block.x[rows], block.noise[rows], block.stream)
+            by_hand += summand.add(summand.zero(), part)
+        whole = summand.add(summand.zero(), block)
+        for got in (threads, alone):
+            for mine, theirs, plain in zip(_arrays(got), _arrays(by_hand), _arrays(whole),
+                                           strict=True):  # fmt: skip
+                assert np.array_equal(mine, theirs)
+                np.testing.assert_allclose(mine, plain, rtol=1e-12, atol=1e-13)
+    large = initialize(0, 520, 520, activation=get_activation("relu"))  # N·d ≥ 2^18
+    assert not GradientSum.of(large, Teacher.draw(0, "z1", 520), "y-f", np.float64).in_parts
+    assert not GramSum.of(large, Teacher.draw(0, "z1", 520), np.float64).in_parts
+
+
+def _arrays(total) -> list[np.ndarray]:
+    if isinstance(total, np.ndarray):
+        return [total]
+    return [total.gram, total.cross, np.array([total.sum_sq, total.count])]
+
+
+def test_a_small_run_has_the_same_numbers_with_one_core(monkeypatch):
+    both = giantstep.run(SMALL)
+    monkeypatch.setattr(reduction, "draw_threads", lambda: 1)
+    assert _numbers(giantstep.run(SMALL)) == _numbers(both)
 
 
 def test_the_dandi_pool_gives_the_runs_made_one_after_the_other(monkeypatch):
@@ -129,7 +158,7 @@ def test_a_large_run_draws_at_need_and_changes_no_number(monkeypatch):
     # every core when it is needed.
     every = data.draw_threads() - 1
     assert started[:3] == [every, 0, every]
-    monkeypatch.setattr(experiment, "_drawing", lambda config, plan: nullcontext())
+    monkeypatch.setattr(experiment, "prefetching", lambda threads: nullcontext())
     assert _numbers(giantstep.run(large)) == _numbers(at_need)
     with data.prefetching(0):
         stream = data.SampleStream(3, (0, 0), 7)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import KW_ONLY, dataclass
@@ -52,8 +52,8 @@ TRAIN, RIDGE, TEST = 0, 1, 2
 #: leaves BLAS most of the cores; the caller joins in whenever it waits for a block, so a run
 #: whose arithmetic is short (small N) draws on every core. See :func:`prefetching`.
 PREFETCH_THREADS = 1
-#: This thread's read-ahead and prefetch settings (:func:`read_ahead`, :func:`prefetching`):
-#: per thread, so that runs in several threads of one process do not see each other's.
+#: This thread's prefetch setting (:func:`prefetching`): per thread, so that runs in several
+#: threads of one process do not see each other's.
 _settings = threading.local()
 
 
@@ -73,7 +73,8 @@ _pool_lock = threading.Lock()
 
 
 def _draw_pool() -> ThreadPoolExecutor:
-    """The process's one pool of drawing threads, started once (not per stream or block)."""
+    """The process's one pool of drawing threads, started once (not per stream or block); they
+    also sum the parts of a small network's blocks (``giantstep.reduction``)."""
     global _pool, _pool_owner
     with _pool_lock:
         if _pool is None or _pool_owner != os.getpid():  # a forked child has no threads
@@ -126,78 +127,17 @@ class _BlockFill:
             raise self.error
 
 
-class _ReadAhead:
-    """The streams a run reads, in order; each one's first block drawn while the one before
-    is computed on (see :func:`read_ahead`). Not thread-safe: one run's main thread uses it."""
-
-    def __init__(self, streams: Sequence[tuple[SampleStream, int, int]]):
-        self.streams = list(streams)
-        self.read = 0  # streams[:read] have been read (a stream may come twice: a reused batch)
-        self.drawn: tuple[tuple[SampleStream, int, int], tuple] | None = None
-
-    def start_after(self, stream: SampleStream, n_samples: int, block_size: int) -> None:
-        """``stream`` has begun its last block: start drawing the first block of the next."""
-        plan = (stream, n_samples, block_size)
-        if plan not in self.streams[self.read :]:
-            return
-        following = self.streams.index(plan, self.read) + 1
-        self.read = following
-        if following == len(self.streams):
-            return
-        after, n_after, size_after = self.streams[following]
-        rows = min(size_after, n_after)
-        padded = math.ceil(rows / CHUNK_ROWS) * CHUNK_ROWS
-        x, noise = np.empty((padded, after.dim), after.dtype), np.empty(padded, after.dtype)
-        fill = _BlockFill(after, 0, x, noise).start(PREFETCH_THREADS)
-        # One block at a time: a block drawn for a stream that was not read is dropped.
-        self.drawn = (self.streams[following], (x, noise, rows, fill))
-
-    def take(self, stream: SampleStream, n_samples: int, block_size: int):
-        """The first block drawn ahead for these rows of ``stream`` — (x, noise, rows, fill) —
-        or None."""
-        if self.drawn is None or self.drawn[0] != (stream, n_samples, block_size):
-            return None
-        taken, self.drawn = self.drawn[1], None
-        return taken
-
-
-@contextmanager
-def read_ahead(streams: Sequence[tuple[SampleStream, int, int]]) -> Iterator[None]:
-    """Within this context, each of ``streams`` — ``(stream, n_samples, block_size)`` in the
-    order they will be read from row 0 — has its first block drawn in the background while the
-    caller computes on the last block of the stream before it.
-
-    For runs whose arithmetic leaves a core idle (small networks, one BLAS thread: their
-    streams are one or two blocks each, so within a stream there is little to draw ahead).
-    The rows are those of any other reading; a stream read out of order just draws its own.
-    Costs one more block of memory.
-
-    Examples
-    --------
-    >>> a, b = SampleStream(0, (0, 0), 4), SampleStream(0, (0, 1), 4)
-    >>> with read_ahead([(a, 512, 512), (b, 512, 512)]):
-    ...     x = [next(s.blocks(512, 512)).x.copy() for s in (a, b)]
-    >>> bool((x[1] == next(b.blocks(512, 512)).x).all())
-    True
-    """
-    previous = getattr(_settings, "read_ahead", None)
-    _settings.read_ahead = _ReadAhead(streams)
-    try:
-        yield
-    finally:
-        _settings.read_ahead = previous  # a block drawn ahead, not read, is dropped
-
-
 @contextmanager
 def prefetching(threads: int) -> Iterator[None]:
     """Within this context the next block of a stream is drawn by ``threads`` background
     threads while the caller computes on this one; with 0, every core draws each block when
     it is needed instead.
 
-    0 is for a caller whose products use every core (a large network, BLAS on all threads): a
-    drawing thread beside them takes its time from theirs, so that on an idle 2-core machine
-    the overlap bought nothing and drawing at need on both cores was 6 % faster
-    (``d = N = 1000``, ``n = 3·10^5``). The rows are the same either way.
+    0 is for a caller whose products use every core (a large network on BLAS's threads, a
+    small one summing its blocks in parts, ``giantstep.reduction``): a drawing thread beside
+    them takes its time from theirs, so that on an idle 2-core machine the overlap bought
+    nothing and drawing at need on both cores was 6 % faster (``d = N = 1000``,
+    ``n = 3·10^5``). The rows are the same either way.
     """
     previous = getattr(_settings, "prefetch", PREFETCH_THREADS)
     _settings.prefetch = threads
@@ -320,15 +260,8 @@ class SampleStream:
             block = Block(start=first, x=x[:rows], noise=noise[:rows], stream=self)
             return block, buffers, fill.start(threads)
 
-        ahead = getattr(_settings, "read_ahead", None)
-        drawn = ahead.take(self, n_samples, block_size) if ahead and start == 0 else None
-        if drawn is not None:
-            x, noise, rows, fill = drawn
-            block = Block(start=0, x=x[:rows], noise=noise[:rows], stream=self)
-            pending = block, (x, noise), fill
-        else:
-            # The first block is needed at once: every core draws it.
-            pending = begin(start, None, draw_threads() - 1)
+        # The first block is needed at once: every core draws it.
+        pending = begin(start, None, draw_threads() - 1)
         previous = None
         ahead_threads = getattr(_settings, "prefetch", PREFETCH_THREADS)
         while pending is not None:
@@ -341,8 +274,6 @@ class SampleStream:
             pending = None
             if following < stop_row:
                 pending = begin(following, previous, ahead_threads)
-            elif ahead is not None:
-                ahead.start_after(self, n_samples, block_size)
             previous = buffers
             yield current
 

@@ -17,17 +17,9 @@ from tqdm.auto import tqdm
 from giantstep.activations import get_activation
 from giantstep.alignment import direction_alignment, update_cosine
 from giantstep.config import ConfigError, ExperimentConfig, MeasureConfig, validate_config
-from giantstep.data import (
-    RIDGE,
-    TEST,
-    TRAIN,
-    block_count,
-    draw_threads,
-    prefetching,
-    read_ahead,
-)
+from giantstep.data import RIDGE, TEST, TRAIN, block_count, prefetching
 from giantstep.fulltrain import FullTrainingResult, train_fully
-from giantstep.linalg import ONE_THREAD_WEIGHTS, blas_threads_for
+from giantstep.linalg import blas_threads_for
 from giantstep.model import TwoLayerNetwork, initialize
 from giantstep.overlaps import learned_subspace, overlaps, summarize
 from giantstep.readout import feature_statistics, ridge_path
@@ -335,32 +327,6 @@ def run(
         return _run(config, executor, progress)
 
 
-def _drawing(config: ExperimentConfig, plan: StepPlan):
-    """How the run draws its inputs beside its products (the rows are the same either way).
-
-    A large network's products use every core: each block is drawn when it is needed, on every
-    core (``data.prefetching(0)``). A small network's run on one BLAS thread (see
-    ``giantstep.linalg``), leaving a core idle: there each set's first block — the gradient
-    batches, the ridge set, the test set, in the order the run reads them — is drawn while the
-    run computes on the set before (``data.read_ahead``), unless there is no second core (a
-    sweep's worker has one of its own).
-    """
-    if config.width * config.dim >= ONE_THREAD_WEIGHTS:
-        return prefetching(0)
-    if draw_threads() < 2:
-        return nullcontext()
-    c, kind = config.compute, config.data.distribution
-    batches = [
-        (plan.stream(config.seed, t, config.dim, distribution=kind, dtype=c.dtype), plan.batch_size)
-        for t in range(config.train.steps)
-    ]
-    sets = [
-        (config.stream(RIDGE), config.readout.samples),
-        (config.stream(TEST), config.test.samples),
-    ]
-    return read_ahead([(stream, rows, c.block_size) for stream, rows in batches + sets])
-
-
 def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
     """The body of :func:`run`, for a validated config that fits in memory."""
     started = time.perf_counter()
@@ -383,7 +349,10 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
         + block_count(config.test.samples, c.block_size)
     )
     bar = tqdm(total=total_blocks, unit="block", disable=not progress, leave=False)
-    with bar, _drawing(config, plan) if executor is None and not full else nullcontext():
+    # Every block is drawn when it is needed, on every core, then computed on every core (a
+    # large network's products on BLAS's threads, a small one's blocks in parts; reduction).
+    drawing = prefetching(0) if executor is None and not full else nullcontext()
+    with bar, drawing:
         predicted = None if full else predicted_subspaces(config)
 
         def measured(t: int, net: TwoLayerNetwork) -> StepAlignment:

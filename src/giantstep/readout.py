@@ -67,7 +67,8 @@ class GramSum:
 
     weights: (d, N) ``Wᵀ`` in the blocks' dtype, or ``[W; W*]ᵀ`` (d, N + r) for a small
     network, whose labels' ``h = X W*ᵀ`` then come out of the same product (``width`` = N;
-    ``linalg.labels_in_forward_product``).
+    ``linalg.labels_in_forward_product``) and whose blocks are summed in parts on every core
+    (``in_parts``, ``giantstep.reduction``).
     """
 
     name = "gram"
@@ -75,16 +76,15 @@ class GramSum:
     activation: Activation
     teacher: Teacher
     width: int
+    in_parts: bool = False
 
     @classmethod
     def of(cls, network: TwoLayerNetwork, teacher: Teacher, dtype) -> GramSum:
         """The sum of ``network``'s features on blocks of ``dtype``."""
         weights = network.first_layer
-        if labels_in_forward_product(weights.size):
-            forward = teacher.below(weights, dtype).T
-        else:
-            forward = weights.T.astype(dtype)
-        return cls(forward, network.activation, teacher, len(weights))
+        small = labels_in_forward_product(weights.size)
+        forward = teacher.below(weights, dtype).T if small else weights.T.astype(dtype)
+        return cls(forward, network.activation, teacher, len(weights), in_parts=small)
 
     def zero(self) -> GramStatistics:
         """Statistics of no rows."""

@@ -9,7 +9,7 @@ such class; nothing else in the package loops over the blocks of a stream.
 **Where the blocks are summed** is the ``executor`` argument, never a global:
 
 - ``None``: here, block after block, with the next block drawn on a second thread while BLAS
-  works on this one;
+  works on this one (unless the caller draws at need, ``data.prefetching(0)``, as a run does);
 - a Dask ``distributed.Client`` (or an object with its ``scatter``, ``submit`` and ``gather``):
   the rows are cut into pieces of ``BLOCKS_PER_TASK`` whole blocks; each piece is summed on a
   worker from its row range alone (the block-keyed randomness of :mod:`giantstep.data` makes
@@ -17,6 +17,13 @@ such class; nothing else in the package loops over the blocks of a stream.
   over the pieces. The tree depends only on the number of pieces — never on the number of
   workers or on which finished first — so the result is the same on any cluster, and equals
   the local sum up to the order of the float64 additions (about 1e-16 relative).
+
+**A small network's block is summed in parts.** Its products are thin and run on one BLAS
+thread (``giantstep.linalg``), so one block keeps one core busy. A summand whose ``in_parts``
+is true has each block cut into ``BLOCK_PARTS`` row ranges, each summed from zero — on the
+process's helper threads when it has cores for them — and added to the total in order: the same
+numbers on any number of cores (a sweep's one-core worker sums the parts one after the other);
+the sum of a block in parts differs from the block's own sum by rounding only.
 """
 
 from __future__ import annotations
@@ -28,11 +35,16 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from giantstep.data import Block, SampleStream
+from giantstep.data import CHUNK_ROWS, Block, SampleStream, _draw_pool, draw_threads
 
 #: Blocks per task when a sum is spread over a cluster; fixed (not derived from the worker
 #: count) so that the order of the additions, hence the result, is the same on any cluster.
 BLOCKS_PER_TASK = 8
+
+#: Row ranges a block of an ``in_parts`` summand is summed in: fixed (not the core count), so
+#: that the numbers do not depend on the machine. Cut between chunks: the rows keyed by chunk
+#: (label corruption, its decoys) are drawn from a chunk's first row.
+BLOCK_PARTS = 2
 
 #: Bytes to which a worker aligns the arrays of a summand (a cache line; see :func:`aligned`).
 ALIGNMENT = 64
@@ -49,6 +61,8 @@ class StreamedSum(Protocol[T]):
     """
 
     name: str
+    #: Whether each block is summed in parts (module docstring); False if absent.
+    in_parts: bool
 
     def zero(self) -> T:
         """The empty sum (float64 accumulators, whatever the dtype of the blocks)."""
@@ -128,10 +142,43 @@ def reduce_blocks(
         return _spread(summand, stream, n_samples, block_size, executor, progress)
     total = summand.zero()
     for block in stream.blocks(n_samples, block_size):
-        total = summand.add(total, block)
+        total = add_block(summand, total, block)
         if progress:
             progress(1)
     return total
+
+
+def parts(rows: int) -> list[slice]:
+    """The row ranges of a block of ``rows`` summed in parts: ``BLOCK_PARTS`` ranges (fewer if
+    the block has fewer chunks), each cut at the chunk boundary (``data.CHUNK_ROWS``) nearest
+    to an even split."""
+    count = min(BLOCK_PARTS, math.ceil(rows / CHUNK_ROWS))
+    cuts = [CHUNK_ROWS * round(k * rows / (count * CHUNK_ROWS)) for k in range(count)] + [rows]
+    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
+def add_block(summand: StreamedSum[T], total: T, block: Block) -> T:
+    """``summand.add(total, block)``; if ``summand.in_parts``, the sums of the block's parts
+    (the first here, the others on the helper threads if this process has the cores) added
+    to ``total`` in order."""
+    ranges = parts(len(block.x)) if getattr(summand, "in_parts", False) else []
+    if len(ranges) < 2:
+        return summand.add(total, block)
+    pieces = [
+        Block(block.start + r.start, block.x[r], block.noise[r], block.stream) for r in ranges
+    ]
+    if draw_threads() > 1:
+        others = [_draw_pool().submit(_sum_of, summand, piece) for piece in pieces[1:]]
+        sums = [_sum_of(summand, pieces[0])] + [other.result() for other in others]
+    else:
+        sums = [_sum_of(summand, piece) for piece in pieces]
+    for part in sums:
+        total += part
+    return total
+
+
+def _sum_of(summand: StreamedSum[T], block: Block) -> T:
+    return summand.add(summand.zero(), block)
 
 
 def pieces(n_samples: int, block_size: int, blocks_per_task: int) -> list[tuple[int, int]]:
@@ -177,7 +224,7 @@ def _piece_sum(summand, stream: SampleStream, start: int, count: int, block_size
     summand = aligned(summand)
     total = summand.zero()
     for block in stream.blocks(count, block_size, start=start):
-        total = summand.add(total, block)
+        total = add_block(summand, total, block)
     return total
 
 

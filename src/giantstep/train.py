@@ -95,6 +95,8 @@ class GradientSum:
     float64. Each block costs two GEMMs in the blocks' dtype (``X Wᵀ`` and ``Gᵀ X``).
     forward: ``[W; W*]`` (N + r, d) for a small network, whose labels' ``h = X W*ᵀ`` then
     come out of the forward product (``linalg.labels_in_forward_product``); else None.
+    in_parts: True for a small network, whose blocks are summed in parts on every core
+    (``giantstep.reduction``).
     """
 
     name = "gradient"
@@ -105,11 +107,13 @@ class GradientSum:
     teacher: Teacher
     residual: Residual = "y-f"
     forward: np.ndarray | None = None
+    in_parts: bool = False
 
     @classmethod
     def of(cls, network: TwoLayerNetwork, teacher: Teacher, residual: Residual, dtype):
         """The sum for ``network`` on blocks of ``dtype``."""
         weights = network.first_layer
+        small = labels_in_forward_product(weights.size)
         return cls(
             weights.astype(dtype),
             network.second_layer.astype(dtype),
@@ -117,7 +121,8 @@ class GradientSum:
             network.activation,
             teacher,
             residual,
-            teacher.below(weights, dtype) if labels_in_forward_product(weights.size) else None,
+            teacher.below(weights, dtype) if small else None,
+            in_parts=small,
         )
 
     def zero(self) -> np.ndarray:

@@ -164,14 +164,12 @@ def add_block(summand: StreamedSum[T], total: T, block: Block) -> T:
     ranges = parts(len(block.x)) if getattr(summand, "in_parts", False) else []
     if len(ranges) < 2:
         return summand.add(total, block)
-    pieces = [
-        Block(block.start + r.start, block.x[r], block.noise[r], block.stream) for r in ranges
-    ]
+    rows = [Block(block.start + r.start, block.x[r], block.noise[r], block.stream) for r in ranges]
     if draw_threads() > 1:
-        others = [_draw_pool().submit(_sum_of, summand, piece) for piece in pieces[1:]]
-        sums = [_sum_of(summand, pieces[0])] + [other.result() for other in others]
+        others = [_draw_pool().submit(_sum_of, summand, part) for part in rows[1:]]
+        sums = [_sum_of(summand, rows[0])] + [other.result() for other in others]
     else:
-        sums = [_sum_of(summand, piece) for piece in pieces]
+        sums = [_sum_of(summand, part) for part in rows]
     for part in sums:
         total += part
     return total

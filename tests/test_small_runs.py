@@ -59,25 +59,32 @@ def test_a_block_is_cut_into_parts_between_chunks_nearest_an_even_split():
 def test_a_small_networks_block_is_summed_in_parts_the_same_on_any_number_of_cores(
     monkeypatch,
 ):
-    """The parts' sums, added in order, whether the parts are summed on two threads or one
-    after the other; they are the block's own sum to rounding; a large network is not cut."""
+    """The parts' sums, added in order to the total so far, whether the parts are summed on
+    two threads or one after the other; they are the block's own sum to rounding; a large
+    network is not cut."""
     teacher = Teacher.draw(3, "z1 + z1*z2", 120, 0.3, corruption=0.2)
     network = initialize(3, 40, 120, activation=get_activation("tanh"))
-    block = next(SampleStream(3, (TRAIN, 0), 120).blocks(700, 768))
+    stream = SampleStream(3, (TRAIN, 0), 120)
+    earlier, block = (stream.rows(start, start + 700) for start in (768, 0))
     for summand in (
         GradientSum.of(network, teacher, "y-f", np.float64),
         GramSum.of(network, teacher, np.float64),
     ):
         assert summand.in_parts
+        so_far = summand.add(summand.zero(), earlier)  # the order of the additions shows
+
+        def total_so_far(so_far=so_far, summand=summand):
+            return so_far + summand.zero()  # a fresh copy
+
         monkeypatch.setattr(reduction, "draw_threads", lambda: 2)
-        threads = reduction.add_block(summand, summand.zero(), block)
+        threads = reduction.add_block(summand, total_so_far(), block)
         monkeypatch.setattr(reduction, "draw_threads", lambda: 1)
-        alone = reduction.add_block(summand, summand.zero(), block)
-        by_hand = summand.zero()
+        alone = reduction.add_block(summand, total_so_far(), block)
+        by_hand = total_so_far()
         for rows in reduction.parts(700):
             part = data.Block(rows.start, block.x[rows], block.noise[rows], block.stream)
             by_hand += summand.add(summand.zero(), part)
-        whole = summand.add(summand.zero(), block)
+        whole = summand.add(total_so_far(), block)
         for got in (threads, alone):
             for mine, theirs, plain in zip(_arrays(got), _arrays(by_hand), _arrays(whole),
                                            strict=True):  # fmt: skip

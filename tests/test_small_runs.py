@@ -126,8 +126,6 @@ def test_the_dandi_pool_gives_the_runs_made_one_after_the_other(monkeypatch):
 
 
 def _blas_threads() -> str | None:
-    import os
-
     return os.environ.get("OPENBLAS_NUM_THREADS")
 
 
@@ -221,15 +219,19 @@ def test_the_passes_give_the_same_bits_on_a_view_of_a_wider_block():
 def test_importing_giantstep_makes_idle_threads_sleep_unless_the_user_chose():
     """Set before numpy loads OpenBLAS (read only then); a user's own value is kept."""
     show = (
-        "import giantstep, os; "
-        "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], os.environ['OMP_WAIT_POLICY'])"
+        "import builtins, os\n"
+        "seen, real_import = [], builtins.__import__\n"
+        "def recording(name, *args, **kwargs):\n"
+        "    if name == 'numpy' and not seen:  # the first import of numpy loads OpenBLAS\n"
+        "        seen.append(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n"
+        "    return real_import(name, *args, **kwargs)\n"
+        "builtins.__import__ = recording\n"
+        "import giantstep\n"
+        "print(seen[0], os.environ['OPENBLAS_THREAD_TIMEOUT'], os.environ['OMP_WAIT_POLICY'])\n"
     )
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")}  # fmt: skip
-    output = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True,
-                            text=True, check=True).stdout  # fmt: skip
-    assert output.split() == ["4", "passive"]
-    env["OMP_WAIT_POLICY"] = "active"
-    output = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True,
-                            text=True, check=True).stdout  # fmt: skip
-    assert output.split() == ["4", "active"]
+    for chosen, expected in (({}, "4 4 passive"), ({"OMP_WAIT_POLICY": "active"}, "4 4 active")):
+        output = subprocess.run([sys.executable, "-c", show], env=env | chosen,
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert output.split() == expected.split()

@@ -259,7 +259,7 @@ def test_zeta_follows_beta_at_the_predicted_cosine():
 def test_the_readouts_forward_weights_are_in_the_blocks_dtype(width, dim):
     # float32 runs multiply float32 blocks by float32 weights (a float64 copy would make the
     # product float64). Small networks carry W* below W (h from the same product), large not.
-    from giantstep.linalg import labels_in_forward_product
+    from giantstep.linalg import small_network
     from giantstep.readout import GramSum
 
     network = initialize(0, width, dim, activation=get_activation("relu"))
@@ -267,21 +267,21 @@ def test_the_readouts_forward_weights_are_in_the_blocks_dtype(width, dim):
     summand = GramSum.of(network, teacher, np.float32)
     assert summand.weights.dtype == np.float32 and summand.width == width
     rows = [network.first_layer, teacher.directions]
-    if not labels_in_forward_product(network.first_layer.size):
+    if not small_network(network.first_layer.size):
         rows = rows[:1]
     np.testing.assert_array_equal(summand.weights, np.vstack(rows).T.astype(np.float32))
     assert summand.weights.shape[1] == width + (1 if width == 6 else 0)
 
 
 def test_the_small_networks_are_those_below_one_thread_weights():
-    # N·d < 2^18: one BLAS thread, and the labels' h rides in the forward product; at 2^18
-    # neither (the same threshold for both, exclusive).
+    # N·d < 2^18: one BLAS thread, the labels' h in the forward product, blocks summed in
+    # parts; at 2^18 none of them (one threshold for all, exclusive).
     import contextlib
 
-    from giantstep.linalg import ONE_THREAD_WEIGHTS, blas_threads_for, labels_in_forward_product
+    from giantstep.linalg import ONE_THREAD_WEIGHTS, blas_threads_for, small_network
 
     assert ONE_THREAD_WEIGHTS == 1 << 18
     for weights, small in ((ONE_THREAD_WEIGHTS - 1, True), (ONE_THREAD_WEIGHTS, False)):
-        assert labels_in_forward_product(weights) is small
+        assert small_network(weights) is small
         one_thread = not isinstance(blas_threads_for(weights), contextlib.nullcontext)
         assert one_thread is small

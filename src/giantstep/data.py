@@ -72,9 +72,10 @@ _pool_owner = -1
 _pool_lock = threading.Lock()
 
 
-def _draw_pool() -> ThreadPoolExecutor:
-    """The process's one pool of drawing threads, started once (not per stream or block); they
-    also sum the parts of a small network's blocks (``giantstep.reduction``)."""
+def helper_pool() -> ThreadPoolExecutor:
+    """The process's one pool of helper threads (``draw_threads()`` of them), started once,
+    not per stream or block: they draw the chunks of blocks and sum the parts of a small
+    network's blocks (``giantstep.reduction``)."""
     global _pool, _pool_owner
     with _pool_lock:
         if _pool is None or _pool_owner != os.getpid():  # a forked child has no threads
@@ -114,7 +115,7 @@ class _BlockFill:
 
     def start(self, threads: int) -> _BlockFill:
         """Hand the block to ``threads`` background threads (0: the caller draws it all)."""
-        pool = _draw_pool()
+        pool = helper_pool()
         for _ in range(min(threads, self.count)):
             pool.submit(self.work)
         return self

@@ -24,22 +24,27 @@ def _controller() -> ThreadpoolController:
 ONE_THREAD_WEIGHTS = 1 << 18
 
 
-def labels_in_forward_product(weights: int) -> bool:
-    """Whether a block's target coordinates ``h = X W*ᵀ`` come out of the forward product, as
-    ``r`` more columns of ``X [W; W*]ᵀ``, instead of a product of their own.
+def small_network(weights: int) -> bool:
+    """Whether a network of ``weights`` first-layer weights (N·d) is small: below
+    ``ONE_THREAD_WEIGHTS``. A small network's run
 
-    For the small networks of ``ONE_THREAD_WEIGHTS``: there the thin ``X W*ᵀ`` (rows × d × r,
-    r ≤ a few) ran at a memory-bound ~5 GB/s on one BLAS thread, 3 ms of a dandi-size step's
-    23, while the r extra columns cost the forward product ~3 %. Its last bits differ from the
-    thin product's for some shapes. Large networks keep the product of their own: their
-    elementwise passes are faster on contiguous pre-activations than on the strided view.
+    - puts its GEMMs on one BLAS thread (:func:`blas_threads_for`);
+    - takes its labels' target coordinates ``h = X W*ᵀ`` from the forward product, as ``r``
+      more columns of ``X [W; W*]ᵀ``: the thin ``X W*ᵀ`` of its own (rows × d × r, r ≤ a few)
+      ran at a memory-bound ~5 GB/s on one BLAS thread, 3 ms of a dandi-size step's 23, while
+      the r extra columns cost the forward product ~3 % (its last bits differ from the thin
+      product's for some shapes). Large networks keep the product of their own: their
+      elementwise passes are faster on contiguous pre-activations than on the strided view;
+    - sums each block in parts, one per core (``in_parts``, ``giantstep.reduction``): one
+      block on one BLAS thread keeps only one core busy.
     """
     return weights < ONE_THREAD_WEIGHTS
 
 
 def blas_threads_for(weights: int):
-    """A context in which BLAS uses one thread if ``weights`` (N·d) is small, else its own."""
-    if weights < ONE_THREAD_WEIGHTS:
+    """A context in which BLAS uses one thread if ``weights`` (N·d) is a small network's, else
+    its own."""
+    if small_network(weights):
         return _controller().limit(limits=1, user_api="blas")
     return contextlib.nullcontext()
 

@@ -16,7 +16,7 @@ import numpy as np
 from giantstep import kernels
 from giantstep.activations import Activation
 from giantstep.data import Block, SampleStream
-from giantstep.linalg import labels_in_forward_product, symmetric_eigh
+from giantstep.linalg import small_network, symmetric_eigh
 from giantstep.model import TwoLayerNetwork
 from giantstep.reduction import reduce_blocks
 from giantstep.targets import Teacher
@@ -67,7 +67,7 @@ class GramSum:
 
     weights: (d, N) ``Wᵀ`` in the blocks' dtype, or ``[W; W*]ᵀ`` (d, N + r) for a small
     network, whose labels' ``h = X W*ᵀ`` then come out of the same product (``width`` = N;
-    ``linalg.labels_in_forward_product``) and whose blocks are summed in parts on every core
+    ``linalg.small_network``) and whose blocks are summed in parts on every core
     (``in_parts``, ``giantstep.reduction``).
     """
 
@@ -82,7 +82,7 @@ class GramSum:
     def of(cls, network: TwoLayerNetwork, teacher: Teacher, dtype) -> GramSum:
         """The sum of ``network``'s features on blocks of ``dtype``."""
         weights = network.first_layer
-        small = labels_in_forward_product(weights.size)
+        small = small_network(weights.size)
         forward = teacher.below(weights, dtype).T if small else weights.T.astype(dtype)
         return cls(forward, network.activation, teacher, len(weights), in_parts=small)
 

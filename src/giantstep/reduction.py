@@ -35,7 +35,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from giantstep.data import CHUNK_ROWS, Block, SampleStream, _draw_pool, draw_threads
+from giantstep.data import CHUNK_ROWS, Block, SampleStream, draw_threads, helper_pool
 
 #: Blocks per task when a sum is spread over a cluster; fixed (not derived from the worker
 #: count) so that the order of the additions, hence the result, is the same on any cluster.
@@ -166,7 +166,7 @@ def add_block(summand: StreamedSum[T], total: T, block: Block) -> T:
         return summand.add(total, block)
     rows = [Block(block.start + r.start, block.x[r], block.noise[r], block.stream) for r in ranges]
     if draw_threads() > 1:
-        others = [_draw_pool().submit(_sum_of, summand, part) for part in rows[1:]]
+        others = [helper_pool().submit(_sum_of, summand, part) for part in rows[1:]]
         sums = [_sum_of(summand, rows[0])] + [other.result() for other in others]
     else:
         sums = [_sum_of(summand, part) for part in rows]

@@ -16,7 +16,7 @@ import numpy as np
 from giantstep import kernels
 from giantstep.activations import Activation
 from giantstep.data import TRAIN, Block, SampleStream
-from giantstep.linalg import labels_in_forward_product
+from giantstep.linalg import small_network
 from giantstep.model import TwoLayerNetwork
 from giantstep.reduction import reduce_blocks
 from giantstep.targets import Teacher
@@ -94,7 +94,7 @@ class GradientSum:
     weights: (N, d) and second_layer: (N,), already in the blocks' dtype; the sum is (N, d)
     float64. Each block costs two GEMMs in the blocks' dtype (``X Wᵀ`` and ``Gᵀ X``).
     forward: ``[W; W*]`` (N + r, d) for a small network, whose labels' ``h = X W*ᵀ`` then
-    come out of the forward product (``linalg.labels_in_forward_product``); else None.
+    come out of the forward product (``linalg.small_network``); else None.
     in_parts: True for a small network, whose blocks are summed in parts on every core
     (``giantstep.reduction``).
     """
@@ -113,7 +113,7 @@ class GradientSum:
     def of(cls, network: TwoLayerNetwork, teacher: Teacher, residual: Residual, dtype):
         """The sum for ``network`` on blocks of ``dtype``."""
         weights = network.first_layer
-        small = labels_in_forward_product(weights.size)
+        small = small_network(weights.size)
         return cls(
             weights.astype(dtype),
             network.second_layer.astype(dtype),

@@ -26,7 +26,7 @@ from functools import lru_cache
 from math import prod
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 from giantstep.corruption import corrupt
 from giantstep.data import TEACHER, Block, generator
@@ -149,6 +149,10 @@ class Target:
         """Rank 1: the points where an argument of relu/sign/abs changes sign (on ±RANGE)."""
         if self.rank != 1:
             return (0.0,)
+        # Here, not at the top: scipy.optimize adds ~80 ms to every process's import of giantstep,
+        # and only targets with kinks (relu, abs, sign) need a root.
+        from scipy import optimize
+
         grid = np.linspace(-RANGE, RANGE, 28001)
         found = {0.0}
         for argument in self.kinked_arguments:

@@ -5,6 +5,7 @@ on every core (rounding only)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -235,3 +236,23 @@ def test_importing_giantstep_makes_idle_threads_sleep_unless_the_user_chose():
         output = subprocess.run([sys.executable, "-c", show], env=env | chosen,
                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
         assert output.split() == expected.split()
+
+
+def test_a_small_run_in_parts_runs_on_numbas_workqueue_layer_with_the_same_numbers():
+    """The workqueue layer (numba's fallback without OpenMP or TBB) aborts the process when two
+    threads launch passes at once, as a small network's block parts did."""
+    child = (
+        "import json, sys, numba, giantstep\n"
+        "from giantstep import data\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from test_small_runs import SMALL, _numbers\n"
+        "numbers = _numbers(giantstep.run(SMALL))\n"
+        "print(numba.threading_layer(), data.draw_threads(), json.dumps(numbers))\n"
+    )
+    env = os.environ | {"NUMBA_THREADING_LAYER": "workqueue"}
+    done = subprocess.run([sys.executable, "-c", child, os.path.dirname(__file__)], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    layer, threads, numbers = done.stdout.strip().split(" ", 2)
+    assert layer == "workqueue" and int(threads) == data.draw_threads()
+    assert json.loads(numbers) == json.loads(json.dumps(_numbers(giantstep.run(SMALL))))

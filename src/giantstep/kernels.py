@@ -30,7 +30,9 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -445,15 +447,30 @@ def _threads(x: np.ndarray) -> int:
     return max(1, min(numba.get_num_threads(), x.size // ELEMENTS_PER_THREAD))
 
 
+#: Held while a pass runs: one pass at a time in a process. Several threads pass blocks here at
+#: once (a small network's block parts, a threaded Dask worker's tasks); numba's workqueue
+#: threading layer (its fallback where OpenMP and TBB are missing) aborts the process on
+#: concurrent launches, and under OpenMP each launch would start its own team on the same cores.
+_one_pass_at_a_time = threading.Lock()
+
+
+@contextmanager
+def _pass_over(x: np.ndarray) -> Iterator[None]:
+    """The context of one pass over ``x``: ``_threads(x)`` numba threads, no other pass."""
+    with _one_pass_at_a_time:
+        previous = numba.get_num_threads()
+        numba.set_num_threads(_threads(x))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(previous)
+
+
 def _run(kernel, mode: int, x, out=None, r=None, a=None) -> None:
     """One pass of ``kernel`` = (name, p, q); unused arrays get placeholders of fixed types, so
     that each pass compiles once per dtype."""
-    threads, previous = _threads(x), numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
+    with _pass_over(x):
         _run_on(kernel, mode, x, out, r, a)
-    finally:
-        numba.set_num_threads(previous)
 
 
 def _run_on(kernel, mode: int, x, out, r, a) -> None:
@@ -522,12 +539,8 @@ def values_and_slopes(
 def scale(slope: np.ndarray, r: np.ndarray, a: np.ndarray) -> np.ndarray:
     """``slope ⊙ (r aᵀ)`` in place, as ``(slope · r_i) · a_j`` (the numpy path's order)."""
     if _ready(slope) and r.dtype == slope.dtype and a.dtype == slope.dtype:
-        threads, previous = _threads(slope), numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
+        with _pass_over(slope):
             _scale(slope, np.ascontiguousarray(r), np.ascontiguousarray(a))
-        finally:
-            numba.set_num_threads(previous)
     else:
         slope *= r[:, None]
         slope *= a

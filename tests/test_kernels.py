@@ -215,10 +215,12 @@ def test_a_forked_child_splits_a_block_with_threads_of_its_own(monkeypatch):
     np.testing.assert_array_equal(result, expected)
 
 
-@pytest.mark.parametrize("pieces", [2, 3, 5])
+@pytest.mark.parametrize("pieces", [1, 2, 3, 5])
 def test_a_ufunc_split_in_row_pieces_is_the_whole_ufunc(monkeypatch, pieces):
-    # Any number of pieces (this machine may have fewer cores): each piece's rows, in place.
+    # Any number of pieces (this machine may have fewer cores): each piece's rows, in place;
+    # one piece needs no pool (none started yet, as in a fresh process).
     monkeypatch.setattr(kernels, "_threads", lambda x: pieces)
+    monkeypatch.setattr(kernels, "_ufunc_pool", None)
     x = inputs(np.float32)
     split = x.copy()
     kernels._rows_in_parallel(np.tanh, split)

@@ -256,11 +256,12 @@ def test_zeta_follows_beta_at_the_predicted_cosine():
 
 
 @pytest.mark.parametrize(("width", "dim"), [(6, 4), (520, 512)])
-def test_the_readouts_forward_weights_are_in_the_blocks_dtype(width, dim):
+def test_the_forward_weights_are_in_the_blocks_dtype(width, dim):
     # float32 runs multiply float32 blocks by float32 weights (a float64 copy would make the
     # product float64). Small networks carry W* below W (h from the same product), large not.
     from giantstep.linalg import small_network
     from giantstep.readout import GramSum
+    from giantstep.train import GradientSum
 
     network = initialize(0, width, dim, activation=get_activation("relu"))
     teacher = Teacher.draw(0, "z1", dim)
@@ -271,6 +272,13 @@ def test_the_readouts_forward_weights_are_in_the_blocks_dtype(width, dim):
         rows = rows[:1]
     np.testing.assert_array_equal(summand.weights, np.vstack(rows).T.astype(np.float32))
     assert summand.weights.shape[1] == width + (1 if width == 6 else 0)
+    gradient = GradientSum.of(network, teacher, "y-f", np.float32)
+    assert gradient.weights.dtype == gradient.second_layer.dtype == np.float32
+    if small_network(network.first_layer.size):
+        np.testing.assert_array_equal(gradient.forward, np.vstack(rows).astype(np.float32))
+        assert gradient.forward.dtype == np.float32
+    else:
+        assert gradient.forward is None
 
 
 def test_the_small_networks_are_those_below_one_thread_weights():

@@ -96,6 +96,31 @@ def test_a_small_networks_block_is_summed_in_parts_the_same_on_any_number_of_cor
     assert not GramSum.of(large, Teacher.draw(0, "z1", 520), np.float64).in_parts
 
 
+@dataclasses.dataclass(frozen=True)
+class _RowCounts:
+    """A summand without ``in_parts``: it records the rows of each block it is given."""
+
+    name = "rows"
+
+    def zero(self) -> list[int]:
+        return []
+
+    def add(self, total: list[int], block: data.Block) -> list[int]:
+        return total + [len(block.x)]
+
+
+def test_a_summand_gets_whole_blocks_unless_it_asks_for_parts(monkeypatch):
+    stream = SampleStream(0, (TRAIN, 0), 8)
+    assert reduction.reduce_blocks(_RowCounts(), stream, n_samples=1800, block_size=768) == [
+        768, 768, 264,
+    ]  # fmt: skip
+    in_parts = type("InParts", (_RowCounts,), {"in_parts": True})()
+    for threads in (1, 2):
+        monkeypatch.setattr(reduction, "draw_threads", lambda threads=threads: threads)
+        counts = reduction.reduce_blocks(in_parts, stream, n_samples=1800, block_size=768)
+        assert counts == [512, 256, 512, 256, 256, 8]  # 264 rows: a chunk and 8 rows
+
+
 def _arrays(total) -> list[np.ndarray]:
     if isinstance(total, np.ndarray):
         return [total]

@@ -454,11 +454,11 @@ _turn = threading.Lock()
 
 @lru_cache(maxsize=1)
 def _passes_take_turns() -> bool:
-    """Whether one pass at a time may run in this process: several threads pass blocks here at
-    once (a small network's block parts, a threaded Dask worker's tasks), and numba's workqueue
-    threading layer — its fallback where OpenMP and TBB are missing — aborts the process on
-    concurrent launches. OpenMP and TBB are threadsafe, and there taking turns anyway cost a
-    dandi-size run ~4 % (median of 8 alternated pairs)."""
+    """Whether passes must take turns, one at a time in the process. Several threads pass
+    blocks at once here (a small network's block parts, a threaded Dask worker's tasks), and
+    numba's workqueue threading layer — its fallback where OpenMP and TBB are missing — aborts
+    the process on concurrent launches. OpenMP and TBB are threadsafe, and there taking turns
+    anyway cost a dandi-size run ~4 % (median of 8 alternated pairs)."""
     numba.get_num_threads()  # starts numba's threads, which chooses the layer
     return numba.threading_layer() == "workqueue"
 

@@ -35,8 +35,8 @@ def small_network(weights: int) -> bool:
       the r extra columns cost the forward product ~3 % (its last bits differ from the thin
       product's for some shapes). Large networks keep the product of their own: their
       elementwise passes are faster on contiguous pre-activations than on the strided view;
-    - sums each block in parts, one per core (``in_parts``, ``giantstep.reduction``): one
-      block on one BLAS thread keeps only one core busy.
+    - sums each block in parts (``in_parts``, ``giantstep.reduction``), the second on a helper
+      thread where there is a second core: one block on one BLAS thread keeps one core busy.
     """
     return weights < ONE_THREAD_WEIGHTS
 

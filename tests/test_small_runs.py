@@ -1,6 +1,6 @@
-"""Runs made faster: blocks drawn at need, the Dandi pool and idle threads that sleep (no
-change of numbers), labels from the forward product and small networks' blocks summed in parts
-on every core (rounding only)."""
+"""Runs made faster: blocks drawn at need, the Dandi pool, idle threads that sleep and passes
+that take turns on numba's workqueue layer (no change of numbers), labels from the forward
+product and small networks' blocks summed in parts (rounding only)."""
 
 from __future__ import annotations
 

@@ -48,9 +48,10 @@ CORRUPTION = 4
 TRAIN, RIDGE, TEST = 0, 1, 2
 
 
-#: Background threads that draw the next block while the caller computes on this one. One
-#: leaves BLAS most of the cores; the caller joins in whenever it waits for a block, so a run
-#: whose arithmetic is short (small N) draws on every core. See :func:`prefetching`.
+#: Background threads that draw the next block while the caller computes on this one, for a
+#: stream read outside a run (a library caller, a cluster worker's piece; a run draws each
+#: block at need, :func:`prefetching`). One leaves BLAS most of the cores; the caller joins in
+#: whenever it waits for a block.
 PREFETCH_THREADS = 1
 #: This thread's prefetch setting (:func:`prefetching`): per thread, so that runs in several
 #: threads of one process do not see each other's.

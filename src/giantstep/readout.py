@@ -67,8 +67,8 @@ class GramSum:
 
     weights: (d, N) ``Wᵀ`` in the blocks' dtype, or ``[W; W*]ᵀ`` (d, N + r) for a small
     network, whose labels' ``h = X W*ᵀ`` then come out of the same product (``width`` = N;
-    ``linalg.small_network``) and whose blocks are summed in parts on every core
-    (``in_parts``, ``giantstep.reduction``).
+    ``linalg.small_network``) and whose blocks are summed in parts (``in_parts``,
+    ``giantstep.reduction``).
     """
 
     name = "gram"

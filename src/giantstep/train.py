@@ -95,7 +95,7 @@ class GradientSum:
     float64. Each block costs two GEMMs in the blocks' dtype (``X Wᵀ`` and ``Gᵀ X``).
     forward: ``[W; W*]`` (N + r, d) for a small network, whose labels' ``h = X W*ᵀ`` then
     come out of the forward product (``linalg.small_network``); else None.
-    in_parts: True for a small network, whose blocks are summed in parts on every core
+    in_parts: True for a small network, whose blocks are summed in parts
     (``giantstep.reduction``).
     """
 

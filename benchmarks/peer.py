@@ -2,6 +2,9 @@
 
     python3 benchmarks/peer.py            # n = 10^5, readout 10^4, test 10^3, d = N = 1000, tanh
     python3 benchmarks/peer.py --quick    # a tenth of the rows
+    python3 benchmarks/peer.py --dtype float32                        # both sides in float32
+    python3 benchmarks/peer.py --dtype float32 --dense-dtype float64  # giantstep's float32 beside
+                                                                      # the notebooks' float64
 
 The dense peer holds every matrix in memory, as the notebooks do: it draws the whole n × d batch
 with one numpy generator, forms σ(X Wᵀ) and σ'(X Wᵀ) whole, takes the giant step, then forms
@@ -11,7 +14,8 @@ without its predicted errors (``theory.errors``), which the dense side does not 
 Each side runs in a fresh process, several times in turn (A B A B ...); the script prints
 their median wall times (whole process: start-up, imports and compilation included), the
 speed-up and the test errors (different random draws: they agree within sampling noise, which
-is printed too: the spread of the dense test error over seeds).
+is printed too: the spread of the dense test error over seeds). Both sides compute in float64,
+as the notebooks do, unless ``--dtype`` / ``--dense-dtype`` say otherwise.
 """
 
 from __future__ import annotations
@@ -33,20 +37,20 @@ def sizes(quick: bool) -> tuple[int, int, int]:
     return 100_000 // scale, 10_000 // scale, 1_000 // scale
 
 
-def dense(seed: int, quick: bool) -> dict:
+def dense(seed: int, quick: bool, dtype: str) -> dict:
     """The notebooks' way: whole matrices, one generator, tanh."""
     import numpy as np
 
     n, m, m_test = sizes(quick)
     rng = np.random.default_rng(seed)
-    w = rng.standard_normal((WIDTH, DIM))
+    w = rng.standard_normal((WIDTH, DIM), dtype=dtype)
     w /= np.linalg.norm(w, axis=1, keepdims=True)
-    a = rng.standard_normal(WIDTH) / np.sqrt(WIDTH)
-    beta = rng.standard_normal(DIM)
+    a = rng.standard_normal(WIDTH, dtype=dtype) / np.sqrt(WIDTH, dtype=dtype)
+    beta = rng.standard_normal(DIM, dtype=dtype)
     beta /= np.linalg.norm(beta)
 
     def data(rows):
-        x = rng.standard_normal((rows, DIM))
+        x = rng.standard_normal((rows, DIM), dtype=dtype)
         z = x @ beta
         return x, z + (z**2 - 1) / 2  # z1 + He2(z1)/2
 
@@ -62,12 +66,12 @@ def dense(seed: int, quick: bool) -> dict:
     gram, cross = features.T @ features / m, features.T @ y_train / m
     errors = []
     for ridge in RIDGES:
-        coefficients = np.linalg.solve(gram + ridge * np.eye(WIDTH), cross)
+        coefficients = np.linalg.solve(gram + ridge * np.eye(WIDTH, dtype=dtype), cross)
         errors.append(float(np.mean((y_test - features_test @ coefficients) ** 2)))
     return {"test_errors": errors}
 
 
-def streamed(seed: int, quick: bool) -> dict:
+def streamed(seed: int, quick: bool, dtype: str) -> dict:
     """giantstep on the same config."""
     import giantstep
 
@@ -86,6 +90,7 @@ def streamed(seed: int, quick: bool) -> dict:
             },
             "readout": {"samples": m, "ridge": list(RIDGES)},
             "test": {"samples": m_test},
+            "compute": {"dtype": dtype},
             # The same work as the dense side: its predicted errors (theory.errors, the N × N
             # equations of THEORY-ERRORS.md) are a result the dense side does not compute.
             "theory": {"errors": False},
@@ -94,9 +99,9 @@ def streamed(seed: int, quick: bool) -> dict:
     return {"test_errors": [e.test_error for e in result.errors]}
 
 
-def timed(side: str, seed: int, quick: bool) -> tuple[float, dict]:
+def timed(side: str, seed: int, quick: bool, dtype: str) -> tuple[float, dict]:
     """Wall seconds of a fresh process running one side, and what it returned."""
-    command = [sys.executable, __file__, "--side", side, "--seed", str(seed)]
+    command = [sys.executable, __file__, "--side", side, "--seed", str(seed), "--dtype", dtype]
     started = time.perf_counter()
     output = subprocess.run(
         command + (["--quick"] if quick else []), check=True, capture_output=True, text=True
@@ -108,20 +113,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="giantstep's compute.dtype, and the dense side's unless --dense-dtype",
+    )
+    parser.add_argument(
+        "--dense-dtype",
+        choices=("float64", "float32"),
+        help="the dense side's dtype (default: --dtype)",
+    )
     parser.add_argument("--side", choices=("dense", "giantstep"), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         run = dense if args.side == "dense" else streamed
-        print(json.dumps(run(args.seed, args.quick)))
+        print(json.dumps(run(args.seed, args.quick, args.dtype)))
         return
     walls: dict[str, list[float]] = {"dense": [], "giantstep": []}
     errors: dict[str, list[float]] = {"dense": [], "giantstep": []}
+    dtypes = {"giantstep": args.dtype, "dense": args.dense_dtype or args.dtype}
     ratios = []
     for seed in range(args.repeats):
         pair = {}
         for side in ("giantstep", "dense"):
-            seconds, out = timed(side, seed, args.quick)
+            seconds, out = timed(side, seed, args.quick, dtypes[side])
             walls[side].append(seconds)
             errors[side].append(out["test_errors"][1])
             pair[side] = seconds
@@ -132,7 +149,7 @@ def main() -> None:
     for side in ("dense", "giantstep"):
         spread = statistics.stdev(errors[side]) if len(errors[side]) > 1 else float("nan")
         print(
-            f"{side:10s} wall median {statistics.median(walls[side]):6.2f} s "
+            f"{side:10s} {dtypes[side]} wall median {statistics.median(walls[side]):6.2f} s "
             f"(min {min(walls[side]):.2f}, max {max(walls[side]):.2f}); "
             f"test error (ridge 1e-2) mean {statistics.mean(errors[side]):.4f} ± {spread:.4f}"
         )

@@ -822,3 +822,27 @@ def test_random_configs_validate_or_fail_with_a_config_error(data):
             return
     assert isinstance(config, ExperimentConfig)
     assert not config.activation.startswith("py:")  # never without the opt-in
+
+
+@pytest.mark.parametrize("expression", ["0*z1", "z1 - z1"])
+def test_a_target_that_is_zero_runs_and_predicts_no_update_direction(expression):
+    """All-zero labels give no update and so no ``γ`` (it was 0/0: a crash after the run)."""
+    result = giantstep.run(tiny(target__expression=expression))
+    assert result.predicted_update_cosine is None
+    assert [e.test_error for e in result.errors] == [0.0]
+    noisy = giantstep.run(tiny(target__expression=expression, target__noise=0.5))
+    assert noisy.predicted_update_cosine == 0.0  # labels of pure noise: no signal along β
+
+
+@pytest.mark.parametrize(
+    "tables",
+    [
+        {"compute__dtype": "float32", "train__step_size": {"scale": 1e30}},
+        {"model__output_scale": -1e300},
+    ],
+)
+def test_a_diverging_run_with_the_spectrum_on_is_reported_as_diverged(tables):
+    """Not as the eigensolver's "array must not contain infs": a sweep retries a failure but
+    not a divergence (its top singular triplet of a huge update overflowed, and its features)."""
+    with pytest.raises(DivergenceError, match="diverged at step 1"):
+        giantstep.run(tiny(spectrum__enabled=True, **tables))

@@ -24,10 +24,5 @@ def update_cosine(update: np.ndarray, direction: np.ndarray) -> float:
     """
     if not np.any(update):
         return 0.0
-    largest = np.max(np.abs(update))
-    if largest > 1e100:
-        # A huge (diverging) update would overflow its Gram matrix; the direction is
-        # scale-free, so rescale by a power of two (exact) first.
-        update = np.ldexp(update, -int(np.frexp(largest)[1]))
     _, _, v = top_singular_triplet(update)
     return float(abs(v @ direction) / np.linalg.norm(direction))

@@ -273,11 +273,14 @@ def predicted_update_cosine(config: ExperimentConfig, teacher: Teacher) -> float
     """``γ`` for rank-1 targets (giant steps), else None.
 
     Corrupted labels keep ``E[y²]`` but only ``(1 − p)`` of ``μ_1(σ*)``: ``ζ``'s signal shrinks.
+    Labels that are all zero (e.g. ``0*z1`` without noise) give no update and no ``γ``: None.
     """
     if teacher.target.rank != 1 or config.train.mode == "full":
         return None
     mu1 = float(teacher.target.linear_coefficients()[0]) * (1 - config.target.corruption)
     second_moment = teacher.target.second_moment(config.target.noise)
+    if second_moment == 0:
+        return None
     return direction_cosine(mu1, second_moment, config.dim, config.train.batch_size)
 
 

@@ -69,6 +69,13 @@ def top_singular_triplet(matrix: np.ndarray) -> tuple[float, np.ndarray, np.ndar
     From the eigenvector of the smaller Gram matrix; the other vector is its image, normalised
     by its own norm (= s). A zero matrix gives s = 0 and zero vectors.
     """
+    largest = np.max(np.abs(matrix)) if matrix.size else 0.0
+    if largest > 1e100:
+        # A huge matrix (a diverging run's update) would overflow its Gram matrix; the vectors
+        # are scale-free, so solve for the matrix scaled by a power of two (exact), then scale s.
+        exponent = int(np.frexp(largest)[1])
+        value, left, right = top_singular_triplet(np.ldexp(matrix, -exponent))
+        return float(np.ldexp(value, exponent)), left, right
     rows, cols = matrix.shape
     if rows <= cols:
         _, vector = symmetric_eigh(matrix @ matrix.T, (rows - 1, rows - 1))

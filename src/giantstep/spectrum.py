@@ -40,6 +40,7 @@ from giantstep.model import TwoLayerNetwork
 from giantstep.readout import GramStatistics, ridge_path
 from giantstep.reduction import reduce_blocks
 from giantstep.targets import Teacher
+from giantstep.train import check_finite
 from giantstep.theory.bands import (
     UpdateTriplet,
     band_index,
@@ -671,6 +672,10 @@ def measure(
     test = feature_sums(
         network, initial, teacher, config.stream(TEST), n_samples=config.test.samples, **shared
     )
+    # A diverged run's features overflow: say so, before the eigensolvers refuse them.
+    for sums in (ridge, test):
+        for gram in (sums.gram, sums.gram0):
+            check_finite(gram, network, config.train.steps, "the features σ(XWᵀ)")
     alpha = config.train.step_size.batch_exponent
     predicted = None
     # The band rule is a statement about one step with η = c·n^α.

@@ -846,3 +846,13 @@ def test_a_diverging_run_with_the_spectrum_on_is_reported_as_diverged(tables):
     not a divergence (its top singular triplet of a huge update overflowed, and its features)."""
     with pytest.raises(DivergenceError, match="diverged at step 1"):
         giantstep.run(tiny(spectrum__enabled=True, **tables))
+
+
+def test_the_overlap_matrices_of_every_step_count_in_the_memory_check():
+    """Q (N × N) of every step, kept as lists: 3.4 GB at N = 2000 and 5 steps ran past a
+    0.56 GiB limit before they counted."""
+    config = tiny(width=2000, train__steps=5, compute__memory_limit=600_000_000)
+    giantstep.experiment.check_memory(validate_config(config))  # fits without them
+    config["measure"] = {"overlap_matrices": True}
+    with within(5), pytest.raises(ConfigError, match="^measure.overlap_matrices: the run needs"):
+        giantstep.run(config)

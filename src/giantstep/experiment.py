@@ -155,6 +155,7 @@ def memory_estimate(config: ExperimentConfig) -> dict[str, int]:
     n, d = config.width, config.dim
     item = np.dtype(config.compute.dtype).itemsize
     rows = config.compute.block_size
+    measured_steps = 2 if config.train.mode == "full" else config.train.steps + 1
     return {
         # W_0, W_t, the gradient sum, its block product and the cast copy used by BLAS.
         "width × dim (first layer)": 5 * 8 * n * d,
@@ -170,6 +171,11 @@ def memory_estimate(config: ExperimentConfig) -> dict[str, int]:
         # covariance, its inverse, M⁻¹ and the products of the fluctuation system.
         "width (the error theory's N × N matrices; theory.errors)": (
             10 * 8 * n * n if config.theory.errors else 0
+        ),
+        # Q = W Wᵀ of every step kept as Python lists for the result (~32 bytes a number), its
+        # copies and its JSON text: ~120 bytes a number, measured at N = 1000.
+        "measure.overlap_matrices (Q of every step, as lists)": (
+            128 * n * n * measured_steps if config.measure.overlap_matrices else 0
         ),
     }
 

@@ -417,6 +417,20 @@ def test_moments_that_overflow_are_named():
     )
 
 
+def test_moments_from_beyond_the_quadratures_edge_are_refused_not_wrong():
+    """exp(c z) puts E[y²] = e^{2c²} near z = 2c: past the rule's |z| = 14 it came out wrong
+    (exp(10 z): 7e77 for e^200 ≈ 7e86) and the error theory printed 0.0 for it."""
+    steep = parse_target("exp(10*z1)")
+    for moment in (steep.second_moment, steep.linear_coefficients):
+        with pytest.raises(TargetMomentError, match="target.expression: .*grows too fast"):
+            moment()
+    fine = parse_target("exp(3*z1)")  # E[y²] = e^18, E[y z] = 3 e^4.5: still exact here
+    assert fine.second_moment() == pytest.approx(np.exp(18.0), rel=1e-10)
+    assert fine.linear_coefficients()[0] == pytest.approx(3 * np.exp(4.5), rel=1e-10)
+    out = cli("run", *TINY_SET, "--set", "target.expression=exp(10*z1)")
+    assert_bad_input(out, "target.expression", "grows too fast")
+
+
 def test_the_command_line_names_the_target_and_the_noise():
     out = cli("run", *TINY_SET, "--set", "target.expression=exp(exp(exp(z1)))")
     assert_bad_input(out, "target.expression", "not a diverging step")

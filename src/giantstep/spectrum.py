@@ -40,7 +40,6 @@ from giantstep.model import TwoLayerNetwork
 from giantstep.readout import GramStatistics, ridge_path
 from giantstep.reduction import reduce_blocks
 from giantstep.targets import Teacher
-from giantstep.train import check_finite
 from giantstep.theory.bands import (
     UpdateTriplet,
     band_index,
@@ -48,6 +47,7 @@ from giantstep.theory.bands import (
     spike_terms,
     update_triplet,
 )
+from giantstep.train import check_finite
 
 #: An outlier's gap to the next value must exceed this many times the bulk's local spacing.
 GAP_FACTOR = 8.0

@@ -40,6 +40,10 @@ MAX_LENGTH = 2000
 #: Most nodes of the syntax tree (numbers, names, operators, calls: ``z1 + 2*z2`` has 5). Each
 #: node is one array operation per block of samples and per quadrature node.
 MAX_NODES = 1000
+#: Largest share of a rank-1 moment's quadrature sum (of absolute terms) allowed within 1 of the
+#: rule's edge ``|z| = RANGE``: above it the part beyond the edge, which the rule drops, is no
+#: longer negligible (the rule is accurate to ~1e-10). exp(3 z) passes, exp(5 z) does not.
+EDGE_SHARE = 1e-10
 #: Deepest nesting of the syntax tree. Compiling and evaluating recurse once per level (a few
 #: Python frames each), so this keeps both far below Python's recursion limit. Parentheses,
 #: calls and signs nest; the terms of a sum ``a + b - c ...`` or a product ``a * b * c`` do not.
@@ -178,7 +182,8 @@ class Target:
 
         weight: (M, r) → (M,), default 1. Accurate to ~1e-10 when g* is smooth away from the
         kinks (rank 1: found; rank ≥ 2: the coordinate hyperplanes ``z_i = 0``). The result
-        may be inf or nan when g* overflows; the moments below name that.
+        may be inf or nan when g* overflows; the moments below name that. TargetMomentError
+        (rank 1) when the sum comes from within 1 of the rule's edge: what lies beyond is lost.
         """
         nodes, weights = product_rule(self.rank, self.kinks())
         values = self.values(nodes)
@@ -186,7 +191,19 @@ class Target:
             with np.errstate(all="ignore"):
                 values = values * weight(nodes)
         with np.errstate(all="ignore"):
-            return float(weights @ values)
+            terms = weights * values
+            total = float(np.sum(terms))
+            size = float(np.sum(np.abs(terms)))
+            edge = float(np.sum(np.abs(terms[np.abs(nodes[:, 0]) > RANGE - 1])))
+        if self.rank == 1 and np.isfinite(size) and edge > EDGE_SHARE * size:
+            # The rule stops at |z| = RANGE: a target growing like exp(c z) puts its moments
+            # beyond it (exp(10 z): E[y²] = e^200 came out as 7e77), so the number would be wrong.
+            raise TargetMomentError(
+                f"target.expression: the Gaussian moments of '{_shorten(self.expression)}' "
+                f"come from |z| > {RANGE - 1:g} (a share {edge / size:.1e} within 1 of the "
+                f"quadrature's edge |z| = {RANGE:g}): the target grows too fast for them"
+            )
+        return total
 
     def _finite(self, value: float, what: str) -> float:
         if not np.isfinite(value):

@@ -191,8 +191,8 @@ class Target:
             with np.errstate(all="ignore"):
                 values = values * weight(nodes)
         with np.errstate(all="ignore"):
+            total = float(weights @ values)
             terms = weights * values
-            total = float(np.sum(terms))
             size = float(np.sum(np.abs(terms)))
             edge = float(np.sum(np.abs(terms[np.abs(nodes[:, 0]) > RANGE - 1])))
         if self.rank == 1 and np.isfinite(size) and edge > EDGE_SHARE * size:

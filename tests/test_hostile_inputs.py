@@ -870,3 +870,20 @@ def test_the_overlap_matrices_of_every_step_count_in_the_memory_check():
     config["measure"] = {"overlap_matrices": True}
     with within(5), pytest.raises(ConfigError, match="^measure.overlap_matrices: the run needs"):
         giantstep.run(config)
+
+
+def test_an_output_scaled_past_overflow_is_named_not_blamed_on_the_activation():
+    """s = 1e200 overflows the output y − f: the key is model.output_scale (it said "this is
+    the activation ... change the activation")."""
+    config = tiny(model__output_scale=1e200, train__residual="y-f")
+    with pytest.raises(DivergenceError, match="^model.output_scale: .* lower model.output_scale"):
+        giantstep.run(config)
+    out = cli("run", *TINY_SET, "--set", "model.output_scale=1e200", "--set", "train.residual=y-f")
+    assert_bad_input(out, "model.output_scale")
+    assert "change the activation" not in out.stderr
+
+
+def test_a_refused_block_size_is_quoted_once():
+    with pytest.raises(ConfigError) as refused:
+        validate_config(tiny(compute__block_size=1))
+    assert str(refused.value).count("(got 1)") == 1

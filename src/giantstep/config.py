@@ -224,7 +224,7 @@ class ComputeConfig(_Section):
     @classmethod
     def _multiple_of_chunk(cls, value: int) -> int:
         if value % CHUNK_ROWS:
-            raise ValueError(f"must be a positive multiple of {CHUNK_ROWS} (got {value})")
+            raise ValueError(f"must be a positive multiple of {CHUNK_ROWS}")
         return value
 
 

@@ -54,19 +54,37 @@ class NonFiniteActivationError(DivergenceError):
         )
 
 
+class OutputScaleError(DivergenceError):
+    """The network's output overflowed because the config scaled it so (``model.output_scale``
+    times the second layer), not because a step diverged. Deterministic like a divergence."""
+
+    def __init__(self, step: int, scale: float, what: str):
+        self.step = step
+        RuntimeError.__init__(
+            self,
+            f"model.output_scale: {what} are not finite at step {step}: the output's scale "
+            f"|s|·max|a_j| = {scale:.3g} exceeds {MODERATE_WEIGHT:g} and overflows it, although "
+            "the first layer is moderate — lower model.output_scale",
+        )
+
+
 #: Weights below this size are not the product of a diverging step: non-finite values computed
-#: from them come from the activation.
+#: from them come from the activation (or from an output scaled beyond it: OutputScaleError).
 MODERATE_WEIGHT = 1e6
 
 
 def check_finite(values: np.ndarray, network: TwoLayerNetwork, step: int, what: str) -> None:
-    """Raise if ``values`` are not all finite: NonFiniteActivationError when the first layer is
-    moderate (the activation did it), DivergenceError otherwise."""
+    """Raise if ``values`` are not all finite: DivergenceError when the first layer is not
+    moderate, else OutputScaleError when the output's scale is not (the config did it), else
+    NonFiniteActivationError (the activation did it)."""
     if np.isfinite(values).all():
         return
-    if np.abs(network.first_layer).max() <= MODERATE_WEIGHT:
-        raise NonFiniteActivationError(step, network.activation.name, what)
-    raise DivergenceError(step, what)
+    if np.abs(network.first_layer).max() > MODERATE_WEIGHT:
+        raise DivergenceError(step, what)
+    output_scale = abs(network.output_scale) * float(np.abs(network.second_layer).max())
+    if output_scale > MODERATE_WEIGHT:
+        raise OutputScaleError(step, output_scale, what)
+    raise NonFiniteActivationError(step, network.activation.name, what)
 
 
 @dataclass(frozen=True)

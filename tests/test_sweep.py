@@ -266,3 +266,17 @@ def test_kill_9_loses_no_finished_run_and_a_rerun_finishes(tmp_path):
     with Store(tmp_path / "whole.sqlite") as whole:
         assert run_sweep(load_sweep(sweep_file), whole).done == 12
     assert numbers(tmp_path / "whole.sqlite") == after
+
+
+def test_a_table_on_one_axis_is_not_changed_by_a_key_inside_it_on_another():
+    """``train = [{...}]`` beside ``"train.batch_size"``: the second axis set its value inside
+    the first axis's own table, so every run's label showed the last value, 1024."""
+    sweep = parse_sweep(
+        {
+            "base": {"dim": 12, "width": 10, "theory": {"errors": False}},
+            "grid": {"train": [{"batch_size": 256}], "train.batch_size": [512, 1024]},
+        }
+    )
+    runs = sweep.expand()
+    assert [run.values["train"] for run in runs] == [{"batch_size": 256}] * 2
+    assert [run.config.train.batch_size for run in runs] == [512, 1024]

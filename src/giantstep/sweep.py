@@ -89,7 +89,7 @@ class Sweep:
                 values.update(zip(keys, vals, strict=True))
             data = copy.deepcopy(self.base)
             for key, value in values.items():
-                set_dotted(data, key, value)
+                set_dotted(data, key, copy.deepcopy(value))  # a table value stays the grid's
             try:
                 config = validate_config(data, allow_python=allow_python)
             except ConfigError as err:

@@ -280,3 +280,46 @@ def test_a_table_on_one_axis_is_not_changed_by_a_key_inside_it_on_another():
     runs = sweep.expand()
     assert [run.values["train"] for run in runs] == [{"batch_size": 256}] * 2
     assert [run.config.train.batch_size for run in runs] == [512, 1024]
+
+
+def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path):
+    """Ctrl-C reaches the whole process group: workers still importing giantstep printed
+    their KeyboardInterrupt tracebacks (50–150 lines) while the parent exited with 130."""
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(BASE + "[grid]\nseed = [0, 1, 2, 3]\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "giantstep", "sweep", str(sweep), "--store",
+         str(tmp_path / "r.sqlite"), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C finds it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:  # a worker has just started
+        if any("spawn_main" in line for line in _command_lines(process.pid)):
+            break
+        time.sleep(0.01)
+    # Past the milliseconds in which the parent starts them ignoring Ctrl-C (it would be lost:
+    # the sweep would finish) and well within their import of giantstep (~1 s).
+    time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stderr, stderr
+
+
+def _command_lines(pid: int) -> list[str]:
+    """The command lines of a process's children (those that are still there)."""
+    lines = []
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return lines
+    for child in children:
+        try:
+            lines.append(" ".join(child.cmdline()))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return lines

@@ -106,11 +106,35 @@ def local_processes(
         initargs=(os.getpid(),),
     )
     try:
+        _start_deaf_to_ctrl_c(pool, workers)
         yield pool
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         for v in added:
             os.environ.pop(v, None)
+
+
+def _start_deaf_to_ctrl_c(pool: ProcessPoolExecutor, workers: int) -> None:
+    """Start the pool's ``workers`` processes now, ignoring Ctrl-C (SIGINT).
+
+    Ctrl-C reaches the whole process group: each worker printed its KeyboardInterrupt
+    traceback (tens of lines, even while still importing) while the parent, which handles
+    it, stopped the sweep. A process started while SIGINT is ignored keeps ignoring it
+    (Python installs its handler only over the default one), and ends with the parent
+    (``_watch_parent``). The pool starts a process per submission until it has ``workers``,
+    so ``workers`` empty tasks start them all, in a few milliseconds each: a Ctrl-C in those
+    is lost (press it again). Blocking the signal instead would not do: another thread of
+    this process (BLAS's, numba's) would take it meanwhile. Outside the main thread, where
+    the handler cannot be changed, the workers start as before.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for _ in range(workers):
+            pool.submit(int)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 #: How ``open_executor`` can place work.

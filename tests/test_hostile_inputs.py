@@ -521,6 +521,18 @@ def test_a_truncated_store_is_reported_corrupted(tmp_path, result):
     assert_bad_input(cli("results", str(path)), "corrupted")
 
 
+@pytest.mark.parametrize(("column", "value"), [("config", "[1, 2]"), ("metrics", "null")])
+def test_a_row_edited_by_hand_is_named_not_a_crash(tmp_path, result, column, value):
+    path = _store(tmp_path / "r.sqlite", result)
+    conn = sqlite3.connect(path)
+    conn.execute(f"UPDATE runs SET {column} = ?", (value,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=f"its {column} is not a table"):
+        load(path)
+    assert_bad_input(cli("results", str(path)), f"its {column} is not a table")
+
+
 def test_stores_written_before_the_marker_are_read_as_is_and_upgraded_when_written(
     tmp_path, result
 ):

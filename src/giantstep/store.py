@@ -814,6 +814,12 @@ def load(path: str | Path, arrays: bool = True, all_versions: bool = False):
         rows = []
         blobs = store.all_arrays(version) if arrays else {}
         for run in store.runs(version):
+            for what, table in (("config", run.config), ("metrics", run.metrics)):
+                if not isinstance(table, dict):  # a row edited by hand
+                    raise StoreError(
+                        f"{path}: run {run.key}: its {what} is not a table but "
+                        f"{type(table).__name__} (the row was changed outside giantstep)"
+                    )
             row: dict[str, Any] = {
                 "key": run.key,
                 "status": run.status,

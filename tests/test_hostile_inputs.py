@@ -899,3 +899,16 @@ def test_a_refused_block_size_is_quoted_once():
     with pytest.raises(ConfigError) as refused:
         validate_config(tiny(compute__block_size=1))
     assert str(refused.value).count("(got 1)") == 1
+
+
+def test_a_check_across_keys_names_them_without_echoing_the_whole_config():
+    for tables, start in [
+        ({"target__expression": "z99"}, "target.expression: uses z99 but dim is 12"),
+        (
+            {"spectrum__enabled": True, "train__mode": "full"},
+            "spectrum.enabled: the spectrum and its band rule describe giant steps",
+        ),
+    ]:
+        with pytest.raises(ConfigError) as refused:
+            validate_config(tiny(**tables))
+        assert str(refused.value).startswith(start) and "'seed'" not in str(refused.value)

@@ -294,7 +294,7 @@ class ExperimentConfig(_Section):
     def _rank_fits_dim(self) -> ExperimentConfig:
         rank = parse_target(self.target.expression).rank
         if rank > self.dim:
-            raise ValueError(f"target.expression uses z{rank} but dim is {self.dim}")
+            raise ValueError(f"target.expression: uses z{rank} but dim is {self.dim}")
         if self.train.mode == "full" and self.spectrum.enabled:
             raise ValueError(
                 "spectrum.enabled: the spectrum and its band rule describe giant steps, not "
@@ -346,6 +346,10 @@ def _format_error(err: ValidationError) -> str:
             lines.append(f"{key}: unknown key")
         else:
             msg = e["msg"].removeprefix("Value error, ")
+            if isinstance(e.get("input"), dict):
+                # A whole table's own check: its message names the keys; the table is no help.
+                lines.append(f"{key}: {msg}" if e["loc"] else msg)
+                continue
             got = repr(e.get("input"))
             got = got if len(got) <= 80 else got[:77] + "..."
             lines.append(f"{key}: {msg} (got {got})")

@@ -5,6 +5,7 @@ key (or the file), no traceback, and a wall time bound generous enough for a loa
 (a hang is the failure, not speed).
 """
 
+import math
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 #: Seconds a refused input may take, even on a loaded 2-core machine.
@@ -286,3 +288,134 @@ def test_a_non_finite_activation_is_named_apart_from_a_diverging_step():
     assert "RuntimeWarning" not in out.stderr
     diverged = giantstep("run", *SMALL, "--set", "train.step_size.scale=1e200")
     refused(diverged, "diverged at step 1", "lower train.step_size.scale")
+
+
+# -- bench: options checked first, a failing workload reported (never waited for) ---------------
+
+
+@pytest.mark.parametrize(
+    ("option", "words"),
+    [
+        (["--seeds", "0"], ["--seeds", "at least 1 seed, got 0"]),
+        (["--seeds", "-1"], ["--seeds", "got -1"]),
+        (["--activation", "nope"], ["--activation", "unknown activation 'nope'"]),
+        (["--activation", "py:os:getcwd"], ["--activation py:os:getcwd", "built-in"]),
+    ],
+)
+def test_bench_refuses_bad_seeds_and_activations_before_any_work(option, words):
+    out = giantstep("bench", "--quick", "--dtype", "float64", *option)
+    refused(out, *words)
+    assert "machine:" not in out.stdout  # nothing measured
+
+
+def test_a_bench_workload_whose_process_dies_is_reported_not_waited_for():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "giantstep", "bench", "--quick", "--dtype", "float64",
+         "--activation", "relu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + BOUND
+        workload = None
+        while workload is None and time.monotonic() < deadline:
+            children = psutil.Process(process.pid).children()
+            workload = next((c for c in children if "spawn_main" in " ".join(c.cmdline())), None)
+            time.sleep(0.05)
+        assert workload is not None, "the bench never started its workload's process"
+        workload.kill()
+        stdout, stderr = process.communicate(timeout=BOUND)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 2, stderr
+    assert "Traceback" not in stdout + stderr, stderr
+    assert "giantstep: error: bench reference relu float64: its process was killed by signal 9" in (
+        stderr
+    ), stderr
+
+
+@pytest.mark.slow  # the workload's process measures the machine first: ~5 s
+def test_an_activation_not_finite_in_a_bench_workload_is_named_with_exit_2():
+    out = giantstep("bench", "--quick", "--dtype", "float32", "--activation", "leaky_relu(1e308)")
+    refused(out, "bench reference leaky_relu(1e308) float32", "activation", "not finite")
+    assert "RuntimeWarning" not in out.stderr
+
+
+# -- --out: only a regular file is replaced -------------------------------------------------------
+
+
+def small_store(tmp_path: Path) -> Path:
+    import giantstep as library
+    from giantstep.store import Store
+
+    store = tmp_path / "r.sqlite"
+    config = {"dim": 12, "width": 8, "train": {"batch_size": 256}, "readout": {"samples": 256},
+              "test": {"samples": 256}, "theory": {"errors": False}}  # fmt: skip
+    with Store(store) as s:
+        s.add_result(library.run(config).model_dump(mode="json"))
+    return store
+
+
+def test_an_out_path_that_is_a_fifo_is_refused_and_left_alone(tmp_path):
+    import stat
+
+    store = small_store(tmp_path)
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    refused(giantstep("plot", str(store), "--x", "seed", "--y", "step_size", "--out", str(fifo)),
+            f"--out {fifo}", "FIFO", "not replaced")  # fmt: skip
+    refused(giantstep("results", str(store), "--export", "csv", "--out", str(fifo)),
+            f"--out {fifo}", "FIFO")  # fmt: skip
+    folder = tmp_path / "out"
+    folder.mkdir()
+    os.mkfifo(folder / "result.json")
+    refused(giantstep("run", *SMALL, "--out", str(folder)), f"--out {folder}", "FIFO")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert stat.S_ISFIFO(os.lstat(folder / "result.json").st_mode)
+
+
+def test_an_out_symlink_is_written_through_and_a_file_as_folder_is_named(tmp_path):
+    store = small_store(tmp_path)
+    real, link = tmp_path / "real.csv", tmp_path / "link.csv"
+    real.write_text("old")
+    link.symlink_to(real)
+    out = giantstep("results", str(store), "--export", "csv", "--out", str(link))
+    assert out.returncode == 0, out.stderr
+    assert link.is_symlink() and real.read_text().startswith("key,")  # the link kept
+    fifo, to_fifo = tmp_path / "fifo.csv", tmp_path / "to-fifo.csv"
+    os.mkfifo(fifo)
+    to_fifo.symlink_to(fifo)
+    refused(giantstep("results", str(store), "--export", "csv", "--out", str(to_fifo)),
+            f"--out {to_fifo}", "FIFO")  # fmt: skip
+    inside = store / "x.png"
+    out = giantstep("plot", str(store), "--x", "seed", "--y", "step_size", "--out", str(inside))
+    refused(out, f"--out {inside}", f"{store} is not a folder")
+    assert ".x.png." not in out.stderr  # never the temporary file's name
+
+
+# -- sweep: --connect-timeout and --workers ------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0"])
+def test_a_connect_timeout_must_be_finite_and_positive(tmp_path, value):
+    path = sweep_file(tmp_path, 1)
+    out = giantstep("sweep", str(path), "--dry-run", "--connect-timeout", value)
+    refused(out, "--connect-timeout", "finite number of seconds above 0")
+
+
+def test_workers_that_cannot_fit_in_memory_are_refused_before_any_run(tmp_path):
+    # Runs whose Gram matrices (4 × 8 N² bytes) take 60 % of the available memory: one fits,
+    # two side by side do not.
+    width = int(math.sqrt(0.6 * psutil.virtual_memory().available / 32))
+    path = tmp_path / "sweep.toml"
+    path.write_text(
+        f"[base]\ndim = 12\nwidth = {width}\ntrain.batch_size = 256\ntheory.errors = false\n"
+        "[grid]\nseed = [0, 1, 2]\n"
+    )
+    store = tmp_path / "r.sqlite"
+    out = giantstep("sweep", str(path), "--store", str(store), "--workers", "2")
+    refused(out, "--workers 2", "2 worker processes", "available memory", "at most 1 fit")
+    assert not store.exists()  # refused before the store or any worker

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from giantstep import normals
-from giantstep.config import ExperimentConfig, validate_config
+from giantstep.config import ConfigError, ExperimentConfig, validate_config
 from giantstep.data import draw_threads, generator, philox_key
 
 
@@ -164,7 +166,7 @@ def rates(dtype: str) -> dict[str, float]:
     }
 
 
-def _run_in_child(configs: list[ExperimentConfig], queue: Any) -> None:
+def _run_in_child(configs: list[ExperimentConfig]) -> tuple:
     """The small-network sweep: every seed in this one process, each run timed."""
     from giantstep.experiment import run
 
@@ -172,27 +174,93 @@ def _run_in_child(configs: list[ExperimentConfig], queue: Any) -> None:
     machine = rates(configs[0].compute.dtype)
     seconds = [run(config).seconds for config in configs]
     peak = run(configs[0]).peak_memory_bytes
-    queue.put((seconds, peak, elementwise_seconds(configs[0]), machine))
+    return seconds, peak, elementwise_seconds(configs[0]), machine
 
 
-def _run_reference_in_child(config: ExperimentConfig, queue: Any) -> None:
+def _run_reference_in_child(config: ExperimentConfig) -> tuple:
     """One reference run; the machine's rates are measured just before it, in this process,
     so that the roofline describes the machine as the run found it."""
     from giantstep.experiment import run
 
     machine = rates(config.compute.dtype)
     result = run(config)
-    queue.put(([result.seconds], result.peak_memory_bytes, elementwise_seconds(config), machine))
+    return [result.seconds], result.peak_memory_bytes, elementwise_seconds(config), machine
 
 
-def _in_child(target, argument) -> tuple[list[float], int, float, dict[str, float]]:
+class BenchChildError(RuntimeError):
+    """A workload's process exited (killed, crashed) without sending its result or its error."""
+
+
+class _ChildTraceback(Exception):
+    """The traceback of an error in a workload's process (shown by ``--debug``)."""
+
+
+def _child_main(target, argument, connection, filters: list) -> None:
+    """In the workload's process: send ``("ok", result)`` or, if ``target`` raised,
+    ``(kind, error type, message, traceback)`` — kind ``"input"`` for bad input (ValueError,
+    a diverging run: the CLI's exit 2), ``"memory"`` or ``"error"`` — instead of printing a
+    traceback."""
+    import traceback
+
+    from giantstep.train import DivergenceError
+
+    warnings.filters[:] = filters  # the parent's: the CLI's hides numpy's overflow warnings
+    try:
+        result = target(argument)
+    except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
+        if isinstance(err, ValueError | DivergenceError):
+            kind = "input"
+        elif isinstance(err, MemoryError):
+            kind = "memory"
+        else:
+            kind = "error"
+        connection.send((kind, type(err).__name__, str(err), traceback.format_exc()))
+        connection.close()
+        sys.exit(1)  # the error is the parent's to report: no traceback here
+    connection.send(("ok", result))
+    connection.close()
+
+
+def _in_child(target, argument, name: str = "workload") -> Any:
+    """``target(argument)`` in a fresh (spawned) process; its return value.
+
+    The parent sleeps until the child sends something or exits (no polling: nothing runs
+    beside the measurement). An exception in the child is raised here: ValueError for bad
+    input (its message first, e.g. a non-finite activation), MemoryError, or RuntimeError;
+    a child that exits without sending anything (killed, crashed) raises BenchChildError
+    with its exit code — never a hang.
+    """
+    from multiprocessing.connection import wait
+
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=target, args=(argument, queue))
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_child_main, args=(target, argument, sender, warnings.filters[:])
+    )
     child.start()
-    result = queue.get()
-    child.join()
-    return result
+    sender.close()  # the child holds the only sending end: its exit closes the pipe
+    try:
+        wait([receiver, child.sentinel])
+        try:
+            message = receiver.recv() if receiver.poll() else None
+        except (EOFError, OSError):
+            message = None
+    finally:
+        receiver.close()
+        child.join()
+    if message is None:
+        code = child.exitcode
+        how = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
+        raise BenchChildError(f"bench {name}: its process {how} before sending a result")
+    if message[0] == "ok":
+        return message[1]
+    kind, error_type, text, remote = message
+    cause = _ChildTraceback(remote)
+    if kind == "input":
+        raise ValueError(f"bench {name}: {text}") from cause
+    if kind == "memory":
+        raise MemoryError(f"bench {name}: {text}") from cause
+    raise RuntimeError(f"bench {name}: {error_type}: {text} (in its process)") from cause
 
 
 def timed_run(config: ExperimentConfig) -> tuple[float, int]:
@@ -232,7 +300,26 @@ def run_benchmark(
     seeds: int = 8,
 ) -> dict[str, Any]:
     """Measure and print the machine's rates and each workload's wall time, roofline ratio,
-    elementwise share and peak memory; return the rows as a dict."""
+    elementwise share and peak memory; return the rows as a dict.
+
+    Raises
+    ------
+    ConfigError
+        Before any work, naming ``seeds`` (fewer than 1) or ``activation`` (not a valid
+        activation: the config's own check).
+    ValueError, MemoryError, RuntimeError, BenchChildError
+        If a workload fails in its process (see ``_in_child``), e.g. an activation that is
+        not finite on the run's inputs.
+    """
+    if seeds < 1:
+        raise ConfigError(f"seeds: the small-network sweep needs at least 1 seed, got {seeds}")
+    # Every workload's config validated (the activations with it) before the first starts.
+    references = [
+        (activation, dtype, reference_config(dtype, quick, activation))
+        for activation in activations
+        for dtype in dtypes
+    ]
+    smalls = [(dtype, [small_config(seed, dtype) for seed in range(seeds)]) for dtype in dtypes[:1]]
     # Wide enough for the columns even in a pipe (rich's default there is 80).
     console = Console(width=max(Console().width, 170))
     console.print(f"machine: {draw_threads()} cores; load average at the start {_load():.2f}")
@@ -261,14 +348,14 @@ def run_benchmark(
             f"{peak / 2**20:.0f}",
         )
 
-    for activation in activations:
-        for dtype in dtypes:
-            config = reference_config(dtype, quick, activation)
-            seconds, peak, elementwise, machine = _in_child(_run_reference_in_child, config)
-            add(f"reference {activation}", dtype, config, seconds[0], peak, elementwise, machine)
-    for dtype in dtypes[:1]:
-        configs = [small_config(seed, dtype) for seed in range(seeds)]
-        seconds, peak, elementwise, machine = _in_child(_run_in_child, configs)
+    for activation, dtype, config in references:
+        name = f"reference {activation}"
+        measured = _in_child(_run_reference_in_child, config, f"{name} {dtype}")
+        seconds, peak, elementwise, machine = measured
+        add(name, dtype, config, seconds[0], peak, elementwise, machine)
+    for dtype, configs in smalls:
+        measured = _in_child(_run_in_child, configs, f"small {dtype}")
+        seconds, peak, elementwise, machine = measured
         add(f"small ×{seeds} (median)", dtype, configs[0], float(np.median(seconds)), peak,
             elementwise, machine)  # fmt: skip
     console.print(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -17,7 +18,7 @@ import click
 from giantstep import render
 from giantstep.config import ConfigError, load_config
 from giantstep.executors import open_executor
-from giantstep.files import write_text_atomically
+from giantstep.files import OutputPathError, output_path, write_text_atomically
 from giantstep.hermite import MAX_DEGREE as MAX_HERMITE_DEGREE
 from giantstep.render import ERROR_VARIANTS
 from giantstep.train import DivergenceError
@@ -166,6 +167,7 @@ def run(
     config = load_config(config_file, overrides, allow_python=allow_python)
     if out is not None:
         _check_writable(out)
+        _check_out_file(out / "result.json", out)
     progress = not as_json and sys.stderr.isatty()
     with open_executor("dask" if scheduler else "inprocess", scheduler=scheduler) as executor:
         result = run_experiment(config, executor=executor, progress=progress)
@@ -188,6 +190,19 @@ def _check_writable(folder: Path) -> None:
         _fail(f"--out {folder}: {existing} is not a folder")
     if not os.access(existing, os.W_OK):
         _fail(f"--out {folder}: cannot write into {existing}")
+
+
+def _check_out_file(path: Path, out: Path | None = None) -> None:
+    """Exit 2 naming ``--out`` before any work if the file ``path`` (``--out`` itself, or a
+    file inside the folder ``out``) cannot be written: it exists and is not a regular file (a
+    FIFO, a device, a socket, a folder: replacing it would put a regular file in its place),
+    or a folder above it is a file. A symbolic link to a regular file is written through (the
+    file it points at is replaced, the link kept; giantstep.files.output_path)."""
+    try:
+        output_path(path)
+    except OutputPathError as err:
+        where = f"{out} ({err})" if out is not None else str(err)
+        _fail(f"--out {where}")
 
 
 def _activation(spec: str, allow_python: bool):
@@ -364,6 +379,7 @@ def theory_errors(
     key, values = parse_grid(over) if over is not None else ("readout.samples", None)
     if out is not None:
         check_figure_path(out)
+        _check_out_file(out)
         _check_writable(out.parent)
     curve = predict_curve(
         config, key, values, variants=variants or ERROR_VARIANTS, slow_points=slow_points
@@ -393,17 +409,31 @@ def theory_errors(
     multiple=True,
     help="Only these activations for the reference workload (default: relu and tanh).",
 )
-@click.option("--seeds", default=8, show_default=True, help="Runs of the small-network sweep.")
+@click.option(
+    "--seeds", default=8, show_default=True, help="Runs of the small-network sweep (at least 1)."
+)
+@reports_bad_input({"seeds": "--seeds", "activation": "--activation"})
 def bench(quick: bool, dtypes: tuple[str, ...], activations: tuple[str, ...], seeds: int) -> None:
-    """Measure this machine's GEMM and normal rates and each workload's roofline ratio."""
-    from giantstep.bench import run_benchmark
+    """Measure this machine's GEMM and normal rates and each workload's roofline ratio.
 
-    run_benchmark(
-        quick=quick,
-        dtypes=dtypes or ("float64", "float32"),
-        activations=activations or ("relu", "tanh"),
-        seeds=seeds,
-    )
+    Bad options (``--seeds`` below 1, an unknown activation) exit 2 before any work; a workload
+    that fails in its process (e.g. an activation that is not finite on the run's inputs) exits
+    2 with its message, and one whose process dies without a result exits 2 saying how it ended.
+    """
+    from giantstep.bench import BenchChildError, run_benchmark
+
+    for spec in activations:
+        if spec.strip().startswith("py:"):
+            _fail(f"--activation {spec}: bench measures built-in activations only, not py:")
+    try:
+        run_benchmark(
+            quick=quick,
+            dtypes=dtypes or ("float64", "float32"),
+            activations=activations or ("relu", "tanh"),
+            seeds=seeds,
+        )
+    except BenchChildError as err:
+        _fail(str(err))
 
 
 @main.command()
@@ -456,7 +486,8 @@ def reproduce(name: str | None, quick: bool, out: Path, as_json: bool) -> None:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Local processes running at once (default: the number of cores).",
+    help="Local processes running at once (default: the number of cores); refused if that "
+    "many processes would not fit in memory.",
 )
 @click.option(
     "--scheduler",
@@ -472,10 +503,10 @@ def reproduce(name: str | None, quick: bool, out: Path, as_json: bool) -> None:
 )
 @click.option(
     "--connect-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=float,
     default=10.0,
     show_default=True,
-    help="Seconds to wait for the Dask scheduler.",
+    help="Seconds to wait for the Dask scheduler (finite, above 0).",
 )
 @click.option("--retry", is_flag=True, help="Also rerun diverged runs (failed ones always are).")
 @click.option("--dry-run", is_flag=True, help="Validate and list the runs; run nothing.")
@@ -501,6 +532,10 @@ def sweep(
     from giantstep.store import Store
     from giantstep.sweep import load_sweep, run_sweep
 
+    if not (math.isfinite(connect_timeout) and connect_timeout > 0):
+        _fail(
+            f"--connect-timeout: must be a finite number of seconds above 0, got {connect_timeout}"
+        )
     plan = load_sweep(sweep_file)
     runs = plan.expand(allow_python=allow_python)  # every config validated before any run
     if dry_run:
@@ -510,6 +545,8 @@ def sweep(
                 status = store.status(p.key for p in runs)
         render.print_dry_run(runs, status, store_path)
         return
+    if workers is not None and (executor or ("dask" if scheduler else "processes")) == "processes":
+        _check_workers_fit(workers, [planned.config for planned in runs])
     progress, callback = render.sweep_progress()
     with (
         open_executor(
@@ -522,6 +559,42 @@ def sweep(
             runs, store, executor=pool, retry=retry, callback=callback, name=plan.name
         )
     render.print_sweep_summary(summary, store_path)
+
+
+#: Resident memory of a local worker process before its run's own arrays: the interpreter with
+#: giantstep imported, numpy, BLAS and the compiled passes loaded. Measured 2026-12-07 (Linux,
+#: Python 3.11, OpenBLAS): 136 MiB after ``python3 -c "import giantstep"`` and 186 MiB after a
+#: tiny run; rounded up.
+WORKER_BASELINE_BYTES = 200 * 2**20
+
+
+def _check_workers_fit(workers: int, configs: list) -> None:
+    """Exit 2 naming ``--workers`` if that many local processes, each holding its run's memory
+    (giantstep.experiment.memory_estimate, the estimate check_memory uses: the largest run
+    here) and the interpreter (WORKER_BASELINE_BYTES), exceed the machine's available memory
+    (compute.memory_limit is what one run may use: each run is checked against it).
+
+    A pool starts no more processes than it has runs, so at most ``len(configs)`` count. A run
+    too large on its own is left to run_sweep's check, which names the run and its key.
+    """
+    import psutil
+
+    from giantstep.experiment import memory_estimate
+
+    if not configs:
+        return
+    need = max(sum(memory_estimate(config).values()) for config in configs)
+    limit = psutil.virtual_memory().available
+    processes = min(workers, len(configs))
+    total = processes * (need + WORKER_BASELINE_BYTES)
+    if need <= limit < total:
+        fit = max(0, limit // (need + WORKER_BASELINE_BYTES))
+        _fail(
+            f"--workers {workers}: {processes} worker processes need about "
+            f"{total / 2**30:.1f} GiB ({need / 2**20:.0f} MiB for the largest run + "
+            f"{WORKER_BASELINE_BYTES / 2**20:.0f} MiB for each process's interpreter) but "
+            f"available memory is {limit / 2**30:.1f} GiB; at most {fit} fit"
+        )
 
 
 def _say_hidden_versions(store_path: Path, all_versions: bool) -> None:
@@ -573,6 +646,8 @@ def results(
         varying_config_columns,
     )
 
+    if export_format is not None and out is not None:
+        _check_out_file(out)
     frame = load(store_path, arrays=export_format is not None, all_versions=all_versions)
     _say_hidden_versions(store_path, all_versions)
     frame = select(frame, filters)
@@ -635,6 +710,7 @@ def plot(
     from giantstep.plots import plot_frame
     from giantstep.store import load, select
 
+    _check_out_file(out)
     frame = select(load(store_path, arrays=False, all_versions=all_versions), filters)
     _say_hidden_versions(store_path, all_versions)
     written = plot_frame(frame, x, y, hue=hue, out=out, theory=list(theory), logx=logx, logy=logy)

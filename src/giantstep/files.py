@@ -1,15 +1,77 @@
 """Writing output files atomically: a file is whole or absent, never half-written.
 
+Only regular files are replaced: a path that is a FIFO, a device, a socket or a folder is
+refused (OutputPathError), since the rename would put a regular file in its place. A symbolic
+link is written through: the file it points at is replaced, the link is kept.
+
 A leaf module: it imports nothing of giantstep.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written as a regular file: ``path`` (as given) and why."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link that does not resolve (a loop)"),
+)
+
+
+def output_path(path: str | Path) -> Path:
+    """The file to write for ``path``, checked before any work; nothing is created.
+
+    ``path`` itself, or for a symbolic link the file it points at (written through, the link
+    kept). Raises OutputPathError naming ``path`` if it (or its link's target) exists and is
+    not a regular file — a folder, a FIFO, a device, a socket — or if the nearest existing
+    folder above it is a file.
+    """
+    given = Path(path)
+    target = given
+    try:
+        if stat.S_ISLNK(os.lstat(given).st_mode):
+            target = Path(os.path.realpath(given))
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    try:
+        mode = os.lstat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        shown = "" if target == given else f" (links to {target})"
+        raise OutputPathError(given, f"is {kind}{shown}, not a regular file: not replaced")
+    folder = given.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(given, f"{folder} is not a folder")
+    return target
+
+
+def _naming(err: OSError, tmp: Path | None, path: Path) -> OSError:
+    """``err`` naming ``path`` where it named the temporary file ``tmp`` (with ``tmp`` None:
+    any file, the error having come from making the folder or the temporary file)."""
+    if err.errno is None or (tmp is not None and err.filename not in (str(tmp), tmp)):
+        return err
+    return type(err)(err.errno, err.strerror, str(path))
 
 
 @contextmanager
@@ -19,6 +81,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     Whatever happens inside the block (a full disk, an exception, Ctrl-C), ``path`` keeps its
     old content (or stays absent) and the temporary file is removed. The temporary name keeps
     the suffix, so writers that choose a format by the file name (matplotlib) still do.
+    ``path`` is checked first (:func:`output_path`): only a regular file is replaced, a
+    symbolic link is written through, and errors name ``path``, never the temporary file.
 
     Examples
     --------
@@ -29,9 +93,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     >>> target.read_text(), [p.name for p in target.parent.iterdir()]
     ('whole', ['out.txt'])
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    given = Path(path)
+    path = output_path(given)
+    try:
+        given.parent.mkdir(parents=True, exist_ok=True)  # a link's target folder must exist
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    except OSError as err:
+        raise _naming(err, None, given) from err
     os.close(fd)
     tmp = Path(name)
     try:
@@ -43,7 +111,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~umask)
+        output_path(given)  # still a regular file (or absent) just before the rename
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        named = _naming(err, tmp, given)
+        if named is err:
+            raise
+        raise named from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

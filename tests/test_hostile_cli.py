@@ -419,3 +419,10 @@ def test_workers_that_cannot_fit_in_memory_are_refused_before_any_run(tmp_path):
     out = giantstep("sweep", str(path), "--store", str(store), "--workers", "2")
     refused(out, "--workers 2", "2 worker processes", "available memory", "at most 1 fit")
     assert not store.exists()  # refused before the store or any worker
+
+
+def test_an_error_line_cuts_an_overlong_word_it_quotes():
+    """A 100 KB --set key was echoed in full (a 60 KB target expression, by a sweep)."""
+    out = giantstep("run", "--set", "a" * 100_000 + "=1")
+    refused(out, "unknown key", "…[99841 characters]…")
+    assert len(out.stderr) < 500

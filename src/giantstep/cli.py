@@ -32,8 +32,25 @@ EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str) -> None:
-    click.echo(f"giantstep: error: {message}", err=True)
+    _say_error(message)
     sys.exit(EXIT_BAD_INPUT)
+
+
+#: Longest stretch without a space an error line shows whole: a 60 KB target expression or a
+#: 100 KB ``--set`` key was echoed in full.
+LONGEST_WORD = 200
+
+
+def _say_error(message: object) -> None:
+    """``giantstep: error: MESSAGE`` on stderr, its overlong words cut in the middle."""
+
+    def cut(word: re.Match) -> str:
+        text = word.group()
+        return f"{text[:120]}…[{len(text) - 160} characters]…{text[-40:]}"
+
+    overlong = r"\S{" + str(LONGEST_WORD + 1) + ",}"
+    text = re.sub(overlong, cut, str(message))
+    click.echo(f"giantstep: error: {text}", err=True)
 
 
 def _os_error(err: OSError) -> str:
@@ -64,10 +81,10 @@ class Giantstep(click.Group):
             click.echo("", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except (ConfigError, DivergenceError, ValueError) as err:
-            click.echo(f"giantstep: error: {err}", err=True)
+            _say_error(err)
             ctx.exit(EXIT_BAD_INPUT)
         except OSError as err:
-            click.echo(f"giantstep: error: {_os_error(err)}", err=True)
+            _say_error(_os_error(err))
             ctx.exit(EXIT_BAD_INPUT)
         except MemoryError:
             click.echo("giantstep: error: out of memory (lower the sizes)", err=True)

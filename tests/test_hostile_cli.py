@@ -426,3 +426,16 @@ def test_an_error_line_cuts_an_overlong_word_it_quotes():
     out = giantstep("run", "--set", "a" * 100_000 + "=1")
     refused(out, "unknown key", "…[99841 characters]…")
     assert len(out.stderr) < 500
+
+
+def test_a_sweeps_workers_keep_numpys_overflow_warnings_to_themselves(tmp_path):
+    """The command hides numpy's RuntimeWarnings (its own checks name the cause); its worker
+    processes printed them."""
+    path = tmp_path / "sweep.toml"
+    path.write_text(
+        "[base]\ndim = 12\nwidth = 10\ntrain.batch_size = 256\nreadout.samples = 256\n"
+        'test.samples = 256\ntheory.errors = false\n[grid]\n"train.step_size.scale" = [1e300]\n'
+    )
+    out = giantstep("sweep", str(path), "--store", str(tmp_path / "r.sqlite"), "--workers", "1")
+    assert out.returncode == 0 and "diverged" in out.stderr, out.stderr
+    assert "RuntimeWarning" not in out.stderr, out.stderr

@@ -73,6 +73,8 @@ class Giantstep(click.Group):
             # Overflow in hostile inputs is reported by giantstep's own finiteness checks, in
             # one line naming the cause; numpy's warnings would only repeat it as noise.
             warnings.simplefilter("ignore", RuntimeWarning)
+            # The same in a sweep's worker processes, which read it when they start.
+            os.environ.setdefault("PYTHONWARNINGS", "ignore::RuntimeWarning")
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
@@ -229,7 +231,7 @@ def _activation(spec: str, allow_python: bool):
     try:
         return get_activation(check_activation(spec, allow_python=allow_python))
     except ValueError as err:
-        _fail(f"activation {spec}: {err}")
+        _fail(_naming_activation(spec, err))
 
 
 def _hermite_coefficients(spec: str, max_degree: int, allow_python: bool):
@@ -238,7 +240,13 @@ def _hermite_coefficients(spec: str, max_degree: int, allow_python: bool):
     try:
         return activation.hermite_coefficients(max_degree)
     except ValueError as err:
-        _fail(f"activation {spec}: {err}")
+        _fail(_naming_activation(spec, err))
+
+
+def _naming_activation(spec: str, err: ValueError) -> str:
+    """``activation SPEC: why``, once: some of the library's messages name it already."""
+    prefix = f"activation {spec}: "
+    return str(err) if str(err).startswith(prefix) else prefix + str(err)
 
 
 @main.group()

@@ -301,6 +301,13 @@ def test_user_code_failing_at_import_or_mid_run_is_named(tmp_path, monkeypatch):
     activation = Activation.from_callable(float64_only)
     with pytest.raises(UserFunctionError, match="activation float64_only: failed .*float32"):
         activation(np.zeros((2, 3), dtype=np.float32))
+
+    def first_row_when_large(x):  # passes the (3, 4) probe; on a block it was broadcast
+        return np.tanh(x[:1]) if x.size > 12 else np.tanh(x)
+
+    activation = Activation.from_callable(first_row_when_large)
+    with pytest.raises(UserFunctionError, match="shape \\(256, 20\\) it returned .*\\(1, 20\\)"):
+        activation(np.zeros((256, 20)))
     assert isinstance(UserFunctionError("x"), ConfigError)  # the CLI reports it as bad input
 
 

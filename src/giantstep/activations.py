@@ -159,12 +159,17 @@ def _fresh(name: str, f: Function) -> Function:
         x = np.asarray(x)
         try:
             out = f(x)
-            return np.array(np.broadcast_to(out, x.shape), dtype=x.dtype)
         except Exception as err:  # noqa: BLE001 - user code: name it instead of a deep traceback
             raise UserFunctionError(
                 f"activation {name}: failed on an array of dtype {x.dtype} and shape {x.shape} "
                 f"({type(err).__name__}: {err})"
             ) from err
+        if np.shape(out) != x.shape:  # broadcast, it would give every entry one row's value
+            raise UserFunctionError(
+                f"activation {name}: given an array of shape {x.shape} it returned "
+                f"{_describe(out)}; it must map a numpy array elementwise to one of the same shape"
+            )
+        return np.array(out, dtype=x.dtype)
 
     return wrapped
 

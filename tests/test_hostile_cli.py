@@ -439,3 +439,48 @@ def test_a_sweeps_workers_keep_numpys_overflow_warnings_to_themselves(tmp_path):
     out = giantstep("sweep", str(path), "--store", str(tmp_path / "r.sqlite"), "--workers", "1")
     assert out.returncode == 0 and "diverged" in out.stderr, out.stderr
     assert "RuntimeWarning" not in out.stderr, out.stderr
+
+
+def test_one_worker_always_fits_and_the_default_is_lowered_to_what_fits():
+    """A run that fits on its own may always run in one process (--workers 1 was refused when
+    the run and an interpreter exceeded the memory); without --workers, one per core is
+    lowered to what fits instead of starting them all."""
+    from giantstep.cli import _workers_that_fit
+    from giantstep.config import validate_config
+    from giantstep.executors import cores
+
+    width = int(math.sqrt(0.9 * psutil.virtual_memory().available / 32))  # ~90 % each
+    config = validate_config({"dim": 12, "width": width, "theory": {"errors": False}})
+    assert _workers_that_fit(1, [config] * 3) == 1
+    assert _workers_that_fit(None, [config] * 3) == (1 if cores() > 1 else None)
+    small = validate_config({"dim": 12, "width": 10})
+    assert _workers_that_fit(None, [small] * 3) is None  # the default, one per core
+
+
+def test_ctrl_c_stops_a_bench_and_its_workload_quietly():
+    """The workload's process sent its KeyboardInterrupt up a closed pipe: a traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "giantstep", "bench", "--quick", "--dtype", "float64",
+         "--activation", "relu", "--seeds", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C finds it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        deadline, workload = time.monotonic() + BOUND, None
+        while workload is None and time.monotonic() < deadline:
+            children = psutil.Process(process.pid).children()
+            workload = next((c for c in children if "spawn_main" in " ".join(c.cmdline())), None)
+            time.sleep(0.05)
+        assert workload is not None, "the bench never started its workload's process"
+        time.sleep(1.0)  # inside the workload (the machine's rates, then the run)
+        os.killpg(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=BOUND)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr and "Warning" not in stderr, stderr
+    assert not workload.is_running() or workload.status() == psutil.STATUS_ZOMBIE

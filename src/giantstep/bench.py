@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import warnings
@@ -33,6 +34,7 @@ from rich.table import Table
 from giantstep import normals
 from giantstep.config import ConfigError, ExperimentConfig, validate_config
 from giantstep.data import draw_threads, generator, philox_key
+from giantstep.executors import ignoring_ctrl_c
 
 
 def reference_config(
@@ -205,9 +207,12 @@ def _child_main(target, argument, connection, filters: list) -> None:
     from giantstep.train import DivergenceError
 
     warnings.filters[:] = filters  # the parent's: the CLI's hides numpy's overflow warnings
+    # Stopped by the parent (Ctrl-C there): leave as from sys.exit, so that what the process
+    # holds is released (killed outright, multiprocessing's tracker reported a leaked semaphore).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
         result = target(argument)
-    except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
+    except Exception as err:  # noqa: BLE001 - everything goes back to the parent
         if isinstance(err, ValueError | DivergenceError):
             kind = "input"
         elif isinstance(err, MemoryError):
@@ -219,6 +224,21 @@ def _child_main(target, argument, connection, filters: list) -> None:
         sys.exit(1)  # the error is the parent's to report: no traceback here
     connection.send(("ok", result))
     connection.close()
+
+
+def _picklable(items: list) -> list:
+    """The items that can be sent to another process (a warnings filter on a class defined in
+    a notebook cannot)."""
+    import pickle
+
+    kept = []
+    for item in items:
+        try:
+            pickle.dumps(item)
+        except Exception:  # noqa: BLE001, S112 - whatever pickling raises, leave it here
+            continue
+        kept.append(item)
+    return kept
 
 
 def _in_child(target, argument, name: str = "workload") -> Any:
@@ -235,9 +255,10 @@ def _in_child(target, argument, name: str = "workload") -> Any:
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(
-        target=_child_main, args=(target, argument, sender, warnings.filters[:])
+        target=_child_main, args=(target, argument, sender, _picklable(warnings.filters))
     )
-    child.start()
+    with ignoring_ctrl_c():  # the parent handles Ctrl-C, and stops the child (below)
+        child.start()
     sender.close()  # the child holds the only sending end: its exit closes the pipe
     try:
         wait([receiver, child.sentinel])
@@ -245,6 +266,9 @@ def _in_child(target, argument, name: str = "workload") -> Any:
             message = receiver.recv() if receiver.poll() else None
         except (EOFError, OSError):
             message = None
+    except BaseException:  # Ctrl-C: the workload stops with the command
+        child.terminate()
+        raise
     finally:
         receiver.close()
         child.join()

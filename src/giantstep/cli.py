@@ -73,8 +73,10 @@ class Giantstep(click.Group):
             # Overflow in hostile inputs is reported by giantstep's own finiteness checks, in
             # one line naming the cause; numpy's warnings would only repeat it as noise.
             warnings.simplefilter("ignore", RuntimeWarning)
-            # The same in a sweep's worker processes, which read it when they start.
-            os.environ.setdefault("PYTHONWARNINGS", "ignore::RuntimeWarning")
+            # The same in a sweep's worker processes, which read it when they start (unless
+            # the user chose their own).
+            if not os.environ.get("PYTHONWARNINGS"):
+                os.environ["PYTHONWARNINGS"] = "ignore::RuntimeWarning"
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
@@ -570,8 +572,8 @@ def sweep(
                 status = store.status(p.key for p in runs)
         render.print_dry_run(runs, status, store_path)
         return
-    if workers is not None and (executor or ("dask" if scheduler else "processes")) == "processes":
-        _check_workers_fit(workers, [planned.config for planned in runs])
+    if (executor or ("dask" if scheduler else "processes")) == "processes":
+        workers = _workers_that_fit(workers, [planned.config for planned in runs])
     progress, callback = render.sweep_progress()
     with (
         open_executor(
@@ -593,33 +595,37 @@ def sweep(
 WORKER_BASELINE_BYTES = 200 * 2**20
 
 
-def _check_workers_fit(workers: int, configs: list) -> None:
-    """Exit 2 naming ``--workers`` if that many local processes, each holding its run's memory
-    (giantstep.experiment.memory_estimate, the estimate check_memory uses: the largest run
-    here) and the interpreter (WORKER_BASELINE_BYTES), exceed the machine's available memory
-    (compute.memory_limit is what one run may use: each run is checked against it).
-
-    A pool starts no more processes than it has runs, so at most ``len(configs)`` count. A run
-    too large on its own is left to run_sweep's check, which names the run and its key.
+def _workers_that_fit(workers: int | None, configs: list) -> int | None:
+    """The local worker count for ``--workers``: exit 2 naming it if that many processes,
+    each holding its run's memory (giantstep.experiment.memory_estimate, the estimate
+    check_memory uses: the largest run here) and the interpreter (WORKER_BASELINE_BYTES),
+    exceed the machine's available memory; without ``--workers``, the default (one per core)
+    lowered to what fits. One process always may run: a run too large on its own is
+    run_sweep's to refuse, naming the run (compute.memory_limit is what one run may use).
+    A pool starts no more processes than it has runs, so at most ``len(configs)`` count.
     """
     import psutil
 
+    from giantstep.executors import cores
     from giantstep.experiment import memory_estimate
 
     if not configs:
-        return
+        return workers
     need = max(sum(memory_estimate(config).values()) for config in configs)
     limit = psutil.virtual_memory().available
+    fit = max(1, int(limit // (need + WORKER_BASELINE_BYTES)))
+    if workers is None:
+        return min(cores(), fit) if fit < cores() else None
     processes = min(workers, len(configs))
-    total = processes * (need + WORKER_BASELINE_BYTES)
-    if need <= limit < total:
-        fit = max(0, limit // (need + WORKER_BASELINE_BYTES))
+    if processes > fit:
+        total = processes * (need + WORKER_BASELINE_BYTES)
         _fail(
             f"--workers {workers}: {processes} worker processes need about "
             f"{total / 2**30:.1f} GiB ({need / 2**20:.0f} MiB for the largest run + "
             f"{WORKER_BASELINE_BYTES / 2**20:.0f} MiB for each process's interpreter) but "
             f"available memory is {limit / 2**30:.1f} GiB; at most {fit} fit"
         )
+    return workers
 
 
 def _say_hidden_versions(store_path: Path, all_versions: bool) -> None:

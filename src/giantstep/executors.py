@@ -99,14 +99,13 @@ def local_processes(
     share = str(threads or max(1, cores() // workers))
     added = [v for v in BLAS_THREAD_VARIABLES if v not in os.environ]
     os.environ.update({v: share for v in added})
-    pool = ProcessPoolExecutor(
+    pool = _QuietProcessPool(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_watch_parent,
         initargs=(os.getpid(),),
     )
     try:
-        _start_deaf_to_ctrl_c(pool, workers)
         yield pool
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -114,27 +113,37 @@ def local_processes(
             os.environ.pop(v, None)
 
 
-def _start_deaf_to_ctrl_c(pool: ProcessPoolExecutor, workers: int) -> None:
-    """Start the pool's ``workers`` processes now, ignoring Ctrl-C (SIGINT).
-
-    Ctrl-C reaches the whole process group: each worker printed its KeyboardInterrupt
-    traceback (tens of lines, even while still importing) while the parent, which handles
-    it, stopped the sweep. A process started while SIGINT is ignored keeps ignoring it
-    (Python installs its handler only over the default one), and ends with the parent
-    (``_watch_parent``). The pool starts a process per submission until it has ``workers``,
-    so ``workers`` empty tasks start them all, in a few milliseconds each: a Ctrl-C in those
-    is lost (press it again). Blocking the signal instead would not do: another thread of
-    this process (BLAS's, numba's) would take it meanwhile. Outside the main thread, where
-    the handler cannot be changed, the workers start as before.
+@contextmanager
+def ignoring_ctrl_c() -> Iterator[None]:
+    """A block during which Ctrl-C (SIGINT) is ignored, so that a process started in it
+    ignores it too (a new process inherits an ignored signal, and Python installs its own
+    handler only over the default one). A Ctrl-C inside the block is lost. Outside the main
+    thread, where the handler cannot be changed, nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        for _ in range(workers):
-            pool.submit(int)
+        yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # None: a handler installed outside Python, which cannot be put back from here.
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
+class _QuietProcessPool(ProcessPoolExecutor):
+    """A process pool whose processes start ignoring Ctrl-C.
+
+    Ctrl-C reaches the whole process group, and workers still importing giantstep printed
+    their KeyboardInterrupt tracebacks (tens of lines each) while the parent, which handles
+    it, stopped the sweep; ``_watch_parent`` makes a worker ignore it only once imported. The
+    pool starts a process inside ``submit`` when it needs one, so each submission ignores
+    Ctrl-C (microseconds, a few milliseconds when it starts a process).
+    """
+
+    def submit(self, fn, /, *args, **kwargs):
+        with ignoring_ctrl_c():
+            return super().submit(fn, *args, **kwargs)
 
 
 #: How ``open_executor`` can place work.

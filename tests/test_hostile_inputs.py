@@ -36,6 +36,7 @@ from giantstep.activations import (
 from giantstep.config import ConfigError, ExperimentConfig, load_config, validate_config
 from giantstep.data import Block
 from giantstep.hermite import MAX_DEGREE, check_degree, coefficients, hermite, hermite_table
+from giantstep.linalg import top_singular_triplet
 from giantstep.polynomial import gaussian_moment, monomial_count
 from giantstep.store import (
     APPLICATION_ID,
@@ -872,6 +873,7 @@ def test_a_target_that_is_zero_runs_and_predicts_no_update_direction(expression)
     [
         {"compute__dtype": "float32", "train__step_size": {"scale": 1e30}},
         {"model__output_scale": -1e300},
+        {"activation": "tanh", "train__step_size": {"scale": 1e60}},  # F_ℓ's terms overflow
     ],
 )
 def test_a_diverging_run_with_the_spectrum_on_is_reported_as_diverged(tables):
@@ -879,6 +881,8 @@ def test_a_diverging_run_with_the_spectrum_on_is_reported_as_diverged(tables):
     not a divergence (its top singular triplet of a huge update overflowed, and its features)."""
     with pytest.raises(DivergenceError, match="diverged at step 1"):
         giantstep.run(tiny(spectrum__enabled=True, **tables))
+    with pytest.raises(ValueError, match="infs or NaNs"):  # not a RecursionError
+        top_singular_triplet(np.array([[np.inf, 1.0], [0.0, 1.0]]))
 
 
 def test_the_overlap_matrices_of_every_step_count_in_the_memory_check():

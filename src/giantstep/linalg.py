@@ -70,7 +70,7 @@ def top_singular_triplet(matrix: np.ndarray) -> tuple[float, np.ndarray, np.ndar
     by its own norm (= s). A zero matrix gives s = 0 and zero vectors.
     """
     largest = np.max(np.abs(matrix)) if matrix.size else 0.0
-    if largest > 1e100:
+    if np.isfinite(largest) and largest > 1e100:  # (inf or nan: the eigensolver refuses it)
         # A huge matrix (a diverging run's update) would overflow its Gram matrix; the vectors
         # are scale-free, so solve for the matrix scaled by a power of two (exact), then scale s.
         exponent = int(np.frexp(largest)[1])

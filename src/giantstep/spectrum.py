@@ -672,10 +672,21 @@ def measure(
     test = feature_sums(
         network, initial, teacher, config.stream(TEST), n_samples=config.test.samples, **shared
     )
-    # A diverged run's features overflow: say so, before the eigensolvers refuse them.
+    # A diverged run's features overflow: say so, before the eigensolvers refuse them. The
+    # spike terms of the Hermite approximation (powers of the update's scale) overflow first.
     for sums in (ridge, test):
         for gram in (sums.gram, sums.gram0):
             check_finite(gram, network, config.train.steps, "the features σ(XWᵀ)")
+        approximation = [sums.term_cross0, sums.term_gram, sums.term_y, sums.term_probe]
+        if sums.residual_grams is not None:
+            approximation.append(sums.residual_grams)
+        for terms in approximation:
+            check_finite(
+                terms,
+                network,
+                config.train.steps,
+                "the spike terms of the Hermite approximation F_ℓ (spectrum.approximation)",
+            )
     alpha = config.train.step_size.batch_exponent
     predicted = None
     # The band rule is a statement about one step with η = c·n^α.

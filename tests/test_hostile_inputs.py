@@ -904,6 +904,10 @@ def test_an_output_scaled_past_overflow_is_named_not_blamed_on_the_activation():
     out = cli("run", *TINY_SET, "--set", "model.output_scale=1e200", "--set", "train.residual=y-f")
     assert_bad_input(out, "model.output_scale")
     assert "change the activation" not in out.stderr
+    # A scale that runs on its own (1e7) is not blamed for an activation that overflows.
+    giantstep.run(tiny(model__output_scale=1e7))
+    with pytest.raises(DivergenceError, match="^activation leaky_relu"):
+        giantstep.run(tiny(model__output_scale=1e7, activation="leaky_relu(1e308)"))
 
 
 def test_a_refused_block_size_is_quoted_once():

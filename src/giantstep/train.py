@@ -63,7 +63,7 @@ class OutputScaleError(DivergenceError):
         RuntimeError.__init__(
             self,
             f"model.output_scale: {what} are not finite at step {step}: the output's scale "
-            f"|s|·max|a_j| = {scale:.3g} exceeds {MODERATE_WEIGHT:g} and overflows it, although "
+            f"|s|·max|a_j| = {scale:.3g} exceeds {HUGE_OUTPUT_SCALE:g} and overflows it, although "
             "the first layer is moderate — lower model.output_scale",
         )
 
@@ -71,18 +71,25 @@ class OutputScaleError(DivergenceError):
 #: Weights below this size are not the product of a diverging step: non-finite values computed
 #: from them come from the activation (or from an output scaled beyond it: OutputScaleError).
 MODERATE_WEIGHT = 1e6
+#: An output scale beyond this makes the residual and its products with ``a`` overflow
+#: (they grow like its square); below it, non-finite values in the gradient are the
+#: activation's (a user's ``model.output_scale = 1e7`` runs).
+HUGE_OUTPUT_SCALE = 1e100
 
 
-def check_finite(values: np.ndarray, network: TwoLayerNetwork, step: int, what: str) -> None:
+def check_finite(
+    values: np.ndarray, network: TwoLayerNetwork, step: int, what: str, *, output: bool = False
+) -> None:
     """Raise if ``values`` are not all finite: DivergenceError when the first layer is not
-    moderate, else OutputScaleError when the output's scale is not (the config did it), else
+    moderate, else — for values the output enters (``output``, the gradient) —
+    OutputScaleError when the output's scale is huge (the config did it), else
     NonFiniteActivationError (the activation did it)."""
     if np.isfinite(values).all():
         return
     if np.abs(network.first_layer).max() > MODERATE_WEIGHT:
         raise DivergenceError(step, what)
     output_scale = abs(network.output_scale) * float(np.abs(network.second_layer).max())
-    if output_scale > MODERATE_WEIGHT:
+    if output and output_scale > HUGE_OUTPUT_SCALE:
         raise OutputScaleError(step, output_scale, what)
     raise NonFiniteActivationError(step, network.activation.name, what)
 
@@ -304,7 +311,7 @@ def giant_steps(
                 executor=executor,
                 progress=progress,
             )
-            check_finite(grad, network, t + 1, "σ(XWᵀ) or σ'(XWᵀ) (in the gradient)")
+            check_finite(grad, network, t + 1, "σ(XWᵀ) or σ'(XWᵀ) (in the gradient)", output=True)
             network = network.with_first_layer(network.first_layer - step_size * grad)
         if not np.isfinite(network.first_layer).all():
             raise DivergenceError(t + 1, "the first-layer weights")

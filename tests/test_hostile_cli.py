@@ -394,6 +394,10 @@ def test_an_out_symlink_is_written_through_and_a_file_as_folder_is_named(tmp_pat
     out = giantstep("plot", str(store), "--x", "seed", "--y", "step_size", "--out", str(inside))
     refused(out, f"--out {inside}", f"{store} is not a folder")
     assert ".x.png." not in out.stderr  # never the temporary file's name
+    dangling = tmp_path / "dangling.csv"  # into a folder that is not there: said before work
+    dangling.symlink_to(tmp_path / "no-folder" / "out.csv")
+    refused(giantstep("results", str(store), "--export", "csv", "--out", str(dangling)),
+            f"--out {dangling}", "whose folder does not exist")  # fmt: skip
 
 
 # -- sweep: --connect-timeout and --workers ------------------------------------------------------

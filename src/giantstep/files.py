@@ -58,6 +58,8 @@ def output_path(path: str | Path) -> Path:
         kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
         shown = "" if target == given else f" (links to {target})"
         raise OutputPathError(given, f"is {kind}{shown}, not a regular file: not replaced")
+    if target != given and not target.parent.is_dir():  # a link into a folder that is not there
+        raise OutputPathError(given, f"links to {target}, whose folder does not exist")
     folder = given.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -96,7 +98,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     given = Path(path)
     path = output_path(given)
     try:
-        given.parent.mkdir(parents=True, exist_ok=True)  # a link's target folder must exist
+        given.parent.mkdir(parents=True, exist_ok=True)  # a new file's (a link's: output_path)
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     except OSError as err:
         raise _naming(err, None, given) from err

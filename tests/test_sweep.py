@@ -323,3 +323,34 @@ def _command_lines(pid: int) -> list[str]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return lines
+
+
+def test_ctrl_c_stops_the_runs_in_flight_not_after_them(tmp_path):
+    """Workers ignored Ctrl-C, so the command waited for their runs (31 s with 16-second runs),
+    then for the runs already queued to them."""
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        "[base]\ndim = 50\nwidth = 1500\ntrain.steps = 400\ntrain.batch_size = 2048\n"
+        "readout.samples = 2048\ntest.samples = 2048\n[grid]\nseed = [0, 1, 2, 3]\n"
+    )  # runs of ~16 s each on 2 cores
+    process = subprocess.Popen(
+        [sys.executable, "-m", "giantstep", "sweep", str(sweep), "--store",
+         str(tmp_path / "r.sqlite"), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if any("spawn_main" in line for line in _command_lines(process.pid)):
+            break
+        time.sleep(0.05)
+    time.sleep(4.0)  # the workers are inside their first runs
+    os.killpg(process.pid, signal.SIGINT)
+    started = time.monotonic()
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - started < 8, "the command waited for the runs in flight"
+    assert "Traceback" not in stdout + stderr and "Warning" not in stderr, stderr

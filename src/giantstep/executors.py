@@ -64,10 +64,14 @@ def connect(address: str, timeout: float = 10.0):
 def _watch_parent(parent: int) -> None:
     """In a pool worker: exit when the parent dies (kill -9 leaves no orphan running).
 
-    Ctrl-C is the parent's to handle: a worker ignores it (else every worker prints its own
-    traceback) and exits, like after kill -9, once the parent has gone.
+    Ctrl-C is the parent's to report. In a worker it stops the run in flight, whose
+    KeyboardInterrupt goes back to the parent as the task's outcome (no traceback here; the
+    parent raises it, stopping too); the worker then leaves with the pool. Between runs it
+    is ignored: a KeyboardInterrupt there would print the worker's traceback. Ignoring it in
+    runs as well, the parent waited for them (31 s with 16-second runs); leaving at once
+    (``os._exit``) left the pool's semaphores to the resource tracker's warnings.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, _stop_the_run)
 
     def loop() -> None:
         while True:
@@ -76,6 +80,30 @@ def _watch_parent(parent: int) -> None:
             time.sleep(0.5)
 
     threading.Thread(target=loop, daemon=True).start()
+
+
+#: In a worker: whether it is inside a task (a run), where Ctrl-C stops it, and whether
+#: Ctrl-C came (the tasks already queued to it are then skipped, not run).
+_in_a_run = _stopping = False
+
+
+def _stop_the_run(signum, frame) -> None:
+    global _stopping
+    _stopping = True
+    if _in_a_run:
+        raise KeyboardInterrupt
+
+
+def _task(fn, /, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a worker, marked as a run for :func:`_stop_the_run`."""
+    global _in_a_run
+    if _stopping:
+        raise KeyboardInterrupt
+    _in_a_run = True
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _in_a_run = False
 
 
 @contextmanager
@@ -143,7 +171,7 @@ class _QuietProcessPool(ProcessPoolExecutor):
 
     def submit(self, fn, /, *args, **kwargs):
         with ignoring_ctrl_c():
-            return super().submit(fn, *args, **kwargs)
+            return super().submit(_task, fn, *args, **kwargs)
 
 
 #: How ``open_executor`` can place work.

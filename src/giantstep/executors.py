@@ -160,13 +160,14 @@ def ignoring_ctrl_c() -> Iterator[None]:
 
 
 class _QuietProcessPool(ProcessPoolExecutor):
-    """A process pool whose processes start ignoring Ctrl-C.
+    """A process pool whose processes start ignoring Ctrl-C, and whose tasks it stops.
 
     Ctrl-C reaches the whole process group, and workers still importing giantstep printed
     their KeyboardInterrupt tracebacks (tens of lines each) while the parent, which handles
-    it, stopped the sweep; ``_watch_parent`` makes a worker ignore it only once imported. The
+    it, stopped the sweep; ``_watch_parent`` handles it only once a worker is imported. The
     pool starts a process inside ``submit`` when it needs one, so each submission ignores
-    Ctrl-C (microseconds, a few milliseconds when it starts a process).
+    Ctrl-C (microseconds, a few milliseconds when it starts a process). Each task runs as
+    :func:`_task`, where Ctrl-C stops it.
     """
 
     def submit(self, fn, /, *args, **kwargs):

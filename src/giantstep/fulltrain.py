@@ -49,11 +49,11 @@ class FullTrainingDivergence(DivergenceError):
     """Full training produced a non-finite loss or weights; ``epoch`` says where."""
 
     def __init__(self, epoch: int, weight_decay: float, what: str):
-        self.step = 1
         self.epoch = epoch
         self.weight_decay = weight_decay
-        RuntimeError.__init__(
-            self,
+        super().__init__(
+            1,
+            what,
             f"the full training diverged at epoch {epoch} (weight decay {weight_decay:g}): "
             f"{what} not finite (lower train.full.learning_rate)",
         )

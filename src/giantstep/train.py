@@ -31,10 +31,12 @@ Progress = Callable[[int], object] | None
 class DivergenceError(RuntimeError):
     """The run produced non-finite weights or errors; ``step`` says where (1-based)."""
 
-    def __init__(self, step: int, what: str):
+    def __init__(self, step: int, what: str, message: str | None = None):
+        """``message`` replaces the default one: a subclass that names another cause."""
         self.step = step
         super().__init__(
-            f"the run diverged at step {step}: {what} are not finite "
+            message
+            or f"the run diverged at step {step}: {what} are not finite "
             "(lower train.step_size.scale or its exponents)"
         )
 
@@ -45,9 +47,9 @@ class NonFiniteActivationError(DivergenceError):
     Deterministic like a divergence (a sweep's rerun skips it)."""
 
     def __init__(self, step: int, activation: str, what: str):
-        self.step = step
-        RuntimeError.__init__(
-            self,
+        super().__init__(
+            step,
+            what,
             f"activation {activation}: {what} are not finite for some inputs at step {step} "
             f"although the weights are finite and moderate (|w| ≤ {MODERATE_WEIGHT:g}): this is "
             "the activation, not a diverging step — change the activation",
@@ -59,9 +61,9 @@ class OutputScaleError(DivergenceError):
     times the second layer), not because a step diverged. Deterministic like a divergence."""
 
     def __init__(self, step: int, scale: float, what: str):
-        self.step = step
-        RuntimeError.__init__(
-            self,
+        super().__init__(
+            step,
+            what,
             f"model.output_scale: {what} are not finite at step {step}: the output's scale "
             f"|s|·max|a_j| = {scale:.3g} exceeds {HUGE_OUTPUT_SCALE:g} and overflows it, although "
             "the first layer is moderate — lower model.output_scale",

@@ -607,7 +607,7 @@ def _workers_that_fit(workers: int | None, configs: list) -> int | None:
     import psutil
 
     from giantstep.executors import cores
-    from giantstep.experiment import memory_estimate
+    from giantstep.experiment import memory_estimate, readable_bytes
 
     if not configs:
         return workers
@@ -621,9 +621,9 @@ def _workers_that_fit(workers: int | None, configs: list) -> int | None:
         total = processes * (need + WORKER_BASELINE_BYTES)
         _fail(
             f"--workers {workers}: {processes} worker processes need about "
-            f"{total / 2**30:.1f} GiB ({need / 2**20:.0f} MiB for the largest run + "
-            f"{WORKER_BASELINE_BYTES / 2**20:.0f} MiB for each process's interpreter) but "
-            f"available memory is {limit / 2**30:.1f} GiB; at most {fit} fit"
+            f"{readable_bytes(total)} ({readable_bytes(need)} for the largest run + "
+            f"{readable_bytes(WORKER_BASELINE_BYTES)} for each process's interpreter) but "
+            f"available memory is {readable_bytes(limit)}; at most {fit} fit"
         )
     return workers
 

@@ -189,12 +189,12 @@ def check_memory(config: ExperimentConfig) -> None:
         worst = max(parts, key=parts.get)
         source = "compute.memory_limit" if config.compute.memory_limit else "available memory"
         raise ConfigError(
-            f"{worst.split()[0]}: the run needs about {_size(need)} but {source} is "
-            f"{_size(limit)}; most of it goes to {worst} — lower it"
+            f"{worst.split()[0]}: the run needs about {readable_bytes(need)} but {source} is "
+            f"{readable_bytes(limit)}; most of it goes to {worst} — lower it"
         )
 
 
-def _size(count: float) -> str:
+def readable_bytes(count: float) -> str:
     """Bytes in the largest binary unit that keeps a whole number in front: ``1.5 GiB``."""
     for unit, power in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if count >= 2**power:

@@ -18,7 +18,7 @@ import psutil
 from pydantic import BaseModel
 
 from giantstep.config import ConfigError, ExperimentConfig, validate_config
-from giantstep.experiment import build, memory_estimate
+from giantstep.experiment import build, memory_estimate, readable_bytes
 from giantstep.theory.errors import (
     VARIANTS,
     ErrorVariant,
@@ -131,8 +131,8 @@ def check_theory_memory(config: ExperimentConfig) -> None:
         # Name the size that makes the larger part: N × N matrices grow with width alone.
         key = "width" if solver >= layers else "dim, width"
         raise ConfigError(
-            f"{key}: the theory needs about {(layers + solver) / 2**30:.1f} GiB but {source} "
-            f"is {limit / 2**30:.1f} GiB (the first layers, N × d, and the solver's N × N "
+            f"{key}: the theory needs about {readable_bytes(layers + solver)} but {source} "
+            f"is {readable_bytes(limit)} (the first layers, N × d, and the solver's N × N "
             "matrices)"
         )
 

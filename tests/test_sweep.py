@@ -282,32 +282,24 @@ def test_a_table_on_one_axis_is_not_changed_by_a_key_inside_it_on_another():
     assert [run.config.train.batch_size for run in runs] == [512, 1024]
 
 
-def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path):
-    """Ctrl-C reaches the whole process group: workers still importing giantstep printed
-    their KeyboardInterrupt tracebacks (50–150 lines) while the parent exited with 130."""
-    sweep = tmp_path / "sweep.toml"
-    sweep.write_text(BASE + "[grid]\nseed = [0, 1, 2, 3]\n")
+def _sweep_whose_workers_started(sweep: Path, tmp_path: Path) -> subprocess.Popen:
+    """``giantstep sweep`` with 2 workers in its own process group (as a terminal's Ctrl-C
+    finds it), returned as soon as a worker process exists."""
     process = subprocess.Popen(
         [sys.executable, "-m", "giantstep", "sweep", str(sweep), "--store",
          str(tmp_path / "r.sqlite"), "--workers", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # its own process group, as a terminal's Ctrl-C finds it
+        start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:  # a worker has just started
+    while time.monotonic() < deadline and process.poll() is None:
         if any("spawn_main" in line for line in _command_lines(process.pid)):
             break
         time.sleep(0.01)
-    # Past the milliseconds in which the parent starts them ignoring Ctrl-C (it would be lost:
-    # the sweep would finish) and well within their import of giantstep (~1 s).
-    time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stderr, stderr
+    return process
 
 
 def _command_lines(pid: int) -> list[str]:
@@ -325,6 +317,21 @@ def _command_lines(pid: int) -> list[str]:
     return lines
 
 
+def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path):
+    """Ctrl-C reaches the whole process group: workers still importing giantstep printed
+    their KeyboardInterrupt tracebacks (50–150 lines) while the parent exited with 130."""
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(BASE + "[grid]\nseed = [0, 1, 2, 3]\n")
+    process = _sweep_whose_workers_started(sweep, tmp_path)
+    # Past the milliseconds in which the parent starts them ignoring Ctrl-C (it would be lost:
+    # the sweep would finish) and well within their import of giantstep (~1 s).
+    time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stderr, stderr
+
+
 def test_ctrl_c_stops_the_runs_in_flight_not_after_them(tmp_path):
     """Workers ignored Ctrl-C, so the command waited for their runs (31 s with 16-second runs),
     then for the runs already queued to them."""
@@ -333,20 +340,7 @@ def test_ctrl_c_stops_the_runs_in_flight_not_after_them(tmp_path):
         "[base]\ndim = 50\nwidth = 1500\ntrain.steps = 400\ntrain.batch_size = 2048\n"
         "readout.samples = 2048\ntest.samples = 2048\n[grid]\nseed = [0, 1, 2, 3]\n"
     )  # runs of ~16 s each on 2 cores
-    process = subprocess.Popen(
-        [sys.executable, "-m", "giantstep", "sweep", str(sweep), "--store",
-         str(tmp_path / "r.sqlite"), "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if any("spawn_main" in line for line in _command_lines(process.pid)):
-            break
-        time.sleep(0.05)
+    process = _sweep_whose_workers_started(sweep, tmp_path)
     time.sleep(4.0)  # the workers are inside their first runs
     os.killpg(process.pid, signal.SIGINT)
     started = time.monotonic()

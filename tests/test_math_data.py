@@ -173,6 +173,46 @@ def test_prefetching_and_drawing_threads_change_no_row(monkeypatch, threads):
     np.testing.assert_array_equal(stream.rows(0, 2000).x, x[:2000])
 
 
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_a_block_drawn_ahead_is_taken_by_its_stream_only(monkeypatch, threads):
+    """``draw_ahead`` begins a stream's first block; the stream's read takes it (same rows),
+    a read of another stream or set of rows drops it and draws its own, and it does nothing
+    outside ``prefetching(0)`` or without a core to spare."""
+    monkeypatch.setattr(data, "draw_threads", lambda: threads)
+    stream, other = SampleStream(SEED, KEY, DIM), SampleStream(SEED, (9, 9), DIM)
+    x, noise = reference(8)
+
+    def read(s, rows=2000, size=512):
+        return [(b.x.copy(), b.noise.copy()) for b in s.blocks(rows, size)]
+
+    with data.prefetching(0):
+        data.draw_ahead(stream, 2000, 512)
+        pending = getattr(data._settings, "ahead", None)
+        assert (pending is not None) == (threads > 1)
+        blocks = read(stream)
+        assert getattr(data._settings, "ahead", None) is None  # taken
+        np.testing.assert_array_equal(np.concatenate([b[0] for b in blocks]), x[:2000])
+        np.testing.assert_array_equal(np.concatenate([b[1] for b in blocks]), noise[:2000])
+        for ahead_of, rows, size in ((other, 2000, 512), (stream, 2000, 256), (stream, 300, 512)):
+            data.draw_ahead(ahead_of, rows, size)
+            blocks = read(stream)  # not the block begun: dropped, the rows drawn anew
+            np.testing.assert_array_equal(np.concatenate([b[0] for b in blocks]), x[:2000])
+        data.draw_ahead(stream, 2000, 512)
+    assert getattr(data._settings, "ahead", None) is None  # dropped with the setting
+    data.draw_ahead(stream, 2000, 512)  # reads prefetching here: nothing begun
+    assert getattr(data._settings, "ahead", None) is None
+
+
+def test_a_dropped_block_stops_drawing():
+    """A block drawn ahead and dropped leaves its unclaimed chunks undrawn."""
+    stream = SampleStream(SEED, KEY, DIM)
+    _, _, fill = stream._begin(0, 4096, None)  # no thread on it yet
+    fill.cancel()
+    fill.start(1)
+    fill.work()
+    assert fill.filled == 0 and not fill.done.is_set()
+
+
 def test_a_stream_read_in_a_new_thread_has_its_rows():
     """The prefetch setting is per thread: a thread that never set it reads with the
     default, and gets the rows of the definition."""

@@ -18,7 +18,7 @@ import giantstep
 import giantstep.experiment as experiment
 from giantstep import data, executors, kernels, reduction
 from giantstep.activations import get_activation
-from giantstep.data import TRAIN, SampleStream
+from giantstep.data import RIDGE, TRAIN, SampleStream
 from giantstep.model import initialize
 from giantstep.readout import GramSum
 from giantstep.reproduce import dandi
@@ -180,15 +180,20 @@ def test_a_large_run_draws_at_need_and_changes_no_number(monkeypatch):
     start = data._BlockFill.start
 
     def recording(self, threads):
-        started.append(threads)
+        started.append((self.stream.key, self.first_chunk, threads))
         return start(self, threads)
 
     monkeypatch.setattr(data._BlockFill, "start", recording)
     at_need = giantstep.run(large)
-    # The first block on every core; the next one begun with no thread ahead, then started on
-    # every core when it is needed.
-    every = data.draw_threads() - 1
-    assert started[:3] == [every, 0, every]
+    every, ahead = data.draw_threads() - 1, min(data.draw_threads() - 1, 1)
+    # Batch 0's first block begun ahead on a spare core while the run builds its network
+    # (data.draw_ahead), then drawn on every core when it is needed; the next one begun with
+    # no thread ahead, then started on every core when it is needed.
+    assert started[0] == ((TRAIN, 0), 0, ahead) and ((TRAIN, 0), 0, every) in started
+    second = [threads for key, chunk, threads in started if (key, chunk) == ((TRAIN, 0), 2)]
+    assert second[:2] == [0, every]
+    # The ridge set's first block is begun ahead while the last step is measured.
+    assert ((RIDGE, 0), 0, ahead) in started
     monkeypatch.setattr(experiment, "prefetching", lambda threads: nullcontext())
     assert _numbers(giantstep.run(large)) == _numbers(at_need)
     with data.prefetching(0):

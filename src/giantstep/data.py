@@ -91,7 +91,7 @@ class _BlockFill:
     def __init__(self, stream: SampleStream, first_chunk: int, x: np.ndarray, noise: np.ndarray):
         self.stream, self.first_chunk, self.x, self.noise = stream, first_chunk, x, noise
         self.count = len(noise) // CHUNK_ROWS
-        self.claimed = self.filled = 0
+        self.claimed = self.filled = self.helpers = 0
         self.error: BaseException | None = None
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -115,11 +115,18 @@ class _BlockFill:
                     self.done.set()
 
     def start(self, threads: int) -> _BlockFill:
-        """Hand the block to ``threads`` background threads (0: the caller draws it all)."""
+        """Have ``threads`` background threads on the block (0: the caller draws it all),
+        counting those handed it before."""
         pool = helper_pool()
-        for _ in range(min(threads, self.count)):
+        for _ in range(min(threads, self.count) - self.helpers):
+            self.helpers += 1
             pool.submit(self.work)
         return self
+
+    def cancel(self) -> None:
+        """Leave the chunks not yet claimed undrawn (a block drawn ahead and not taken)."""
+        with self.lock:
+            self.claimed = self.count
 
     def wait(self) -> None:
         """Help fill what is left, then wait for the chunks others are drawing."""
@@ -147,6 +154,42 @@ def prefetching(threads: int) -> Iterator[None]:
         yield
     finally:
         _settings.prefetch = previous
+        _drop_ahead()
+
+
+def draw_ahead(stream: SampleStream, n_samples: int, block_size: int) -> None:
+    """Begin drawing the first block of ``stream.blocks(n_samples, block_size)`` on one helper
+    thread, for a caller that draws at need (``prefetching(0)``) and is about to work on one
+    core before it reads the stream (a run building its network, measuring a step): the core
+    its one-thread work leaves idle draws. That call of ``blocks``, in this thread, takes the
+    block and draws what is left on every core; any other drops it. The rows are the same
+    either way. Does nothing outside ``prefetching(0)`` or without a core to spare.
+    """
+    _drop_ahead()
+    if getattr(_settings, "prefetch", PREFETCH_THREADS) != 0 or draw_threads() < 2:
+        return
+    if n_samples > 0:
+        key = (stream, 0, min(block_size, n_samples))
+        _settings.ahead = key, stream._begin(0, key[2], None, threads=1)
+
+
+def _take_ahead(stream: SampleStream, start: int, rows: int):
+    """The block drawn ahead for rows ``start .. start + rows`` of ``stream``, if it is the
+    one pending in this thread (dropping any other)."""
+    ahead = getattr(_settings, "ahead", None)
+    if ahead is not None and ahead[0] == (stream, start, rows):
+        _settings.ahead = None
+        return ahead[1]
+    _drop_ahead()
+    return None
+
+
+def _drop_ahead() -> None:
+    """Forget this thread's block drawn ahead, if any, and stop its drawing."""
+    ahead = getattr(_settings, "ahead", None)
+    _settings.ahead = None
+    if ahead is not None:
+        ahead[1][2].cancel()
 
 
 def generator(seed: int, *key: int) -> np.random.Generator:
@@ -238,6 +281,19 @@ class SampleStream:
         rows = stop - start
         return Block(start=start, x=x[:rows], noise=noise[:rows], stream=self)
 
+    def _begin(
+        self, first: int, rows: int, buffers: tuple[np.ndarray, np.ndarray] | None, threads=0
+    ) -> tuple[Block, tuple[np.ndarray, np.ndarray], _BlockFill]:
+        """Rows ``first .. first + rows`` begun on ``threads`` helper threads, into
+        ``buffers`` (x, noise) if given (else new ones): (block, buffers, its fill)."""
+        padded = math.ceil(rows / CHUNK_ROWS) * CHUNK_ROWS
+        if buffers is None:
+            buffers = (np.empty((padded, self.dim), self.dtype), np.empty(padded, self.dtype))
+        x, noise = buffers
+        fill = _BlockFill(self, first // CHUNK_ROWS, x[:padded], noise[:padded])
+        block = Block(start=first, x=x[:rows], noise=noise[:rows], stream=self)
+        return block, buffers, fill.start(threads)
+
     def blocks(self, n_samples: int, block_size: int, start: int = 0) -> Iterator[Block]:
         """Rows ``start .. start + n_samples`` in blocks of ``block_size`` rows, the next one
         prefetched (``start`` a multiple of ``CHUNK_ROWS``: a worker's share of a stream).
@@ -251,31 +307,24 @@ class SampleStream:
         stop_row = start + n_samples
         if n_samples <= 0:
             return
-
-        def begin(first: int, buffers: tuple[np.ndarray, np.ndarray] | None, threads: int):
-            rows = min(block_size, stop_row - first)
-            padded = math.ceil(rows / CHUNK_ROWS) * CHUNK_ROWS
-            if buffers is None:
-                buffers = (np.empty((padded, self.dim), self.dtype), np.empty(padded, self.dtype))
-            x, noise = buffers
-            fill = _BlockFill(self, first // CHUNK_ROWS, x[:padded], noise[:padded])
-            block = Block(start=first, x=x[:rows], noise=noise[:rows], stream=self)
-            return block, buffers, fill.start(threads)
-
-        # The first block is needed at once: every core draws it.
-        pending = begin(start, None, draw_threads() - 1)
+        first_rows = min(block_size, n_samples)
+        # The first block is needed at once: every core draws it (what is left of it, if it
+        # was begun ahead, ``draw_ahead``).
+        pending = _take_ahead(self, start, first_rows) or self._begin(start, first_rows, None)
+        pending[2].start(draw_threads() - 1)
         previous = None
         ahead_threads = getattr(_settings, "prefetch", PREFETCH_THREADS)
         while pending is not None:
             current, buffers, fill = pending
-            if ahead_threads == 0 and current.start != start:
+            if ahead_threads == 0:
                 fill.start(draw_threads() - 1)  # drawn at need, on every core
             fill.wait()
             # The caller asked for this block, so it is done with the one before: reuse it.
             following = current.start + block_size
             pending = None
             if following < stop_row:
-                pending = begin(following, previous, ahead_threads)
+                rows = min(block_size, stop_row - following)
+                pending = self._begin(following, rows, previous, ahead_threads)
             previous = buffers
             yield current
 

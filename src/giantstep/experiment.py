@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from giantstep.activations import get_activation
 from giantstep.alignment import direction_alignment, update_cosine
 from giantstep.config import ConfigError, ExperimentConfig, MeasureConfig, validate_config
-from giantstep.data import RIDGE, TEST, TRAIN, block_count, prefetching
+from giantstep.data import RIDGE, TEST, TRAIN, SampleStream, block_count, draw_ahead, prefetching
 from giantstep.fulltrain import FullTrainingResult, train_fully
 from giantstep.linalg import blas_threads_for
 from giantstep.model import TwoLayerNetwork, initialize
@@ -344,11 +344,19 @@ def run(
         return _run(config, executor, progress)
 
 
+def _first_set_after_steps(config: ExperimentConfig) -> tuple[SampleStream, int, int]:
+    """(stream, rows, block size) of the first set a run reads after its steps: the ridge set,
+    or the first gradient batch again for the spectrum's ``ζ`` (``spectrum.measure_spectrum``)."""
+    size = config.compute.block_size
+    if config.spectrum.enabled and config.train.steps:
+        return config.stream(TRAIN, 0), config.train.batch_size, size
+    return config.stream(RIDGE), config.readout.samples, size
+
+
 def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
     """The body of :func:`run`, for a validated config that fits in memory."""
     started = time.perf_counter()
     eta = config.step_size()
-    initial, teacher = build(config)
     c = config.compute
     plan = StepPlan(
         config.train.batch_size,
@@ -367,9 +375,13 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
     )
     bar = tqdm(total=total_blocks, unit="block", disable=not progress, leave=False)
     # Every block is drawn when it is needed, on every core, then computed on every core (a
-    # large network's products on BLAS's threads, a small one's blocks in parts; reduction).
+    # large network's products on BLAS's threads, a small one's blocks in parts; reduction);
+    # the first block of a set is begun while this thread works on one core before it.
     drawing = prefetching(0) if executor is None and not full else nullcontext()
     with bar, drawing:
+        if config.train.steps:
+            draw_ahead(config.stream(TRAIN, 0), config.train.batch_size, c.block_size)
+        initial, teacher = build(config)
         predicted = None if full else predicted_subspaces(config)
 
         def measured(t: int, net: TwoLayerNetwork) -> StepAlignment:
@@ -414,6 +426,8 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
         )
         for t, network in enumerate(steps, start=1):
             bar.set_description(f"step {t}/{config.train.steps}")
+            if t == config.train.steps:
+                draw_ahead(*_first_set_after_steps(config))
             alignment.append(measured(t, network))
         bar.set_description("readout")
         spectrum = None

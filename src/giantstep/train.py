@@ -15,7 +15,7 @@ import numpy as np
 
 from giantstep import kernels
 from giantstep.activations import Activation
-from giantstep.data import TRAIN, Block, SampleStream
+from giantstep.data import TRAIN, Block, SampleStream, draw_ahead
 from giantstep.linalg import small_network
 from giantstep.model import TwoLayerNetwork
 from giantstep.reduction import reduce_blocks
@@ -317,4 +317,7 @@ def giant_steps(
             network = network.with_first_layer(network.first_layer - step_size * grad)
         if not np.isfinite(network.first_layer).all():
             raise DivergenceError(t + 1, "the first-layer weights")
+        if t + 1 < steps:  # while the caller measures this step (data.draw_ahead)
+            batch = plan.stream(seed, t + 1, network.dim, distribution=distribution, dtype=dtype)
+            draw_ahead(batch, plan.batch_size, plan.block_size)
         yield network

@@ -203,6 +203,13 @@ def test_a_block_drawn_ahead_is_taken_by_its_stream_only(monkeypatch, threads):
     assert getattr(data._settings, "ahead", None) is None
 
 
+@pytest.mark.parametrize("shape", [(64, 800), (1, 1), (0, 5), (3,)])
+def test_standard_normals_are_numpys(shape):
+    """``standard_normals`` gives the numbers of the key's numpy generator, bit for bit."""
+    want = data.generator(SEED, 1).standard_normal(shape)
+    np.testing.assert_array_equal(data.standard_normals(shape, SEED, 1), want)
+
+
 def test_a_dropped_block_stops_drawing():
     """A block drawn ahead and dropped leaves its unclaimed chunks undrawn."""
     stream = SampleStream(SEED, KEY, DIM)

@@ -197,6 +197,14 @@ def generator(seed: int, *key: int) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(np.random.SeedSequence(seed, spawn_key=key)))
 
 
+def standard_normals(shape: tuple[int, ...], seed: int, *key: int) -> np.ndarray:
+    """float64 array of ``shape``: ``generator(seed, *key).standard_normal(shape)`` to the last
+    bit, drawn by ``giantstep.normals`` (2.5 times numpy's rate)."""
+    out = np.empty(shape)
+    normals.fill(*normals.philox_state(philox_key(seed, *key)), out)
+    return out
+
+
 def philox_key(seed: int, *key: int) -> np.ndarray:
     """(2,) uint64: the Philox key of ``(seed, key)``, as ``Philox(SeedSequence(seed,
     spawn_key=key))`` derives it (its counter starts at 0)."""

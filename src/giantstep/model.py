@@ -8,7 +8,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from giantstep.activations import Activation, get_activation
-from giantstep.data import FIRST_LAYER, SECOND_LAYER, generator
+from giantstep.data import FIRST_LAYER, SECOND_LAYER, generator, standard_normals
 
 #: First-layer initialisations (the config's ``model.first_layer``).
 FirstLayerInit = Literal["sphere", "gaussian"]
@@ -77,7 +77,7 @@ def _check(argument: str, value: str, accepted: tuple[str, ...]) -> None:
 def initial_first_layer(seed: int, width: int, dim: int, kind: FirstLayerInit) -> np.ndarray:
     """(N, d): rows uniform on the unit sphere, or i.i.d. ``N(0, 1/d)`` entries."""
     _check("first_layer", kind, get_args(FirstLayerInit))
-    w = generator(seed, FIRST_LAYER).standard_normal((width, dim))
+    w = standard_normals((width, dim), seed, FIRST_LAYER)
     if kind == "sphere":
         return w / np.linalg.norm(w, axis=1, keepdims=True)
     return w / np.sqrt(dim)

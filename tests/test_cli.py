@@ -120,3 +120,23 @@ def test_theory_hermite():
         3 / (2 * 3.141592653589793) ** 0.5
     )
     assert giantstep("theory", "hermite", "swish").returncode == 2
+
+
+def test_the_command_freezes_its_imported_objects_and_main_does_not():
+    """``python -m giantstep`` leaves the objects of its imports out of the garbage collector's
+    full collections (gc.freeze: the exit's collections no longer walk them); ``main``, which
+    tests and scripts call in their own process, leaves the collector alone."""
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count()))\n"
+        "from giantstep.cli import {entry}\n"
+        "sys.argv = ['giantstep', '--version']\n"
+        "{entry}()\n"
+    )
+    for entry, frozen in (("command_line", True), ("main", False)):
+        out = subprocess.run(
+            [sys.executable, "-c", probe.format(entry=entry)], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        count = int(out.stdout.split("frozen")[1])
+        assert (count > 10_000) == frozen, (entry, count)

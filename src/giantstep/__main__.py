@@ -1,3 +1,3 @@
-from giantstep.cli import main
+from giantstep.cli import command_line
 
-main()
+command_line()

@@ -171,6 +171,12 @@ def test_filters_and_exports(tmp_path):
     back = pd.read_parquet(parquet)
     assert sorted(back["seed"]) == [0, 0, 1, 1]
     assert back["errors.1.train_error"].tolist() == ok["errors.1.train_error"].tolist()
+    # A column of mixed kinds (a caller's own, here) is written as text, lists as JSON; the
+    # other columns keep their types.
+    mixed = ok.assign(note=pd.Series(["x", 1.5, [1.0, 2.0], None], index=ok.index, dtype=object))
+    back = pd.read_parquet(export(mixed, tmp_path / "mixed.parquet", "parquet"))
+    assert back["note"].tolist()[:3] == ["x", "1.5", "[1.0, 2.0]"] and pd.isna(back["note"][3])
+    assert back["errors.1.train_error"].tolist() == ok["errors.1.train_error"].tolist()
 
     # The same through the command line.
     runner = CliRunner()

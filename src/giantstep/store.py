@@ -894,12 +894,25 @@ def summary_columns(frame) -> list[str]:
     return [c for c in dict.fromkeys(cols) if c in frame]
 
 
+def _one_arrow_type(column) -> bool:
+    """Whether parquet can hold ``column``'s values as they are (one Arrow type)."""
+    import pyarrow as pa
+
+    try:
+        pa.array(column.tolist(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
+
+
 def export(frame, path: str | Path, fmt: str) -> Path:
     """Write runs to csv (arrays as JSON lists) or parquet (arrays as lists), atomically.
 
-    The file is written under a temporary name in the same folder, flushed to disk and renamed
-    over ``path``: an export interrupted (a full disk, a kill) leaves the previous file whole
-    and no temporary file behind.
+    Parquet columns have one type: a column whose rows hold values of different kinds (text in
+    some, numbers or lists in others) is written as text there, lists and dicts as JSON, as in
+    csv. The file is written under a temporary name in the same folder, flushed to disk and
+    renamed over ``path``: an export interrupted (a full disk, a kill) leaves the previous file
+    whole and no temporary file behind.
     """
     path = Path(path)
     if fmt not in ("csv", "parquet"):
@@ -913,6 +926,12 @@ def export(frame, path: str | Path, fmt: str) -> Path:
             return list(value)
         return value
 
+    def text(value: Any) -> Any:
+        if isinstance(value, list | dict):
+            return json.dumps(value)
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        return value if missing or isinstance(value, str) else str(value)
+
     frame = frame.copy()
     for column in frame.columns:
         if frame[column].dtype == object:
@@ -921,6 +940,8 @@ def export(frame, path: str | Path, fmt: str) -> Path:
                 frame[column] = frame[column].map(
                     lambda v: json.dumps(v) if isinstance(v, list | dict) else v
                 )
+            elif not _one_arrow_type(frame[column]):
+                frame[column] = frame[column].map(text)
     with atomic_path(path) as tmp:
         if fmt == "csv":
             frame.to_csv(tmp, index=False)

@@ -179,6 +179,13 @@ def test_memory_check_names_the_key():
         run(tiny_config(width=2_000_000))
     with pytest.raises(ConfigError, match="compute.block_size"):
         run(tiny_config(compute__block_size=256 * 10_000, compute__memory_limit=2**30))
+    # Rows too long for any block size: dim is named, not the block size (which was the
+    # largest part), with what the smallest block would still need; sizes beyond a TiB read.
+    with pytest.raises(ConfigError, match=r"^dim: .* 1\.8 TiB .*smallest compute\.block_size "
+                       r"\(256 rows\) it needs 121\.9 GiB.*— lower dim$"):  # fmt: skip
+        run(tiny_config(dim=20_000_000, width=10, compute__memory_limit=2**30))
+    with pytest.raises(ConfigError, match=r"^dim: .*e\+\d+ PiB"):
+        run(tiny_config(dim=10**30, compute__memory_limit=2**30))
 
 
 def test_one_step_direction_matches_theory():

@@ -17,7 +17,16 @@ from tqdm.auto import tqdm
 from giantstep.activations import get_activation
 from giantstep.alignment import direction_alignment, update_cosine
 from giantstep.config import ConfigError, ExperimentConfig, MeasureConfig, validate_config
-from giantstep.data import RIDGE, TEST, TRAIN, SampleStream, block_count, draw_ahead, prefetching
+from giantstep.data import (
+    CHUNK_ROWS,
+    RIDGE,
+    TEST,
+    TRAIN,
+    SampleStream,
+    block_count,
+    draw_ahead,
+    prefetching,
+)
 from giantstep.fulltrain import FullTrainingResult, train_fully
 from giantstep.linalg import blas_threads_for
 from giantstep.model import TwoLayerNetwork, initialize
@@ -187,18 +196,44 @@ def check_memory(config: ExperimentConfig) -> None:
     limit = config.compute.memory_limit or psutil.virtual_memory().available
     if need > limit:
         worst = max(parts, key=parts.get)
+        key, advice = _key_of(worst, config), f"most of it goes to {worst} — lower it"
+        if worst == "compute.block_size":
+            smallest = config.compute.model_copy(update={"block_size": CHUNK_ROWS})
+            parts = memory_estimate(config.model_copy(update={"compute": smallest}))
+            if sum(parts.values()) > limit:  # a lower block size is not enough
+                worst = max(parts, key=parts.get)
+                key = _key_of(worst, config, rows_too_long=True)
+                advice = (
+                    f"even at the smallest compute.block_size ({CHUNK_ROWS} rows) it needs "
+                    f"{readable_bytes(sum(parts.values()))}, most of it for {worst} — lower {key}"
+                )
         source = "compute.memory_limit" if config.compute.memory_limit else "available memory"
         raise ConfigError(
-            f"{worst.split()[0]}: the run needs about {readable_bytes(need)} but {source} is "
-            f"{readable_bytes(limit)}; most of it goes to {worst} — lower it"
+            f"{key}: the run needs about {readable_bytes(need)} but {source} is "
+            f"{readable_bytes(limit)}; {advice}"
         )
 
 
+def _key_of(part: str, config: ExperimentConfig, rows_too_long: bool = False) -> str:
+    """The config key to lower for a part of :func:`memory_estimate`: the larger of ``dim`` and
+    ``width`` for the first layer, and for the blocks when even the smallest is too large
+    (``rows_too_long``: a block row holds ``3 dim + 4 width`` numbers)."""
+    if part.startswith("width × dim"):
+        return "dim" if config.dim >= config.width else "width"
+    if part == "compute.block_size" and rows_too_long:
+        return "dim" if 3 * config.dim >= 4 * config.width else "width"
+    return part.split()[0]
+
+
 def readable_bytes(count: float) -> str:
-    """Bytes in the largest binary unit that keeps a whole number in front: ``1.5 GiB``."""
-    for unit, power in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+    """Bytes in the largest binary unit that keeps a whole number in front: ``1.5 GiB``
+    (three significant digits beyond a thousand PiB)."""
+    for unit, power in (("PiB", 50), ("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if count >= 2**power:
-            return f"{count / 2**power:.1f} {unit}"
+            value = count / 2**power
+            return (
+                f"{value:.3g} {unit}" if value >= 1000 and unit == "PiB" else f"{value:.1f} {unit}"
+            )
     return f"{count:.0f} B"
 
 

@@ -5,9 +5,9 @@ Rows are drawn in fixed chunks of ``CHUNK_ROWS``; chunk ``c`` of stream ``s`` co
 counter-based generator (Philox keyed by ``SeedSequence(seed, spawn_key=(DATA, *s, c))``). A block
 in memory is a whole number of chunks, so the block size, the thread count and the number of
 workers change the speed, never the rows. The chunks of a block are independent, so they are
-filled in parallel: by background threads while the caller computes on the previous block, and
-by the caller itself when it needs a block that is not finished (numpy's generators release
-the GIL while filling arrays).
+filled in parallel: by background threads while the caller computes on the previous block (or,
+for a set's first block, while it works on one core before it: ``draw_ahead``), and by the
+caller itself when it needs a block that is not finished (the compiled draws release the GIL).
 
 This module is a leaf of the package: it imports nothing of giantstep.
 """

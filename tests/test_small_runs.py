@@ -202,6 +202,43 @@ def test_a_large_run_draws_at_need_and_changes_no_number(monkeypatch):
     assert np.array_equal(np.concatenate(drawn), stream.rows(0, 2048).x)
 
 
+@pytest.mark.parametrize(
+    ("changes", "taken"),
+    [
+        ({"train": {"steps": 0, "batch_size": 512}}, (RIDGE, 0)),  # no steps: the ridge set
+        ({"spectrum": {"enabled": True}}, (TRAIN, 0)),  # the spectrum's ζ reads batch 0 first
+    ],
+)
+def test_a_run_begins_ahead_the_set_it_reads_next(monkeypatch, changes, taken):
+    """The block a run begins ahead is the one its next read takes (none is dropped), and the
+    numbers are those of a run that begins none."""
+    if data.draw_threads() < 2:
+        pytest.skip("blocks are begun ahead only with a core to spare")
+    config = {
+        "dim": 64,
+        "width": 32,
+        "train": {"batch_size": 512},
+        "readout": {"samples": 1024, "ridge": [0.01]},
+        "test": {"samples": 512},
+    } | changes
+    dropped, taken_keys = [], []
+    take, cancel = data._take_ahead, data._BlockFill.cancel
+
+    def taking(stream, start, rows):
+        block = take(stream, start, rows)
+        if block is not None:
+            taken_keys.append(stream.key)
+        return block
+
+    monkeypatch.setattr(data, "_take_ahead", taking)
+    monkeypatch.setattr(data._BlockFill, "cancel", lambda self: dropped.append(1) or cancel(self))
+    ahead = giantstep.run(config)
+    assert taken_keys[-1] == taken and not dropped
+    for module in (experiment, giantstep.train):
+        monkeypatch.setattr(module, "draw_ahead", lambda *args: None)
+    assert _numbers(giantstep.run(config)) == _numbers(ahead)
+
+
 def test_labels_from_the_forward_product_are_the_labels_of_their_own_product():
     """A small network takes h = X W*ᵀ from the last r columns of X [W; W*]ᵀ: the gradient sum
     and the Gram statistics are those of the separate products to rounding (the pre-activations

@@ -416,6 +416,8 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
     with bar, drawing:
         if config.train.steps:
             draw_ahead(config.stream(TRAIN, 0), config.train.batch_size, c.block_size)
+        else:
+            draw_ahead(*_first_set_after_steps(config))
         initial, teacher = build(config)
         predicted = None if full else predicted_subspaces(config)
 

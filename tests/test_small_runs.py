@@ -176,6 +176,7 @@ def test_a_large_run_draws_at_need_and_changes_no_number(monkeypatch):
         "readout": {"samples": 1024, "ridge": [0.01]},
         "test": {"samples": 512},
     }
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # as a user's process has it
     started = []
     start = data._BlockFill.start
 
@@ -212,6 +213,7 @@ def test_a_large_run_draws_at_need_and_changes_no_number(monkeypatch):
 def test_a_run_begins_ahead_the_set_it_reads_next(monkeypatch, changes, taken):
     """The block a run begins ahead is the one its next read takes (none is dropped), and the
     numbers are those of a run that begins none."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # as a user's process has it
     if data.draw_threads() < 2:
         pytest.skip("blocks are begun ahead only with a core to spare")
     config = {

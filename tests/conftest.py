@@ -1,4 +1,5 @@
-"""Under mutation testing only: every test starts with giantstep's caches empty.
+"""Every test ends with the thread-count variables as the session began (a Dask cluster sets
+them), and, under mutation testing only, starts with giantstep's caches empty.
 
 mutmut (scripts/mutation.py) forks each mutant's test run from a process that has already run
 the tests, so a cached value (an activation built by ``get_activation``, a parsed target, the
@@ -46,3 +47,22 @@ def _empty_caches_under_mutation_testing():
         for cache in _giantstep_caches():
             cache.cache_clear()
     yield
+
+
+#: Thread-count variables a Dask LocalCluster leaves set in this process (its nannies apply
+#: distributed's ``pre-spawn-environ``, OMP_NUM_THREADS=1 among them, to os.environ), and
+#: their values when the session started.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_AT_START = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+
+
+@pytest.fixture(autouse=True)
+def _thread_variables_restored():
+    """Every test ends with the thread-count variables as the session started with them: left
+    at 1 by a cluster, every later test drew its blocks on one thread (data.draw_threads)."""
+    yield
+    for name, value in _AT_START.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -83,7 +83,7 @@ class GramSum:
         """The sum of ``network``'s features on blocks of ``dtype``."""
         weights = network.first_layer
         small = small_network(weights.size)
-        forward = teacher.below(weights, dtype).T if small else weights.T.astype(dtype)
+        forward = teacher.below(weights, dtype).T if small else weights.T.astype(dtype, copy=False)
         return cls(forward, network.activation, teacher, len(weights), in_parts=small)
 
     def zero(self) -> GramStatistics:

@@ -688,7 +688,7 @@ class Teacher:
     def below(self, weights: np.ndarray, dtype) -> np.ndarray:
         """``[W; W*]`` (N + r, d) in ``dtype``: weights (N, d) with the directions below, so
         that one product ``X [W; W*]ᵀ`` gives a block's pre-activations and its ``h``."""
-        return np.vstack([weights, self.directions]).astype(dtype)
+        return np.vstack([weights, self.directions]).astype(dtype, copy=False)
 
     def _non_finite(self, h: np.ndarray, y: np.ndarray) -> NonFiniteLabelsError:
         row = int(np.flatnonzero(~np.isfinite(y))[0])

@@ -142,8 +142,8 @@ class GradientSum:
         weights = network.first_layer
         small = small_network(weights.size)
         return cls(
-            weights.astype(dtype),
-            network.second_layer.astype(dtype),
+            weights.astype(dtype, copy=False),
+            network.second_layer.astype(dtype, copy=False),
             network.output_scale,
             network.activation,
             teacher,

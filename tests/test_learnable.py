@@ -183,3 +183,20 @@ def test_cli_prints_the_subspace_per_step():
     for bad in (["z1 +", "-k", "1"], ["z1", "-k", "1", "--activation", "nope"], ["z1", "-k", "0"]):
         result = runner.invoke(main, ["theory", "learnable", *bad])
         assert result.exit_code == 2, result.output
+
+
+def test_a_run_predicts_once_per_target_and_hands_out_its_own_lists():
+    """Runs sharing a target, κ, T and σ share one prediction (the predictor's rules cost ~1 ms
+    a run), equal to predict's, and each run gets lists of its own to keep."""
+    from giantstep import experiment
+    from giantstep.config import validate_config
+
+    config = validate_config({"dim": 40, "width": 8, "target": {"expression": "z1 + z1*z2"},
+                              "train": {"steps": 2, "batch_size": 256}})  # fmt: skip
+    experiment._predicted_subspaces.cache_clear()
+    first = experiment.predicted_subspaces(config)
+    first[1].append([9.0, 9.0])
+    second = experiment.predicted_subspaces(config)
+    assert experiment._predicted_subspaces.cache_info().hits == 1
+    want = predict("z1 + z1*z2", config.batch_exponent(), 2, activation=config.activation)
+    assert second == [u.tolist() for u in want.subspaces]

@@ -1,6 +1,7 @@
 """The command line as a user meets it: real subprocesses, exit codes and messages."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -120,6 +121,16 @@ def test_theory_hermite():
         3 / (2 * 3.141592653589793) ** 0.5
     )
     assert giantstep("theory", "hermite", "swish").returncode == 2
+    # A polynomial's coefficients are exact at every degree; a smooth σ's, by quadrature, are
+    # refused where rounding swamps them (tanh's μ_25 came out as 1e-5 for 0, sin's μ_41 1e7).
+    out = giantstep("theory", "hermite", "He128", "--max-degree", "128", "--json", check=True)
+    assert json.loads(out.stdout)["coefficients"][128] == float(math.factorial(128))
+    out = giantstep("theory", "hermite", "tanh", "--max-degree", "30")
+    assert out.returncode == 2 and "--max-degree 30" in out.stderr, out.stderr
+    assert "lost in rounding from k = 22" in out.stderr and "at most --max-degree 21" in out.stderr
+    giantstep("theory", "hermite", "tanh", "--max-degree", "21", check=True)
+    phases = giantstep("theory", "phases", "--activation", "He20", "--json", check=True)
+    assert not any(b["degrees"] for b in json.loads(phases.stdout)["bands"])  # μ_1..μ_6 = 0
 
 
 def test_the_command_freezes_its_imported_objects_and_main_does_not():

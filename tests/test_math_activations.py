@@ -189,3 +189,28 @@ def test_python_activations_are_refused_without_the_opt_in():
     with pytest.raises(ValueError, match=r"--allow-python .* allow_python=True"):
         check_activation("py:numpy:tanh")
     assert check_activation(" py:numpy:tanh ", allow_python=True) == "py:numpy:tanh"
+
+
+@pytest.mark.parametrize("k", [0, 1, 7, 20, 60, 128])
+def test_hermite_coefficients_of_he_k_are_exact_at_every_degree(k):
+    """μ_j(He_k) = k! δ_jk, to the last bit: quadrature lost them in rounding from k ≈ 20 on
+    (He20 had μ_1..μ_6 ≠ 0, He128 μ_1 = 8e89, μ_128 = 1.6e215 for 128! = 3.9e215)."""
+    mu = get_activation(f"He{k}").hermite_coefficients(128)
+    want = np.zeros(129)
+    want[k] = float(math.factorial(k))
+    np.testing.assert_array_equal(mu, want)
+
+
+def test_hermite_coefficients_of_polynomials_are_exact_and_agree_with_quadrature():
+    """poly(...) and linear: μ_j = j! b_j of the Hermite series, zero above the degree; at low
+    degree, where quadrature is accurate, the two agree."""
+    from giantstep.hermite import coefficients
+
+    poly = get_activation("poly(1, 2, 3)")
+    np.testing.assert_array_equal(poly.hermite_coefficients(5), [4.0, 2.0, 6.0, 0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(get_activation("linear").hermite_coefficients(40)[:3], [0, 1, 0])
+    assert not get_activation("linear").hermite_coefficients(40)[2:].any()
+    for spec in ("poly(0.5, -1, 0.25, 2, -0.125)", "He5", "linear"):
+        activation = get_activation(spec)
+        exact = activation.hermite_coefficients(8)
+        np.testing.assert_allclose(coefficients(activation.function, 8), exact, atol=1e-10)

@@ -24,12 +24,14 @@ message (:class:`UserFunctionError`), not deep inside a run. Sizes are bounded: 
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from numpy.polynomial import hermite_e
 from scipy import special
 
 from giantstep.errors import ConfigError
@@ -72,6 +74,8 @@ class Activation:
     fused: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
     # (name, p, q) of the compiled pass in giantstep.kernels that computes the same σ, σ'.
     kernel: tuple[str, tuple[float, ...], tuple[float, ...]] | None = None
+    # A polynomial σ in the Hermite basis, σ = Σ_j b_j He_j: its μ_j = j! b_j exactly.
+    hermite_series: tuple[float, ...] | None = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.function(x)
@@ -87,8 +91,16 @@ class Activation:
         return self.function(x), self.derivative_function(x)
 
     def hermite_coefficients(self, max_degree: int) -> np.ndarray:
-        """``μ_0(σ) .. μ_K(σ)``: (K + 1,), quadrature split at the kinks."""
-        return coefficients(self.function, max_degree, self.kinks)
+        """``μ_0(σ) .. μ_K(σ)``: (K + 1,), exact for a polynomial σ, else by quadrature split
+        at the kinks — whose rounding (``σ`` times ``He_k``, which grows like ``sqrt(k!)``)
+        swamps ``μ_k`` of a smooth σ from ``k ≈ 24`` on (``hermite.coefficients``)."""
+        if self.hermite_series is None:
+            return coefficients(self.function, max_degree, self.kinks)
+        max_degree = check_degree(max_degree, "max_degree")
+        series = np.zeros(max_degree + 1)
+        kept = self.hermite_series[: max_degree + 1]
+        series[: len(kept)] = kept
+        return series * np.array([float(math.factorial(j)) for j in range(max_degree + 1)])
 
     @classmethod
     def from_callable(
@@ -234,6 +246,7 @@ def _hermite_activation(k: int) -> Activation:
         lambda x: hermite(k, x),
         (lambda x: k * hermite(k - 1, x)) if k else (lambda x: np.zeros_like(x)),
         kernel=("hermite", (float(k),), ()),
+        hermite_series=(0.0,) * k + (1.0,),
     )
 
 
@@ -261,6 +274,7 @@ def _polynomial(coefs: list[float]) -> Activation:
         lambda x: evaluate(coefs, x),
         lambda x: evaluate(slopes, x),
         kernel=("poly", tuple(coefs), tuple(slopes)),
+        hermite_series=tuple(float(b) for b in hermite_e.poly2herme(coefs)),
     )
 
 
@@ -326,7 +340,9 @@ _FIXED: dict[str, Activation] = {
     "sin": Activation("sin", np.sin, np.cos),
     "abs": Activation("abs", np.abs, lambda x: np.sign(x), (0.0,)),
     "sign": Activation("sign", np.sign, lambda x: np.zeros_like(x), (0.0,)),
-    "linear": Activation("linear", lambda x: np.array(x), lambda x: np.ones_like(x)),
+    "linear": Activation(
+        "linear", lambda x: np.array(x), lambda x: np.ones_like(x), hermite_series=(0.0, 1.0)
+    ),
     "leaky_relu": _leaky_relu(0.01),
 }
 

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import special
 
 from giantstep.activations import Activation
-from giantstep.hermite import coefficients, gaussian_expectation, gaussian_rule
+from giantstep.hermite import gaussian_expectation, gaussian_rule
 
 SPAN = 11.0
 PANELS = 22
@@ -187,7 +187,7 @@ class ActivationConstants:
 
 def activation_constants(activation: Activation) -> ActivationConstants:
     """The constants of σ, by quadrature split at its kinks (accurate to ~1e-12)."""
-    mu = coefficients(activation.function, 3, activation.kinks)
+    mu = activation.hermite_coefficients(3)
     second = gaussian_expectation(lambda x: activation.function(x) ** 2, activation.kinks)
     slope_second = gaussian_expectation(
         lambda x: activation.derivative_function(x) ** 2, activation.kinks

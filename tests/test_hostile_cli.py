@@ -296,8 +296,9 @@ def test_a_non_finite_activation_is_named_apart_from_a_diverging_step():
 @pytest.mark.parametrize(
     ("option", "words"),
     [
-        (["--seeds", "0"], ["--seeds", "at least 1 seed, got 0"]),
+        (["--seeds", "0"], ["--seeds", "takes 1 to 1000 seeds, got 0"]),
         (["--seeds", "-1"], ["--seeds", "got -1"]),
+        (["--seeds", "100000000"], ["--seeds", "takes 1 to 1000 seeds, got 100000000"]),
         (["--activation", "nope"], ["--activation", "unknown activation 'nope'"]),
         (["--activation", "py:os:getcwd"], ["--activation py:os:getcwd", "built-in"]),
     ],
@@ -403,11 +404,19 @@ def test_an_out_symlink_is_written_through_and_a_file_as_folder_is_named(tmp_pat
 # -- sweep: --connect-timeout and --workers ------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0"])
-def test_a_connect_timeout_must_be_finite_and_positive(tmp_path, value):
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0", "1e308"])
+def test_a_connect_timeout_must_be_positive_and_at_most_a_day(tmp_path, value):
     path = sweep_file(tmp_path, 1)
     out = giantstep("sweep", str(path), "--dry-run", "--connect-timeout", value)
-    refused(out, "--connect-timeout", "finite number of seconds above 0")
+    refused(out, "--connect-timeout", "above 0 and at most 86400 (a day)")
+
+
+@pytest.mark.parametrize("command", ["sweep", "study"])
+def test_workers_beyond_any_machine_are_refused_by_the_option(tmp_path, command):
+    """2^31 workers overflowed the pool's semaphore (exit 1, after validating everything)."""
+    target = str(sweep_file(tmp_path, 1)) if command == "sweep" else "label-noise"
+    out = giantstep(command, target, "--workers", "2147483648")
+    assert out.returncode == 2 and "'--workers'" in out.stderr and "1<=x<=4096" in out.stderr
 
 
 def test_workers_that_cannot_fit_in_memory_are_refused_before_any_run(tmp_path):

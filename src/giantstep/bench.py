@@ -36,6 +36,10 @@ from giantstep.config import ConfigError, ExperimentConfig, validate_config
 from giantstep.data import draw_threads, generator, philox_key
 from giantstep.executors import ignoring_ctrl_c
 
+#: Most seeds of the small-network sweep (``--seeds``): a second each at most; 10^8 seeds held
+#: their configs in memory for minutes before the first run.
+MAX_SEEDS = 1000
+
 
 def reference_config(
     dtype: str, quick: bool = False, activation: str = "relu", scale: int | None = None
@@ -335,8 +339,10 @@ def run_benchmark(
         If a workload fails in its process (see ``_in_child``), e.g. an activation that is
         not finite on the run's inputs.
     """
-    if seeds < 1:
-        raise ConfigError(f"seeds: the small-network sweep needs at least 1 seed, got {seeds}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(
+            f"seeds: the small-network sweep takes 1 to {MAX_SEEDS} seeds, got {seeds}"
+        )
     # Every workload's config validated (the activations with it) before the first starts.
     references = [
         (activation, dtype, reference_config(dtype, quick, activation))

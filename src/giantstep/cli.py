@@ -24,6 +24,12 @@ from giantstep.hermite import MAX_DEGREE as MAX_HERMITE_DEGREE
 from giantstep.render import ERROR_VARIANTS
 from giantstep.train import DivergenceError
 
+#: Longest --connect-timeout: a day (1e308 s waited for ever on an unreachable scheduler).
+MAX_CONNECT_TIMEOUT = 86_400.0
+#: Most local worker processes (--workers): beyond a C int, the pool's semaphore overflowed
+#: (exit 1); far beyond any machine's cores.
+MAX_WORKERS = 4096
+
 #: Exit code for bad input and diverging runs (the same as click's usage errors).
 EXIT_BAD_INPUT = 2
 #: Exit code for an unexpected internal error (a bug: rerun with --debug for the traceback).
@@ -543,7 +549,7 @@ def reproduce(name: str | None, quick: bool, out: Path, as_json: bool) -> None:
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_WORKERS),
     default=None,
     help="Local processes running at once (default: the number of cores); refused if that "
     "many processes would not fit in memory.",
@@ -591,9 +597,10 @@ def sweep(
     from giantstep.store import Store
     from giantstep.sweep import load_sweep, run_sweep
 
-    if not (math.isfinite(connect_timeout) and connect_timeout > 0):
+    if not (math.isfinite(connect_timeout) and 0 < connect_timeout <= MAX_CONNECT_TIMEOUT):
         _fail(
-            f"--connect-timeout: must be a finite number of seconds above 0, got {connect_timeout}"
+            f"--connect-timeout: must be a number of seconds above 0 and at most "
+            f"{MAX_CONNECT_TIMEOUT:g} (a day), got {connect_timeout}"
         )
     plan = load_sweep(sweep_file)
     runs = plan.expand(allow_python=allow_python)  # every config validated before any run
@@ -799,7 +806,7 @@ def plot(
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_WORKERS),
     default=1,
     show_default=True,
     help="Local processes running the study's runs (1: in this process).",

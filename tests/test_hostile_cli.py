@@ -497,3 +497,22 @@ def test_ctrl_c_stops_a_bench_and_its_workload_quietly():
     assert process.returncode == 130, stderr
     assert "Traceback" not in stdout + stderr and "Warning" not in stderr, stderr
     assert not workload.is_running() or workload.status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_fifo_given_as_an_input_is_refused_when_nobody_writes_to_it(tmp_path):
+    """A named pipe as a config or sweep file waited for a writer for ever, and as a store
+    too; bash's ``<(...)``, a pipe written to at once, still works."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    refused(giantstep("run", str(fifo)), f"config file {fifo} is a FIFO", "nothing was written")
+    assert time.monotonic() - started < 60
+    refused(giantstep("results", str(fifo)), f"{fifo}: is a FIFO (named pipe), not a giantstep")
+    written = subprocess.run(
+        ["bash", "-c", f'{sys.executable} -m giantstep run <(printf "dim = 12\\nwidth = 8\\n'
+         '[train]\\nbatch_size = 256\\n[readout]\\nsamples = 256\\n[test]\\nsamples = 256\\n'
+         '[theory]\\nerrors = false\\n") --json'],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    assert '"dim": 12' in written.stdout

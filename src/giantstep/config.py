@@ -25,6 +25,7 @@ from pydantic import (
 
 from giantstep.data import CHUNK_ROWS, Distribution, Dtype, SampleStream
 from giantstep.errors import ConfigError
+from giantstep.files import read_input
 from giantstep.model import PRESETS, FirstLayerInit, SecondLayerInit
 from giantstep.targets import check_noise, parse_target
 from giantstep.train import Residual
@@ -406,8 +407,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     ``MAX_CONFIG_BYTES`` (an endless device included), not UTF-8 text or not valid TOML.
     """
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
+        raw = read_input(path, MAX_CONFIG_BYTES)
+    except TimeoutError as err:
+        raise ConfigError(f"config file {path} is {err}") from None
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except IsADirectoryError:

@@ -10,6 +10,7 @@ A leaf module: it imports nothing of giantstep.
 from __future__ import annotations
 
 import os
+import select
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +36,39 @@ _KINDS = (
 )
 
 
+#: Seconds an input file that is a FIFO is waited for: bash's ``<(...)`` writes to its pipe at
+#: once; a named pipe nobody writes to blocked the command for ever.
+PIPE_WAIT = 10.0
+
+
+def kind_of(mode: int) -> str:
+    """What a file of ``st_mode`` is, for a message: ``"a FIFO (named pipe)"``, ...."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def read_input(path: str | Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the input file ``path`` (one more than ``limit`` says it
+    is larger). A FIFO is read once something is written to it; TimeoutError if nothing is
+    within ``PIPE_WAIT`` seconds. OSError as ``open`` raises it otherwise."""
+    if not stat.S_ISFIFO(os.stat(path).st_mode):
+        with open(path, "rb") as f:
+            return f.read(limit + 1)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening for reading waits for a writer
+    try:
+        if not select.select([fd], [], [], PIPE_WAIT)[0]:
+            raise TimeoutError(f"a FIFO (named pipe) nothing was written to in {PIPE_WAIT:g} s")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, 1 << 16)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)[: limit + 1]
+    finally:
+        os.close(fd)
+
+
 def output_path(path: str | Path) -> Path:
     """The file to write for ``path``, checked before any work; nothing is created.
 
@@ -55,7 +89,7 @@ def output_path(path: str | Path) -> Path:
     except (FileNotFoundError, NotADirectoryError):
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
-        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        kind = kind_of(mode)
         shown = "" if target == given else f" (links to {target})"
         raise OutputPathError(given, f"is {kind}{shown}, not a regular file: not replaced")
     if target != given and not target.parent.is_dir():  # a link into a folder that is not there

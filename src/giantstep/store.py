@@ -47,6 +47,7 @@ import math
 import os
 import socket
 import sqlite3
+import stat
 import tempfile
 import time
 import tomllib
@@ -62,7 +63,7 @@ from urllib.parse import quote
 import numpy as np
 
 from giantstep.config import ConfigError
-from giantstep.files import atomic_path
+from giantstep.files import atomic_path, kind_of
 
 OK, DIVERGED, FAILED = "ok", "diverged", "failed"
 #: Statuses a rerun skips by default.
@@ -536,6 +537,13 @@ def _connect_readonly(path: Path, query: str) -> sqlite3.Connection:
 
 def _check_header(path: Path) -> bytes:
     """The 100-byte SQLite header of ``path``; StoreError if the file cannot be one."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # open() says why
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        # Opening a FIFO waits for a writer: refused before (`results FIFO` hung for ever).
+        raise StoreError(f"{path}: is {kind_of(mode)}, not a giantstep results store")
     try:
         with open(path, "rb") as f:
             header = f.read(100)

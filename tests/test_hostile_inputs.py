@@ -927,3 +927,17 @@ def test_a_check_across_keys_names_them_without_echoing_the_whole_config():
         with pytest.raises(ConfigError) as refused:
             validate_config(tiny(**tables))
         assert str(refused.value).startswith(start) and "'seed'" not in str(refused.value)
+
+
+def test_an_output_1000_folders_deep_is_made_and_one_past_the_path_limit_refused(tmp_path):
+    """Path.mkdir(parents=True) recursed once per level: --out 1000 folders deep ran the whole
+    job, then exited 1 (RecursionError). A path the system cannot open is refused up front."""
+    from giantstep.files import PATH_LIMIT, OutputPathError, atomic_path, output_path
+
+    deep = tmp_path.joinpath(*["d"] * 1000) / "out.txt"
+    with atomic_path(deep) as tmp:
+        tmp.write_text("whole")
+    assert deep.read_text() == "whole"
+    too_long = tmp_path.joinpath(*["d"] * (PATH_LIMIT // 2)) / "out.txt"
+    with pytest.raises(OutputPathError, match="the system refuses it"):
+        output_path(too_long)

@@ -36,6 +36,8 @@ _KINDS = (
 )
 
 
+#: Longest path the system opens, in bytes (Linux's PATH_MAX): checked before any work.
+PATH_LIMIT = 4096
 #: Seconds an input file that is a FIFO is waited for: bash's ``<(...)`` writes to its pipe at
 #: once; a named pipe nobody writes to blocked the command for ever.
 PIPE_WAIT = 10.0
@@ -69,6 +71,18 @@ def read_input(path: str | Path, limit: int) -> bytes:
         os.close(fd)
 
 
+def make_folders(folder: str | Path) -> None:
+    """``folder`` and every missing folder above it, like ``mkdir -p``, one level at a time:
+    ``Path.mkdir(parents=True)`` recurses once per level, and a path 1000 folders deep ran past
+    Python's recursion limit (RecursionError)."""
+    missing, folder = [], Path(folder)
+    while not folder.is_dir() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for level in reversed(missing):
+        level.mkdir(exist_ok=True)
+
+
 def output_path(path: str | Path) -> Path:
     """The file to write for ``path``, checked before any work; nothing is created.
 
@@ -78,6 +92,8 @@ def output_path(path: str | Path) -> Path:
     folder above it is a file.
     """
     given = Path(path)
+    if len(os.fsencode(os.path.abspath(given))) >= PATH_LIMIT:
+        raise OutputPathError(given, f"a path of {PATH_LIMIT} bytes or more: the system refuses it")
     target = given
     try:
         if stat.S_ISLNK(os.lstat(given).st_mode):
@@ -132,7 +148,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     given = Path(path)
     path = output_path(given)
     try:
-        given.parent.mkdir(parents=True, exist_ok=True)  # a new file's (a link's: output_path)
+        make_folders(given.parent)  # a new file's (a link's: output_path)
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     except OSError as err:
         raise _naming(err, None, given) from err

@@ -63,7 +63,7 @@ from urllib.parse import quote
 import numpy as np
 
 from giantstep.config import ConfigError
-from giantstep.files import atomic_path, kind_of
+from giantstep.files import atomic_path, kind_of, make_folders
 
 OK, DIVERGED, FAILED = "ok", "diverged", "failed"
 #: Statuses a rerun skips by default.
@@ -254,7 +254,7 @@ class Store:
                 version = _check_store(probe, self.path)
         else:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                make_folders(self.path.parent)
                 version = _create_store(self.path)
             except OSError as err:
                 raise StoreError(
@@ -925,7 +925,7 @@ def export(frame, path: str | Path, fmt: str) -> Path:
     path = Path(path)
     if fmt not in ("csv", "parquet"):
         raise ConfigError(f"fmt: unknown format {fmt!r} (csv or parquet)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(path.parent)
 
     def plain(value: Any) -> Any:
         if isinstance(value, np.ndarray):

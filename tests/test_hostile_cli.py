@@ -516,3 +516,15 @@ def test_a_fifo_given_as_an_input_is_refused_when_nobody_writes_to_it(tmp_path):
     )  # fmt: skip
     assert written.returncode == 0, written.stderr
     assert '"dim": 12' in written.stdout
+
+
+def test_a_5000_digit_integer_and_too_many_learnable_steps_name_their_key(tmp_path):
+    """Python's limit on integer digits surfaced as a message naming nothing; -T 20000 was
+    blamed on the expression."""
+    huge = "9" * 5000
+    refused(giantstep("run", "--set", f"dim={huge}"), "dim: Exceeds the limit (4300 digits)")
+    path = tmp_path / "big.toml"
+    path.write_text(f"dim = {huge}\n")
+    refused(giantstep("run", str(path)), f"config file {path}: Exceeds the limit")
+    out = giantstep("theory", "learnable", "z1", "-k", "1", "-T", "20000")
+    assert out.returncode == 2 and "'--steps' / '-T'" in out.stderr and "0<=x<=10000" in out.stderr

@@ -22,6 +22,7 @@ from giantstep.executors import open_executor
 from giantstep.files import OutputPathError, output_path, write_text_atomically
 from giantstep.hermite import MAX_DEGREE as MAX_HERMITE_DEGREE
 from giantstep.render import ERROR_VARIANTS
+from giantstep.theory.learnable import MAX_STEPS
 from giantstep.train import DivergenceError
 
 #: Longest --connect-timeout: a day (1e308 s waited for ever on an unreachable scheduler).
@@ -319,7 +320,9 @@ def hermite(activation: str, max_degree: int, as_json: bool, allow_python: bool)
     type=click.IntRange(min=1),
     help="κ of the batch size n = Θ(d^κ).",
 )
-@click.option("--steps", "-T", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--steps", "-T", default=3, show_default=True, type=click.IntRange(min=0, max=MAX_STEPS)
+)
 @click.option("--activation", default="relu", show_default=True, help="The student's σ.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_allow_python

@@ -381,6 +381,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{key}: {err}") from None
     return key, value
 
 
@@ -424,7 +426,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text (a binary file?)") from None
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, ValueError) as err:  # ValueError: a 5000-digit integer
         raise ConfigError(f"config file {path}: {err}") from None
 
 

@@ -251,6 +251,11 @@ def test_plot_mean_spread_and_theory_overlay(tmp_path):
         main, ["plot", str(path), "--x", "train.batch_size", "--y", "nosuch.metric"]
     )
     assert out.exit_code == 2 and "nosuch.metric" in out.output
+    # A log axis cannot show x ≤ 0: refused, naming the option (those runs were dropped).
+    assert plot_frame(frame, "train.batch_size", "errors.0.test_error", logx=True,
+                      out=tmp_path / "l.png")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^--logx: 2 run\(s\) have seed ≤ 0"):
+        plot_frame(frame, "seed", "errors.0.test_error", logx=True, out=tmp_path / "s.png")
 
 
 def test_store_rows_are_whole_for_a_concurrent_reader(tmp_path, result):

@@ -529,6 +529,7 @@ def reproduce(name: str | None, quick: bool, out: Path, as_json: bool) -> None:
         return
     if name not in available:
         _fail(f"reproduce: unknown reproduction '{name}'; one of {', '.join(available)}")
+    _check_writable(out)  # before the runs (--out /dev/null failed only after all of them)
     report = available[name](quick, out)
     if as_json:
         click.echo(json.dumps(report.to_dict()))

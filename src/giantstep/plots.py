@@ -116,6 +116,13 @@ def plot_frame(
         categories = sorted(data[x].astype(str).unique())
         numeric_x = data[x].astype(str).map({c: i for i, c in enumerate(categories)})
     data = data.assign(_x=numeric_x.astype(float))
+    for wanted, option, column, values in ((logx, "logx", x, data["_x"]),
+                                           (logy, "logy", y, data["_y"])):  # fmt: skip
+        if wanted and (values <= 0).any():  # a log axis silently dropped those runs
+            raise ConfigError(
+                f"--{option}: {int((values <= 0).sum())} run(s) have {column} ≤ 0, which a log "
+                f"axis cannot show: plot without --{option}"
+            )
     groups = [(None, data)] if hue is None else list(data.groupby(hue, sort=True, dropna=False))
 
     fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")

@@ -528,3 +528,10 @@ def test_a_5000_digit_integer_and_too_many_learnable_steps_name_their_key(tmp_pa
     refused(giantstep("run", str(path)), f"config file {path}: Exceeds the limit")
     out = giantstep("theory", "learnable", "z1", "-k", "1", "-T", "20000")
     assert out.returncode == 2 and "'--steps' / '-T'" in out.stderr and "0<=x<=10000" in out.stderr
+
+
+def test_reproduce_refuses_an_out_that_is_not_a_folder_before_its_runs():
+    started = time.monotonic()
+    refused(giantstep("reproduce", "dandi-batch", "--quick", "--out", "/dev/null"),
+            "--out /dev/null", "is not a folder")  # fmt: skip
+    assert time.monotonic() - started < 30  # before the runs, which take longer

@@ -1101,3 +1101,16 @@ def test_ridge_path_returns_its_grid_and_anderson_mixing_saves_iterations():
     np.testing.assert_allclose(curves[0].test, curves[1].test, rtol=1e-8)
     np.testing.assert_array_equal(curves[0].samples, n)
     np.testing.assert_array_equal(curves[0].ridges, lam)
+
+
+def test_random_features_errors_hold_down_to_the_smallest_ridges():
+    """With fewer features than samples the errors have a limit as λ → 0. κ's bisection,
+    capped at 200 halvings, could not resolve κ ~ λ below λ ≈ 1e-55: the predicted training
+    error fell to 1e-79 at λ = 1e-100 and to 0 at 1e-300."""
+    rng = np.random.default_rng(0)
+    eigenvalues, projections = rng.uniform(0.5, 2.0, 20), rng.normal(size=20) * 0.3
+    ridges = [1e-12, 1e-100, 1e-300]
+    curve = errors.spectral_ridge_errors(eigenvalues, projections, 2.0, 256, ridges)
+    np.testing.assert_allclose(curve.train[0, 1:], curve.train[0, 0], rtol=1e-9)
+    np.testing.assert_allclose(curve.test[0, 1:], curve.test[0, 0], rtol=1e-9)
+    assert curve.train[0, 0] > 0.5

@@ -535,3 +535,12 @@ def test_reproduce_refuses_an_out_that_is_not_a_folder_before_its_runs():
     refused(giantstep("reproduce", "dandi-batch", "--quick", "--out", "/dev/null"),
             "--out /dev/null", "is not a folder")  # fmt: skip
     assert time.monotonic() - started < 30  # before the runs, which take longer
+
+
+def test_a_failure_before_any_step_is_not_blamed_on_the_step_size():
+    """With train.steps = 0 the message said "diverged at step 0 ... lower
+    train.step_size.scale", though no step was taken: the labels overflow here."""
+    overrides = ["dim=20", "width=10", "train.steps=0", "target.expression=z1*1e200"]
+    out = giantstep("run", *[a for o in overrides for a in ("--set", o)])
+    refused(out, "not finite at initialisation, before any step", "target.expression")
+    assert "step_size" not in out.stderr

@@ -408,6 +408,7 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
     )
 
     full = config.train.mode == "full"
+    steps_taken = 1 if full else config.train.steps  # 0: a failure is not a step's (train.py)
     epochs = len(config.train.full.weight_decay) * (config.train.full.epochs + 1)
     total_blocks = (
         (epochs if full else config.train.steps)
@@ -497,12 +498,12 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
                 network, teacher, config.stream(TEST), n_samples=config.test.samples, **sets
             )
         for stats in (train_stats, test_stats):  # before the eigensolver, which refuses them
-            check_finite(stats.gram, network, config.train.steps, "the features σ(XWᵀ)")
+            check_finite(stats.gram, network, steps_taken, "the features σ(XWᵀ)")
         coefficients = ridge_path(train_stats, config.readout.ridge)
     train_errors = train_stats.mean_squared_error(coefficients)
     test_errors = test_stats.mean_squared_error(coefficients)
     if not (np.isfinite(train_errors).all() and np.isfinite(test_errors).all()):
-        raise DivergenceError(config.train.steps, "the readout errors")
+        raise DivergenceError(steps_taken, "the readout errors")
     predicted_errors = theory_seconds = None
     if config.theory.errors:
         theory_started = time.perf_counter()

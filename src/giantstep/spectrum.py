@@ -676,7 +676,8 @@ def measure(
     # spike terms of the Hermite approximation (powers of the update's scale) overflow first.
     for sums in (ridge, test):
         for gram in (sums.gram, sums.gram0):
-            check_finite(gram, network, config.train.steps, "the features σ(XWᵀ)")
+            taken = 1 if config.train.mode == "full" else config.train.steps
+            check_finite(gram, network, taken, "the features σ(XWᵀ)")
         approximation = [sums.term_cross0, sums.term_gram, sums.term_y, sums.term_probe]
         if sums.residual_grams is not None:
             approximation.append(sums.residual_grams)

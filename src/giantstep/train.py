@@ -34,6 +34,11 @@ class DivergenceError(RuntimeError):
     def __init__(self, step: int, what: str, message: str | None = None):
         """``message`` replaces the default one: a subclass that names another cause."""
         self.step = step
+        if message is None and step == 0:  # no step was taken: the step size is not the cause
+            message = (
+                f"{what} are not finite at initialisation, before any step: the labels or the "
+                "network's output overflow (check target.expression, model.output_scale)"
+            )
         super().__init__(
             message
             or f"the run diverged at step {step}: {what} are not finite "

@@ -188,6 +188,15 @@ def test_filters_and_exports(tmp_path):
         ["results", str(path), "train.batch_size=256", "--export", "csv", "--out", str(csv)],
     )
     assert out.exit_code == 0 and len(pd.read_csv(csv)) == 3  # two ok, the failed one
+    # --columns chooses the exported columns too; --out without --export is refused (the runs
+    # were listed and --out ignored).
+    chosen = tmp_path / "chosen.csv"
+    out = runner.invoke(main, ["results", str(path), "--export", "csv", "--columns",
+                               "seed,errors.0.test_error", "--out", str(chosen)])  # fmt: skip
+    assert out.exit_code == 0
+    assert list(pd.read_csv(chosen).columns) == ["seed", "errors.0.test_error"]
+    out = runner.invoke(main, ["results", str(path), "--out", str(chosen)])
+    assert out.exit_code == 2 and "--export csv or --export parquet" in out.output
     assert "alignment.2.direction_alignment" in pd.read_csv(csv).columns
     out = runner.invoke(main, ["results", str(path), "bogus=3"])
     assert out.exit_code == 2 and "bogus" in out.output

@@ -698,7 +698,7 @@ def _say_hidden_versions(store_path: Path, all_versions: bool) -> None:
     help="Write the selected runs to --out instead of listing them.",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--columns", default=None, help="Comma-separated columns to list.")
+@click.option("--columns", default=None, help="Comma-separated columns to list, or to export.")
 @_all_versions
 @reports_bad_input({"fmt": "--export"})
 def results(
@@ -722,22 +722,25 @@ def results(
 
     if export_format is not None and out is not None:
         _check_out_file(out)
+    if out is not None and export_format is None:  # it was ignored: the runs were listed
+        _fail("--out: writes an export; add --export csv or --export parquet")
     frame = load(store_path, arrays=export_format is not None, all_versions=all_versions)
     _say_hidden_versions(store_path, all_versions)
     frame = select(frame, filters)
+    chosen = columns.split(",") if columns else None
+    missing = [c for c in chosen or [] if c not in frame.columns]
+    if missing:
+        _fail(f"--columns: no column {missing[0]!r} in the store")
     if export_format is not None:
         if out is None:
             _fail("--export needs --out FILE")
-        export(frame, out, export_format)
+        export(frame[chosen] if chosen else frame, out, export_format)
         click.echo(f"{len(frame)} runs written to {out}")
         return
     if frame.empty:
         click.echo(f"{store_path}: no runs" + (" match" if filters else ""))
         return
-    shown = columns.split(",") if columns else summary_columns(frame)
-    missing = [c for c in shown if c not in frame.columns]
-    if missing:
-        _fail(f"--columns: no column {missing[0]!r} in the store")
+    shown = chosen or summary_columns(frame)
     order = [c for c in varying_config_columns(frame) if frame[c].map(np.isscalar).all()]
     try:  # rows in the order of the varied keys, for reading
         frame = frame.sort_values(order, kind="stable")

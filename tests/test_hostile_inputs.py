@@ -541,6 +541,31 @@ def test_a_row_edited_by_hand_is_named_not_a_crash(tmp_path, result, column, val
     assert_bad_input(cli("results", str(path)), f"its {column} is not a table")
 
 
+@pytest.mark.parametrize(
+    ("table", "column", "value", "what"),
+    [
+        ("runs", "metrics", "not json", "its metrics cannot be read"),
+        ("runs", "config", "{", "its config cannot be read"),
+        ("arrays", "data", b"\x00\x01\x02\x03", "cannot be read"),
+        ("arrays", "format", "pickle", "unknown format 'pickle'"),
+    ],
+)
+def test_a_row_that_giantstep_did_not_write_names_the_file_and_the_run(
+    tmp_path, result, table, column, value, what
+):
+    """Bytes giantstep does not write in a row gave numpy's or json's message alone, naming
+    neither the store nor the run."""
+    path = _store(tmp_path / "r.sqlite", result)
+    conn = sqlite3.connect(path)
+    conn.execute(f"UPDATE {table} SET {column} = ?", (value,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=f"^{path}: run [0-9a-f]+: .*{what}.*outside giantstep"):
+        load(path, arrays=True)
+    assert_bad_input(cli("results", str(path), "--export", "csv", "--out",
+                         str(tmp_path / "x.csv")), what)  # fmt: skip
+
+
 def test_stores_written_before_the_marker_are_read_as_is_and_upgraded_when_written(
     tmp_path, result
 ):

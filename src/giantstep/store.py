@@ -189,7 +189,9 @@ def _encode(value: Any) -> tuple[str, bytes]:
 def _decode(fmt: str, data: bytes) -> Any:
     if fmt == "npy":
         return np.load(io.BytesIO(data), allow_pickle=False)
-    return json.loads(data)
+    if fmt == "json":
+        return json.loads(data)
+    raise ValueError(f"unknown format {fmt!r}")
 
 
 def _json_default(value: Any) -> Any:
@@ -447,23 +449,27 @@ class Store:
             args,
         )
         for key, status, error, config, version, sweep, finished, metrics in rows:
-            yield StoredRun(
-                key,
-                status,
-                error,
-                json.loads(config),
-                version,
-                sweep,
-                finished,
-                json.loads(metrics),
-            )
+            config = self._decoded(key, "config", "json", config)
+            metrics = self._decoded(key, "metrics", "json", metrics)
+            yield StoredRun(key, status, error, config, version, sweep, finished, metrics)
+
+    def _decoded(self, key: str, what: str, fmt: str, data: Any) -> Any:
+        """``_decode(fmt, data)`` of run ``key``'s ``what``; StoreError naming the file, the run
+        and ``what`` if the row holds something giantstep does not write (edited by hand)."""
+        try:
+            return _decode(fmt, data)
+        except (ValueError, TypeError, EOFError, OSError) as err:  # JSON, npy, encodings
+            raise StoreError(
+                f"{self.path}: run {key}: its {what} cannot be read ({err}): the row was "
+                "changed outside giantstep"
+            ) from None
 
     def arrays(self, key: str) -> dict[str, Any]:
         """The arrays of one run, ``{dotted name: np.ndarray or JSON value}``."""
         rows = self._conn.execute(
             "SELECT name, format, data FROM arrays WHERE key = ?", (key,)
         ).fetchall()
-        return {name: _decode(fmt, data) for name, fmt, data in rows}
+        return {name: self._decoded(key, name, fmt, data) for name, fmt, data in rows}
 
     def all_arrays(self, version: str | None = None) -> dict[str, dict[str, Any]]:
         """``{key: arrays}`` of every run (only those of ``version`` if given)."""
@@ -474,7 +480,7 @@ class Store:
             args = (version,)
         out: dict[str, dict[str, Any]] = {}
         for key, name, fmt, data in self._conn.execute(query, args):
-            out.setdefault(key, {})[name] = _decode(fmt, data)
+            out.setdefault(key, {})[name] = self._decoded(key, name, fmt, data)
         return out
 
 
@@ -629,7 +635,9 @@ def _check_store(conn: sqlite3.Connection, path: Path) -> int:
     except sqlite3.DatabaseError as err:
         raise StoreError(f"{path}: the results store is corrupted ({err})") from None
     if problems != ["ok"]:
-        raise StoreError(f"{path}: the results store is corrupted ({'; '.join(problems[:3])})")
+        # A problem row may hold several lines (a tree's report): one line for the message.
+        found = "; ".join(" ".join(str(p).split()) for p in problems[:3])
+        raise StoreError(f"{path}: the results store is corrupted ({found})")
     return schema if application_id == APPLICATION_ID else 0
 
 

@@ -544,3 +544,14 @@ def test_a_failure_before_any_step_is_not_blamed_on_the_step_size():
     out = giantstep("run", *[a for o in overrides for a in ("--set", o)])
     refused(out, "not finite at initialisation, before any step", "target.expression")
     assert "step_size" not in out.stderr
+
+
+def test_empty_and_quoted_dotted_keys_are_named_as_written(tmp_path):
+    """`--set .dim=3` and a key "" said 'config: unknown key', naming nothing; a quoted
+    "train.batch_size" read as if a documented key were unknown."""
+    refused(giantstep("run", "--set", ".dim=3"), "--set '.dim=3'", "has an empty part")
+    empty, dotted = tmp_path / "empty.toml", tmp_path / "dotted.toml"
+    empty.write_text('"" = 3\n')
+    dotted.write_text('"train.batch_size" = 512\n')
+    refused(giantstep("run", str(empty)), '"": unknown key')
+    refused(giantstep("run", str(dotted)), '"train.batch_size": unknown key', "unquoted")

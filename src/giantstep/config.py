@@ -342,9 +342,14 @@ class ExperimentConfig(_Section):
 def _format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "config"
+        # A part that is empty or holds a dot is a quoted TOML key ("" = 1, "a.b" = 1): shown
+        # quoted, as it was written, so that it reads as what it is.
+        parts = [str(p) if str(p) and "." not in str(p) else f'"{p}"' for p in e["loc"]]
+        key = ".".join(parts) or "config"
         if e["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
+            dotted = any("." in str(p) for p in e["loc"])
+            hint = " (a quoted key: write a dotted key unquoted, a.b = 1)" if dotted else ""
+            lines.append(f"{key}: unknown key{hint}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             if isinstance(e.get("input"), dict):
@@ -377,6 +382,8 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override {item!r}: expected key=value")
+    if not all(key.split(".")):
+        raise ConfigError(f"override {item!r}: the key {key!r} has an empty part")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:

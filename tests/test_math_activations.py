@@ -214,3 +214,11 @@ def test_hermite_coefficients_of_polynomials_are_exact_and_agree_with_quadrature
         activation = get_activation(spec)
         exact = activation.hermite_coefficients(8)
         np.testing.assert_allclose(coefficients(activation.function, 8), exact, atol=1e-10)
+
+
+def test_a_user_function_that_calls_sys_exit_is_named_not_obeyed():
+    """A py: activation calling sys.exit made giantstep exit with its code and no message."""
+    import sys
+
+    with pytest.raises(UserFunctionError, match="raised SystemExit .*: 5"):
+        Activation.from_callable(lambda x: sys.exit(5), name="quits")

@@ -144,7 +144,7 @@ def _probe(name: str, role: str, f: Function) -> None:
     try:
         with np.errstate(all="ignore"):
             out = f(_PROBE.copy())
-    except Exception as err:  # noqa: BLE001 - any failure of user code is reported as such
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - any failure of user code, named
         raise UserFunctionError(
             f"activation {name}: {role}raised {type(err).__name__} on a float64 array of shape "
             f"{_PROBE.shape}: {err}"
@@ -171,7 +171,7 @@ def _fresh(name: str, f: Function) -> Function:
         x = np.asarray(x)
         try:
             out = f(x)
-        except Exception as err:  # noqa: BLE001 - user code: name it instead of a deep traceback
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - user code: named, not a traceback
             raise UserFunctionError(
                 f"activation {name}: failed on an array of dtype {x.dtype} and shape {x.shape} "
                 f"({type(err).__name__}: {err})"
@@ -298,7 +298,7 @@ def _user_function(spec: str) -> Activation:
         raise UserFunctionError(
             f"activation {spec}: cannot import module '{module_name}': {err}"
         ) from None
-    except Exception as err:  # noqa: BLE001 - the module's own code failed while importing
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - its code failed importing
         raise UserFunctionError(
             f"activation {spec}: importing module '{module_name}' raised "
             f"{type(err).__name__}: {err}"

@@ -555,3 +555,11 @@ def test_empty_and_quoted_dotted_keys_are_named_as_written(tmp_path):
     dotted.write_text('"train.batch_size" = 512\n')
     refused(giantstep("run", str(empty)), '"": unknown key')
     refused(giantstep("run", str(dotted)), '"train.batch_size": unknown key', "unquoted")
+
+
+def test_an_out_folder_that_is_a_dangling_link_is_refused_before_the_run(tmp_path):
+    """run --out LINK, LINK pointing nowhere, ran the experiment and then said 'File exists'."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere" / "x")
+    refused(giantstep("run", "--set", "dim=12", "--set", "width=8", "--out", str(link)),
+            f"--out {link}", "symbolic link", "does not exist")  # fmt: skip

@@ -225,6 +225,9 @@ def _check_writable(folder: Path) -> None:
     created here: a run that then fails leaves nothing behind)."""
     existing = folder.absolute()
     while not existing.exists():
+        if existing.is_symlink():  # a folder cannot be made where a dangling link is
+            _fail(f"--out {folder}: {existing} is a symbolic link to {os.readlink(existing)}, "
+                  "which does not exist")  # fmt: skip
         existing = existing.parent
     if not existing.is_dir():
         _fail(f"--out {folder}: {existing} is not a folder")

@@ -963,6 +963,11 @@ def test_an_output_1000_folders_deep_is_made_and_one_past_the_path_limit_refused
     with atomic_path(deep) as tmp:
         tmp.write_text("whole")
     assert deep.read_text() == "whole"
+    deep.unlink()  # removed level by level: pytest's own clean-up (shutil.rmtree) recurses too
+    for folder in deep.parents:
+        if folder == tmp_path:
+            break
+        folder.rmdir()
     too_long = tmp_path.joinpath(*["d"] * (PATH_LIMIT // 2)) / "out.txt"
     with pytest.raises(OutputPathError, match="the system refuses it"):
         output_path(too_long)

@@ -5,6 +5,7 @@ key (or the file), no traceback, and a wall time bound generous enough for a loa
 (a hang is the failure, not speed).
 """
 
+import json
 import math
 import os
 import signal
@@ -563,3 +564,22 @@ def test_an_out_folder_that_is_a_dangling_link_is_refused_before_the_run(tmp_pat
     link.symlink_to(tmp_path / "nowhere" / "x")
     refused(giantstep("run", "--set", "dim=12", "--set", "width=8", "--out", str(link)),
             f"--out {link}", "symbolic link", "does not exist")  # fmt: skip
+
+
+def test_theory_errors_takes_one_over_curve():
+    """Two --over options: the last one won, silently."""
+    out = giantstep("theory", "errors", "--over", "readout.samples=100:1000:3",
+                    "--over", "train.batch_size=100:1000:3")  # fmt: skip
+    refused(out, "--over: one curve at a time, got 2")
+
+
+def test_a_study_on_worker_processes_finds_what_it_finds_in_one(tmp_path):
+    """study --workers K goes through the sweep's memory check (it had none) and its pool;
+    its findings are those of the study run in one process."""
+    reports = []
+    for workers in ("1", "2"):
+        out = giantstep("study", "label-noise", "--quick", "--out", str(tmp_path / workers),
+                        "--workers", workers, "--json")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        reports.append(json.loads(out.stdout)["findings"])
+    assert reports[0] == reports[1]

@@ -398,10 +398,11 @@ def phases(activation: str, max_degree: int, as_json: bool, allow_python: bool) 
 )
 @click.option(
     "--over",
+    "overs",
     metavar="KEY=START:STOP:COUNT",
-    default=None,
+    multiple=True,
     help="A curve over readout.samples or train.batch_size: COUNT integers from START to "
-    "STOP, evenly spaced in log (default: the config's sizes, one point).",
+    "STOP, evenly spaced in log (default: the config's sizes, one point). Once.",
 )
 @click.option(
     "--variant",
@@ -431,7 +432,7 @@ def phases(activation: str, max_degree: int, as_json: bool, allow_python: bool) 
 def theory_errors(
     config_file: str | None,
     overrides: tuple[str, ...],
-    over: str | None,
+    overs: tuple[str, ...],
     variants: tuple[str, ...],
     slow_points: int | None,
     as_json: bool,
@@ -445,6 +446,10 @@ def theory_errors(
     """
     from giantstep.learning_curve import parse_grid, predict_curve
     from giantstep.plots import check_figure_path, plot_learning_curve
+
+    if len(overs) > 1:  # the last one won, silently
+        _fail(f"--over: one curve at a time, got {len(overs)}: {', '.join(overs)}")
+    over = overs[0] if overs else None
 
     config = load_config(config_file, overrides, allow_python=allow_python)
     key, values = parse_grid(over) if over is not None else ("readout.samples", None)
@@ -846,6 +851,11 @@ def study(
     if name not in available:
         _fail(f"study: unknown study '{name}'; one of {', '.join(available)}")
     _check_writable(out)
+    if workers > 1:  # as a sweep's: refused when that many processes would not fit
+        from giantstep.config import validate_config
+
+        configs = [validate_config(c) for c in available[name].configs(quick)]
+        workers = _workers_that_fit(workers, configs)
     with open_executor("processes" if workers > 1 else "inprocess", workers=workers) as pool:
         report = run_study(
             available[name], quick=quick, out=out, store_path=store_path, executor=pool

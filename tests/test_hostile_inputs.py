@@ -894,8 +894,9 @@ def test_a_target_that_is_zero_runs_and_predicts_no_update_direction(expression)
 def test_a_diverging_run_with_the_spectrum_on_is_reported_as_diverged(tables):
     """Not as the eigensolver's "array must not contain infs": a sweep retries a failure but
     not a divergence (its top singular triplet of a huge update overflowed, and its features)."""
-    with pytest.raises(DivergenceError, match="diverged at step 1"):
+    with pytest.raises(DivergenceError, match="at step 1") as diverged:  # s = -1e300: named
         giantstep.run(tiny(spectrum__enabled=True, **tables))
+    assert diverged.value.step == 1
     with pytest.raises(ValueError, match="infs or NaNs"):  # not a RecursionError
         top_singular_triplet(np.array([[np.inf, 1.0], [0.0, 1.0]]))
 
@@ -919,6 +920,10 @@ def test_an_output_scaled_past_overflow_is_named_not_blamed_on_the_activation():
     out = cli("run", *TINY_SET, "--set", "model.output_scale=1e200", "--set", "train.residual=y-f")
     assert_bad_input(out, "model.output_scale")
     assert "change the activation" not in out.stderr
+    # s = 1e300 with the default preset: the gradient stays finite, the step drives the
+    # weights to ~1e300 and the features overflow; it said "lower train.step_size.scale".
+    with pytest.raises(DivergenceError, match="^model.output_scale: .*drove the weights to"):
+        giantstep.run(tiny(model__output_scale=1e300))
     # A scale that runs on its own (1e7) is not blamed for an activation that overflows.
     giantstep.run(tiny(model__output_scale=1e7))
     with pytest.raises(DivergenceError, match="^activation leaky_relu"):

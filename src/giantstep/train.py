@@ -65,13 +65,20 @@ class OutputScaleError(DivergenceError):
     """The network's output overflowed because the config scaled it so (``model.output_scale``
     times the second layer), not because a step diverged. Deterministic like a divergence."""
 
-    def __init__(self, step: int, scale: float, what: str):
+    def __init__(self, step: int, scale: float, what: str, weights: float | None = None):
+        """``weights``: the first layer's largest entry if the scaled gradient drove it huge
+        (None: the first layer is moderate, the output itself overflowed)."""
+        effect = (
+            "and overflows it, although the first layer is moderate"
+            if weights is None
+            else f"and scales the gradient, which drove the weights to {weights:.3g}"
+        )
         super().__init__(
             step,
             what,
             f"model.output_scale: {what} are not finite at step {step}: the output's scale "
-            f"|s|·max|a_j| = {scale:.3g} exceeds {HUGE_OUTPUT_SCALE:g} and overflows it, although "
-            "the first layer is moderate — lower model.output_scale",
+            f"|s|·max|a_j| = {scale:.3g} exceeds {HUGE_OUTPUT_SCALE:g} {effect} — lower "
+            "model.output_scale",
         )
 
 
@@ -88,14 +95,18 @@ def check_finite(
     values: np.ndarray, network: TwoLayerNetwork, step: int, what: str, *, output: bool = False
 ) -> None:
     """Raise if ``values`` are not all finite: DivergenceError when the first layer is not
-    moderate, else — for values the output enters (``output``, the gradient) —
+    moderate (OutputScaleError if a huge output scale scaled the steps that made it so), else —
+    for values the output enters (``output``, the gradient) —
     OutputScaleError when the output's scale is huge (the config did it), else
     NonFiniteActivationError (the activation did it)."""
     if np.isfinite(values).all():
         return
-    if np.abs(network.first_layer).max() > MODERATE_WEIGHT:
-        raise DivergenceError(step, what)
     output_scale = abs(network.output_scale) * float(np.abs(network.second_layer).max())
+    largest = float(np.abs(network.first_layer).max())
+    if largest > MODERATE_WEIGHT:
+        if step and output_scale > HUGE_OUTPUT_SCALE:  # the steps were scaled by it
+            raise OutputScaleError(step, output_scale, what, weights=largest)
+        raise DivergenceError(step, what)
     if output and output_scale > HUGE_OUTPUT_SCALE:
         raise OutputScaleError(step, output_scale, what)
     raise NonFiniteActivationError(step, network.activation.name, what)

@@ -314,6 +314,11 @@ class ExperimentConfig(_Section):
             dtype=self.compute.dtype,
         )
 
+    def steps_taken(self) -> int:
+        """Updates of the first layer the run reports: ``train.steps``, or 1 for a fully
+        trained network (its alignment has step 0 and step 1, after training)."""
+        return 1 if self.train.mode == "full" else self.train.steps
+
     def batch_exponent(self) -> int:
         """``κ`` of ``n = Θ(d^κ)``: ``theory.batch_exponent``, else ``round(log n / log d)`` ≥ 1."""
         if self.theory.batch_exponent is not None:

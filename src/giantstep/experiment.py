@@ -164,7 +164,6 @@ def memory_estimate(config: ExperimentConfig) -> dict[str, int]:
     n, d = config.width, config.dim
     item = np.dtype(config.compute.dtype).itemsize
     rows = config.compute.block_size
-    measured_steps = 2 if config.train.mode == "full" else config.train.steps + 1
     return {
         # W_0, W_t, the gradient sum, its block product and the cast copy used by BLAS.
         "width × dim (first layer)": 5 * 8 * n * d,
@@ -184,7 +183,7 @@ def memory_estimate(config: ExperimentConfig) -> dict[str, int]:
         # Q = W Wᵀ of every step kept as Python lists for the result (~32 bytes a number), its
         # copies and its JSON text: ~120 bytes a number, measured at N = 1000.
         "measure.overlap_matrices (Q of every step, as lists)": (
-            128 * n * n * measured_steps if config.measure.overlap_matrices else 0
+            128 * n * n * (config.steps_taken() + 1) if config.measure.overlap_matrices else 0
         ),
     }
 
@@ -386,11 +385,12 @@ def run(
         return _run(config, executor, progress)
 
 
-def _first_set_after_steps(config: ExperimentConfig) -> tuple[SampleStream, int, int]:
-    """(stream, rows, block size) of the first set a run reads after its steps: the ridge set,
-    or the first gradient batch again for the spectrum's ``ζ`` (``spectrum.measure_spectrum``)."""
+def _set_read_next(config: ExperimentConfig, steps_done: int) -> tuple[SampleStream, int, int]:
+    """(stream, rows, block size) of the set a run reads next, before its first step
+    (``steps_done`` 0) or after its last: the first gradient batch — again after the steps for
+    the spectrum's ``ζ`` (``spectrum.measure_spectrum``) — else the ridge set."""
     size = config.compute.block_size
-    if config.spectrum.enabled and config.train.steps:
+    if config.train.steps and (steps_done == 0 or config.spectrum.enabled):
         return config.stream(TRAIN, 0), config.train.batch_size, size
     return config.stream(RIDGE), config.readout.samples, size
 
@@ -408,7 +408,6 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
     )
 
     full = config.train.mode == "full"
-    steps_taken = 1 if full else config.train.steps  # 0: a failure is not a step's (train.py)
     epochs = len(config.train.full.weight_decay) * (config.train.full.epochs + 1)
     total_blocks = (
         (epochs if full else config.train.steps)
@@ -422,10 +421,7 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
     # the first block of a set is begun while this thread works on one core before it.
     drawing = prefetching(0) if executor is None and not full else nullcontext()
     with bar, drawing:
-        if config.train.steps:
-            draw_ahead(config.stream(TRAIN, 0), config.train.batch_size, c.block_size)
-        else:
-            draw_ahead(*_first_set_after_steps(config))
+        draw_ahead(*_set_read_next(config, 0))
         initial, teacher = build(config)
         predicted = None if full else predicted_subspaces(config)
 
@@ -472,7 +468,7 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
         for t, network in enumerate(steps, start=1):
             bar.set_description(f"step {t}/{config.train.steps}")
             if t == config.train.steps:
-                draw_ahead(*_first_set_after_steps(config))
+                draw_ahead(*_set_read_next(config, t))
             alignment.append(measured(t, network))
         bar.set_description("readout")
         spectrum = None
@@ -498,12 +494,12 @@ def _run(config: ExperimentConfig, executor: Any, progress: bool) -> RunResult:
                 network, teacher, config.stream(TEST), n_samples=config.test.samples, **sets
             )
         for stats in (train_stats, test_stats):  # before the eigensolver, which refuses them
-            check_finite(stats.gram, network, steps_taken, "the features σ(XWᵀ)")
+            check_finite(stats.gram, network, config.steps_taken(), "the features σ(XWᵀ)")
         coefficients = ridge_path(train_stats, config.readout.ridge)
     train_errors = train_stats.mean_squared_error(coefficients)
     test_errors = test_stats.mean_squared_error(coefficients)
     if not (np.isfinite(train_errors).all() and np.isfinite(test_errors).all()):
-        raise DivergenceError(steps_taken, "the readout errors")
+        raise DivergenceError(config.steps_taken(), "the readout errors")
     predicted_errors = theory_seconds = None
     if config.theory.errors:
         theory_started = time.perf_counter()

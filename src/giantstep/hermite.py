@@ -140,11 +140,8 @@ def rounding_bound(
     epsilon times the sum of its terms' magnitudes. ``He_k`` grows like ``sqrt(k!)``, so the
     terms cancel ever more: past ``k ≈ 20`` the bound of a bounded σ exceeds 1e-7 and the
     computed ``μ_k`` of a smooth σ are lost (tanh, erf: from ``k ≈ 24``)."""
-    x, w = gaussian_rule(tuple(kinks))
-    magnitudes = np.abs(np.asarray(f(x), dtype=float))
-    if magnitudes.shape != x.shape:
-        magnitudes = np.broadcast_to(magnitudes, x.shape)
-    return np.finfo(float).eps * (np.abs(hermite_table(max_degree, x)) @ (w * magnitudes))
+    table, weighted = _terms(f, max_degree, kinks)
+    return np.finfo(float).eps * (np.abs(table) @ np.abs(weighted))
 
 
 def coefficients(
@@ -154,6 +151,15 @@ def coefficients(
 
     ValueError if K is not in ``0..MAX_DEGREE``.
     """
+    table, weighted = _terms(f, max_degree, kinks)
+    return table @ weighted
+
+
+def _terms(
+    f: Callable[[np.ndarray], np.ndarray], max_degree: int, kinks: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``He_0..He_K`` at the rule's nodes (K + 1, M) and ``w · f`` there (M,), the terms of
+    every ``μ_k``; ValueError if K is out of range or f is not finite on the nodes."""
     max_degree = check_degree(max_degree, "max_degree")
     x, w = gaussian_rule(tuple(kinks))
     values = np.asarray(f(x), dtype=float)
@@ -161,4 +167,4 @@ def coefficients(
         values = np.broadcast_to(values, x.shape)
     if not np.isfinite(values).all():
         raise ValueError("the function is not finite on the quadrature nodes")
-    return hermite_table(max_degree, x) @ (w * values)
+    return hermite_table(max_degree, x), w * values

@@ -676,8 +676,7 @@ def measure(
     # spike terms of the Hermite approximation (powers of the update's scale) overflow first.
     for sums in (ridge, test):
         for gram in (sums.gram, sums.gram0):
-            taken = 1 if config.train.mode == "full" else config.train.steps
-            check_finite(gram, network, taken, "the features σ(XWᵀ)")
+            check_finite(gram, network, config.steps_taken(), "the features σ(XWᵀ)")
         approximation = [sums.term_cross0, sums.term_gram, sums.term_y, sums.term_probe]
         if sums.residual_grams is not None:
             approximation.append(sums.residual_grams)

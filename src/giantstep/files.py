@@ -44,9 +44,8 @@ PIPE_WAIT = 10.0
 
 
 def kind_of(mode: int) -> str:
-    """What a file of ``st_mode`` is, for a message: ``"a FIFO (named pipe)"``, ...."""
-    if stat.S_ISREG(mode):
-        return "a regular file"
+    """What a file of ``st_mode`` that is not a regular file is, for a message: ``"a FIFO
+    (named pipe)"``, ...."""
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 

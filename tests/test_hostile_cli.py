@@ -583,3 +583,17 @@ def test_a_study_on_worker_processes_finds_what_it_finds_in_one(tmp_path):
         assert out.returncode == 0, out.stderr
         reports.append(json.loads(out.stdout)["findings"])
     assert reports[0] == reports[1]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_out_in_a_folder_that_takes_no_files_is_refused_before_the_work(tmp_path):
+    """plot --out /proc/x.png failed only when writing, without naming --out, and reproduce
+    --out /proc/x after its runs: /proc is a folder, and root may write into it as far as
+    access() tells, yet no file can be made there."""
+    refused(giantstep("plot", str(tmp_path / "r.sqlite"), "--x", "seed", "--y", "step_size",
+                      "--out", "/proc/x.png"),
+            "--out /proc/x.png", "cannot write into /proc")  # fmt: skip
+    started = time.monotonic()
+    refused(giantstep("reproduce", "dandi-batch", "--quick", "--out", "/proc/x"),
+            "--out /proc/x", "cannot write into /proc")  # fmt: skip
+    assert time.monotonic() - started < 30  # before the runs

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 from functools import wraps
@@ -220,19 +221,26 @@ def run(
         render.print_run(result)
 
 
-def _check_writable(folder: Path) -> None:
+def _check_writable(folder: Path, given: Path | None = None) -> None:
     """Exit 2 before any work if ``folder`` could not be created or written to (it is not
-    created here: a run that then fails leaves nothing behind)."""
+    created here: a run that then fails leaves nothing behind). ``given``: the ``--out`` to
+    name, when it is a file in ``folder``."""
+    shown = given or folder
     existing = folder.absolute()
     while not existing.exists():
         if existing.is_symlink():  # a folder cannot be made where a dangling link is
-            _fail(f"--out {folder}: {existing} is a symbolic link to {os.readlink(existing)}, "
+            _fail(f"--out {shown}: {existing} is a symbolic link to {os.readlink(existing)}, "
                   "which does not exist")  # fmt: skip
         existing = existing.parent
     if not existing.is_dir():
-        _fail(f"--out {folder}: {existing} is not a folder")
+        _fail(f"--out {shown}: {existing} is not a folder")
     if not os.access(existing, os.W_OK):
-        _fail(f"--out {folder}: cannot write into {existing}")
+        _fail(f"--out {shown}: cannot write into {existing}")
+    try:  # what access() cannot tell: /proc, a read-only mount, root's writes
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        _fail(f"--out {shown}: cannot write into {existing} ({err.strerror or err})")
 
 
 def _check_out_file(path: Path, out: Path | None = None) -> None:
@@ -456,7 +464,7 @@ def theory_errors(
     if out is not None:
         check_figure_path(out)
         _check_out_file(out)
-        _check_writable(out.parent)
+        _check_writable(out.parent, out)
     curve = predict_curve(
         config, key, values, variants=variants or ERROR_VARIANTS, slow_points=slow_points
     )
@@ -730,6 +738,7 @@ def results(
 
     if export_format is not None and out is not None:
         _check_out_file(out)
+        _check_writable(out.parent, out)
     if out is not None and export_format is None:  # it was ignored: the runs were listed
         _fail("--out: writes an export; add --export csv or --export parquet")
     frame = load(store_path, arrays=export_format is not None, all_versions=all_versions)
@@ -796,6 +805,7 @@ def plot(
     from giantstep.store import load, select
 
     _check_out_file(out)
+    _check_writable(out.parent, out)
     frame = select(load(store_path, arrays=False, all_versions=all_versions), filters)
     _say_hidden_versions(store_path, all_versions)
     written = plot_frame(frame, x, y, hue=hue, out=out, theory=list(theory), logx=logx, logy=logy)

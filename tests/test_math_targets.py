@@ -692,3 +692,29 @@ def test_folding_a_constant_that_overflows_warns_nothing():
         warnings.simplefilter("error")
         for text in ("z1 + exp(1000)", "z1 + 1e308*10", "z1 + (-8)**0.5"):
             assert "not a finite real number" in refusal(text)
+
+
+@pytest.mark.parametrize(
+    "expression, pole",
+    [("1/z1", "0"), ("z1**-2", "0"), ("abs(z1)**-0.5", "0"), ("1/(z1-0.3)**2", "0.3"),
+     ("z1 + 1/(z1-3)", "3"), ("2/(3+z1)", "-3"), ("1/abs(z1-0.5)", "0.5")],
+)  # fmt: skip
+def test_a_pole_where_y_squared_is_not_integrable_makes_the_second_moment_infinite(
+    expression, pole
+):
+    """The quadrature's nodes miss a pole: E[y²] of 1/z1 came out finite, and so did every
+    prediction made from it."""
+    with pytest.raises(TargetMomentError, match=f"infinite: .* at its pole z1 = {pole} "):
+        parse_target(expression).second_moment()
+
+
+@pytest.mark.parametrize(
+    "expression, exact",
+    [("tanh(z1)/z1", None), ("z1/z1", 1.0), ("relu(z1)/abs(z1)", 0.5), ("1/(1+z1**2)", None),
+     ("abs(z1)**-0.25", None)],
+)  # fmt: skip
+def test_removable_and_integrable_singularities_keep_their_second_moment(expression, exact):
+    moment = parse_target(expression).second_moment()
+    assert np.isfinite(moment)
+    if exact is not None:
+        assert moment == pytest.approx(exact, rel=1e-9)

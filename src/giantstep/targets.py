@@ -46,6 +46,13 @@ MAX_NODES = 1000
 #: exp(3.5 z) passes (E[y²] peaks at z = 7), exp(4 z) does not.
 WIDE_RANGE = 20.0
 EDGE_TOLERANCE = 1e-10
+#: A rank-1 target is probed at each zero of a divisor (``1/z1``, ``z1**-2``) on ``|z| ≤ RANGE``:
+#: ``y² ~ |z − z0|^(−α)`` there is integrable iff ``α < 1``, i.e. iff ``y²·ε`` falls as ``ε → 0``.
+#: Measured at ``ε = POLE_PROBE[0]`` and ``[1]``; if it keeps ``POLE_RATIO`` of its value or more
+#: (α ≳ 0.99), ``E[y²]`` is infinite. The quadrature's nodes miss the pole and gave a finite
+#: number for ``1/z1``.
+POLE_PROBE = (1e-3, 1e-9)
+POLE_RATIO = 0.9
 #: Deepest nesting of the syntax tree. Compiling and evaluating recurse once per level (a few
 #: Python frames each), so this keeps both far below Python's recursion limit. Parentheses,
 #: calls and signs nest; the terms of a sum ``a + b - c ...`` or a product ``a * b * c`` do not.
@@ -128,6 +135,8 @@ class Target:
     # Arguments of relu/sign/abs, kept to find the kinks of rank-1 targets.
     kinked_arguments: tuple[Evaluator, ...] = field(repr=False, default=())
     degree: int | None = None
+    # Divisors that vary (``a/b``, the base of ``b**-k``), kept to find the poles of rank-1 targets.
+    divisors: tuple[Evaluator, ...] = field(repr=False, default=())
 
     @property
     def is_polynomial(self) -> bool:
@@ -155,29 +164,27 @@ class Target:
         """Rank 1: the points where an argument of relu/sign/abs changes sign (on ±RANGE)."""
         if self.rank != 1:
             return (0.0,)
-        # Here, not at the top: scipy.optimize adds ~80 ms to every process's import of giantstep,
-        # and only targets with kinks (relu, abs, sign) need a root.
-        from scipy import optimize
+        return tuple(sorted({0.0} | _zeros(self.kinked_arguments)))
 
-        grid = np.linspace(-RANGE, RANGE, 28001)
-        found = {0.0}
-        for argument in self.kinked_arguments:
-            with np.errstate(all="ignore"):
-                values = np.broadcast_to(argument(grid[:, None]), grid.shape)
-                found.update(grid[values == 0])
-                # Signs, not the product of neighbours: that overflows (1e200·z) or underflows
-                # to 0 (1e-200·z) and then misses the change of sign.
-                signs = np.sign(values)
-                for i in np.flatnonzero(signs[:-1] * signs[1:] < 0):
-                    found.add(
-                        optimize.brentq(
-                            lambda t, f=argument: float(np.ravel(f(np.array([[t]])))[0]),
-                            grid[i],
-                            grid[i + 1],
-                            xtol=1e-15,
-                        )
+    def check_poles(self) -> None:
+        """Rank 1: TargetMomentError if ``E[y²]`` is infinite because ``y²`` is not integrable
+        at a zero of a divisor (``1/z1``, ``abs(z1)**-0.5``; ``POLE_PROBE``). Removable and
+        integrable singularities (``tanh(z1)/z1``, ``abs(z1)**-0.25``) pass. Poles beyond
+        ``|z| = RANGE`` and those of rank ≥ 2 targets are not looked for."""
+        if self.rank != 1 or not self.divisors:
+            return
+        near, nearer = POLE_PROBE
+        for pole in sorted(_zeros(self.divisors, touching=True)):
+            for side in (-1.0, 1.0):
+                points = np.array([[pole + side * near], [pole + side * nearer]])
+                with np.errstate(all="ignore"):
+                    far, close = np.abs(self(points)) ** 2 * [near, nearer]
+                if not np.isfinite(close) or (close > 0 and close >= POLE_RATIO * far):
+                    raise TargetMomentError(
+                        f"target.expression: E[y²] of '{_shorten(self.expression)}' is "
+                        f"infinite: y² is not integrable at its pole z1 = {pole:.6g} (a "
+                        "Gaussian input falls near it often enough)"
                     )
-        return tuple(sorted(found))
 
     def expectation(self, weight: Callable[[np.ndarray], np.ndarray] | None = None) -> float:
         """``E[g*(h) w(h)]`` for ``h ~ N(0, I_r)`` by quadrature split at the kinks (rank ≤ 4).
@@ -237,7 +244,8 @@ class Target:
         if self.polynomial is not None:
             moment = (self.polynomial * self.polynomial).expectation()
         else:
-            moment = self.expectation(lambda h: self.values(h))
+            moment = self._finite(self.expectation(lambda h: self.values(h)), "E[y²]")
+            self.check_poles()  # the rule's nodes miss a pole: its moment is finite, and wrong
         return self._finite(moment + noise**2, "E[y²]")
 
     def linear_coefficients(self) -> np.ndarray:
@@ -287,6 +295,7 @@ class _Compiler:
         self.expression = expression
         self.rank = rank
         self.kinked_arguments: list[Evaluator] = []
+        self.divisors: list[Evaluator] = []
         self.with_variables = _with_variables(tree)
         self.work_left = MAX_EXPANSION_WORK
         # A product of two terms costs a tuple of `rank` sums; ~1 µs up to rank 8.
@@ -415,6 +424,8 @@ class _Compiler:
                 raise self.reject(node, "division by zero")
             polynomial = p.scale(1 / divisor) if p is not None and divisor is not None else None
             degree = left.degree if divisor is not None else None
+            if divisor is None:
+                self.divisors.append(g)
             return _Part((lambda h: f(h) / g(h)), polynomial, degree)
         if isinstance(node.op, ast.Pow):
             return self.power(node, left, right)
@@ -433,6 +444,8 @@ class _Compiler:
             raise self.reject(
                 node, "a fractional power needs a base that is never negative (abs, relu, exp)"
             )
+        if power is not None and power < 0 and base is None:
+            self.divisors.append(f)  # b**-k = 1/b**k
         degree = None
         polynomial = None
         if left.degree is not None and power is not None and power == int(power) and power >= 0:
@@ -597,8 +610,52 @@ def _parse(text: str) -> Target:
     if not indices:
         raise ValueError(f"'{_shorten(text)}' uses no coordinate z1..zr")
     return Target(
-        text, rank, part.evaluate, part.polynomial, tuple(compiler.kinked_arguments), part.degree
+        text,
+        rank,
+        part.evaluate,
+        part.polynomial,
+        tuple(compiler.kinked_arguments),
+        part.degree,
+        tuple(compiler.divisors),
     )
+
+
+def _zeros(functions: tuple[Evaluator, ...], touching: bool = False) -> set[float]:
+    """The points of ``[−RANGE, RANGE]`` where one of ``functions`` (rank 1: (M, 1) → (M,))
+    is zero: where it is zero on a fine grid or changes sign (then found to 1e-15); with
+    ``touching``, also where ``|f|`` has a local minimum that a bounded search brings to zero
+    (``(z1 − 0.3)**2``)."""
+    # Here, not at the top: scipy.optimize adds ~80 ms to every process's import of giantstep,
+    # and only targets with kinks (relu, abs, sign) or divisors need a root.
+    from scipy import optimize
+
+    grid = np.linspace(-RANGE, RANGE, 28001)
+    found: set[float] = set()
+    for function in functions:
+
+        def at(t: float, f=function) -> float:
+            return float(np.ravel(f(np.array([[t]])))[0])
+
+        with np.errstate(all="ignore"):
+            values = np.broadcast_to(function(grid[:, None]), grid.shape)
+            found.update(grid[values == 0])
+            # Signs, not the product of neighbours: that overflows (1e200·z) or underflows
+            # to 0 (1e-200·z) and then misses the change of sign.
+            signs = np.sign(values)
+            for i in np.flatnonzero(signs[:-1] * signs[1:] < 0):
+                found.add(optimize.brentq(at, grid[i], grid[i + 1], xtol=1e-15))
+            if not touching:
+                continue
+            size = np.abs(values)
+            low = np.flatnonzero((size[1:-1] < size[:-2]) & (size[1:-1] < size[2:])) + 1
+            for i in low:
+                best = optimize.minimize_scalar(
+                    lambda t, f=at: abs(f(t)), bounds=(grid[i - 1], grid[i + 1]),
+                    method="bounded", options={"xatol": 1e-14},
+                )  # fmt: skip
+                if abs(best.fun) <= 1e-20:
+                    found.add(float(best.x))
+    return found
 
 
 def teacher_directions(rng: np.random.Generator, rank: int, dim: int) -> np.ndarray:

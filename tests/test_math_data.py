@@ -121,12 +121,23 @@ def test_block_count():
 
 def test_block_sizes_and_starts_off_the_chunks_are_refused():
     stream = SampleStream(SEED, KEY, DIM)
-    with pytest.raises(ValueError) as err:
-        list(stream.blocks(1000, 300))
-    assert str(err.value) == "block_size=300 must be a multiple of 256"
-    with pytest.raises(ValueError) as err:
-        stream.rows(100, 600)
-    assert str(err.value) == "start=100 must be a multiple of 256"
+    for size in (300, 0, -256):  # 0 asked for empty blocks forever
+        with pytest.raises(ValueError) as err:
+            list(stream.blocks(1000, size))
+        assert str(err.value) == f"block_size={size} must be a positive multiple of 256"
+    for start in (100, -256):
+        with pytest.raises(ValueError) as err:
+            stream.rows(start, 600)
+        assert str(err.value) == f"start={start} must be a multiple of 256, at least 0"
+    with pytest.raises(ValueError, match="start=10 must be"):  # it labelled rows 0.. as 10..
+        list(stream.blocks(1000, 256, start=10))
+
+
+@pytest.mark.parametrize("stop", [256, 0, 10])
+def test_rows_without_a_row_are_refused_not_waited_for(stop):
+    """rows(256, 256) waited forever for a block of no chunks."""
+    with pytest.raises(ValueError, match=f"stop={stop} must be above start=256"):
+        SampleStream(SEED, KEY, DIM).rows(256, stop)
 
 
 def test_rows_overwrite_buffers_large_enough_and_allocate_otherwise():

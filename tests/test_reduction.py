@@ -165,3 +165,12 @@ def test_the_arrays_inside_nested_dataclasses_are_aligned():
     already = Outer(Inner(aligned(misaligned((2,)))), aligned(misaligned((2,))))
     assert aligned(already) is already  # nothing to copy: the same object
     assert aligned(Outer) is Outer and aligned("text") == "text"
+
+
+@pytest.mark.parametrize("block_size", [0, -256, 100])
+def test_a_block_size_that_is_not_a_positive_multiple_of_the_chunk_is_refused(block_size):
+    """block_size 0 waited forever, here and on a cluster."""
+    stream = SampleStream(0, (0,), 3)
+    for executor in (None, HereClient()):
+        with pytest.raises(ValueError, match=f"block_size={block_size} must be a positive"):
+            reduce_blocks(ColumnSums(), stream, 1000, block_size, executor=executor)

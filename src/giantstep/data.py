@@ -95,6 +95,8 @@ class _BlockFill:
         self.error: BaseException | None = None
         self.lock = threading.Lock()
         self.done = threading.Event()
+        if self.count == 0:  # nothing to draw: waiting for it must not wait forever
+            self.done.set()
 
     def work(self) -> None:
         """Fill chunks until none is left unclaimed."""
@@ -275,8 +277,9 @@ class SampleStream:
 
         ``buffers``, if given, is a block whose arrays are overwritten instead of allocating.
         """
-        if start % CHUNK_ROWS:
-            raise ValueError(f"start={start} must be a multiple of {CHUNK_ROWS}")
+        check_start(start)
+        if stop <= start:
+            raise ValueError(f"stop={stop} must be above start={start}")
         n_chunks = math.ceil((stop - start) / CHUNK_ROWS)
         padded = n_chunks * CHUNK_ROWS
         if buffers is None or len(buffers.noise) < padded:
@@ -310,8 +313,8 @@ class SampleStream:
         block's arrays are overwritten as soon as the next block is requested: copy what must
         outlive the loop body.
         """
-        if block_size % CHUNK_ROWS:
-            raise ValueError(f"block_size={block_size} must be a multiple of {CHUNK_ROWS}")
+        check_block_size(block_size)
+        check_start(start)
         stop_row = start + n_samples
         if n_samples <= 0:
             return
@@ -335,6 +338,20 @@ class SampleStream:
                 pending = self._begin(following, rows, previous, ahead_threads)
             previous = buffers
             yield current
+
+
+def check_block_size(block_size: int) -> None:
+    """ValueError unless ``block_size`` is a positive multiple of ``CHUNK_ROWS`` (0 asked
+    for empty blocks forever)."""
+    if block_size <= 0 or block_size % CHUNK_ROWS:
+        raise ValueError(f"block_size={block_size} must be a positive multiple of {CHUNK_ROWS}")
+
+
+def check_start(start: int) -> None:
+    """ValueError unless ``start`` is a row where a chunk begins: a chunk's rows are drawn
+    from its first (a block labelled ``start`` would hold other rows)."""
+    if start < 0 or start % CHUNK_ROWS:
+        raise ValueError(f"start={start} must be a multiple of {CHUNK_ROWS}, at least 0")
 
 
 def block_count(n_samples: int, block_size: int) -> int:

@@ -35,7 +35,14 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from giantstep.data import CHUNK_ROWS, Block, SampleStream, draw_threads, helper_pool
+from giantstep.data import (
+    CHUNK_ROWS,
+    Block,
+    SampleStream,
+    check_block_size,
+    draw_threads,
+    helper_pool,
+)
 
 #: Blocks per task when a sum is spread over a cluster; fixed (not derived from the worker
 #: count) so that the order of the additions, hence the result, is the same on any cluster.
@@ -120,8 +127,8 @@ def reduce_blocks(
     Raises
     ------
     ValueError
-        If ``executor`` is neither None nor a Dask client, or the block size is not a multiple
-        of the chunk.
+        If ``executor`` is neither None nor a Dask client, or the block size is not a positive
+        multiple of the chunk.
 
     Examples
     --------
@@ -138,6 +145,7 @@ def reduce_blocks(
     array([1000.])
     """
     check_executor(executor)
+    check_block_size(block_size)
     if executor is not None:
         return _spread(summand, stream, n_samples, block_size, executor, progress)
     total = summand.zero()

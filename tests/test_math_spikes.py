@@ -14,6 +14,7 @@ from giantstep.activations import get_activation
 from giantstep.config import CHUNK_ROWS
 from giantstep.data import RIDGE, SampleStream
 from giantstep.model import initialize
+from giantstep.render import spectrum_summary
 from giantstep.spectrum import Probes, count_outliers, feature_sums, operator_norm
 from giantstep.targets import Teacher
 from giantstep.theory.bands import (
@@ -98,6 +99,34 @@ def test_band_counts_of_activations_missing_coefficients(activation):
         assert all(abs(mu[k]) > 1e-6 for k in b.degrees)
     with pytest.raises(ValueError, match=r"need μ_0\.\.μ_10, got 10"):
         spiking_degrees(10, mu)
+
+
+def test_band_index_near_one_half_is_found_at_once():
+    """ℓ was found by a loop over k: α = 1/2 − 1e-9 took minutes. Inside a band it is
+    ⌈1/(1−2α)⌉ − 1, whatever its size."""
+    for ell in (10**3, 10**4):
+        middle = (Fraction(ell - 1, 2 * ell) + Fraction(ell, 2 * ell + 2)) / 2
+        assert band_index(float(middle)) == (ell, False) == (terms_below(middle), False)
+    ell, _ = band_index(0.5 - 1e-9)  # bands narrower than the edges' tolerance: on an edge
+    assert abs(ell - 5e8) < 1e3
+
+
+@pytest.mark.parametrize("activation, zero_degrees", [("tanh", "even"), ("relu", "odd")])
+def test_zero_coefficients_past_degree_twenty_do_not_spike(activation, zero_degrees):
+    """From k ≈ 20 the rounding of a zero μ_k (tanh's even ones, relu's odd ones) is above
+    1e-9: at ℓ = 21 they counted as spiking degrees. Measured against their rounding bound
+    they do not."""
+    act = get_activation(activation)
+    mu, rounding = act.hermite_coefficients(21), act.hermite_rounding(21)
+    assert act.first_lost_degree(21) is None and act.first_lost_degree(22) == 22
+    degrees = spiking_degrees(21, mu, rounding)
+    odd = tuple(range(1, 22, 2))
+    assert degrees == (odd if zero_degrees == "even" else (1, *range(2, 21, 2)))
+    assert predicted_spikes(0.477, mu, rounding) == len(degrees)  # ℓ(0.477) = 21
+    # A μ_k within its rounding of zero is zero, though above the absolute 1e-9.
+    noisy = np.array([0.0, 1.0, 2e-8, 1.0])
+    assert spiking_degrees(3, noisy) == (1, 2, 3)
+    assert spiking_degrees(3, noisy, np.array([0.0, 0.0, 1e-9, 0.0])) == (1, 3)
 
 
 def bulk(top=1.0, spacing=0.01, size=30):
@@ -234,3 +263,16 @@ def test_quadratic_activation_meets_its_taylor_expansion():
         dense_norm = np.linalg.norm(features - f_ell, 2) / np.sqrt(rows)
         streamed = operator_norm(sums.residual_grams[ell - 1], rows)
         assert streamed == pytest.approx(dense_norm, rel=1e-9)
+
+
+@pytest.mark.parametrize("alpha, ell", [(0.499, 499), (0.49, 49)])
+def test_a_band_past_the_computed_coefficients_predicts_nothing_but_the_run_goes_on(alpha, ell):
+    """At α = 0.499 the run stopped on a bare 'max_degree 499 is above the limit'; at 0.49 it
+    predicted 39 spikes for tanh's 25, counting even μ_k lost in rounding as non-zero."""
+    result = run({"dim": 30, "width": 20, "activation": "tanh",
+                  "train": {"batch_size": 512, "step_size": {"batch_exponent": alpha}},
+                  "readout": {"samples": 512}, "test": {"samples": 256},
+                  "spectrum": {"enabled": True}})  # fmt: skip
+    assert result.spectrum.predicted_spikes is None
+    assert result.spectrum.band == ell
+    assert f"band rule predicts nothing at ℓ = {ell}" in spectrum_summary(result.spectrum)

@@ -35,7 +35,7 @@ from numpy.polynomial import hermite_e
 from scipy import special
 
 from giantstep.errors import ConfigError
-from giantstep.hermite import MAX_DEGREE, check_degree, coefficients, hermite
+from giantstep.hermite import MAX_DEGREE, check_degree, coefficients, hermite, rounding_bound
 
 Function = Callable[[np.ndarray], np.ndarray]
 
@@ -60,6 +60,12 @@ ACTIVATION_FORMS = (
     "tanh, relu, leaky_relu, leaky_relu(s), erf, sigmoid, softplus, gelu, sin, abs, sign, "
     "linear, He1..He9 (He<k>), poly(c0, c1, ...), py:module:function[:derivative]"
 )
+
+
+#: A Hermite coefficient whose rounding bound (``hermite.rounding_bound``) is above this is lost:
+#: the quadrature, in double precision, cannot tell it from another value nearby — nor a zero
+#: ``μ_k`` from a small one.
+LOST_IN_ROUNDING = 1e-6
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,19 @@ class Activation:
         kept = self.hermite_series[: max_degree + 1]
         series[: len(kept)] = kept
         return series * np.array([float(math.factorial(j)) for j in range(max_degree + 1)])
+
+    def hermite_rounding(self, max_degree: int) -> np.ndarray:
+        """(K + 1,): a bound on the rounding error of each ``μ_k`` of
+        :meth:`hermite_coefficients` (``hermite.rounding_bound``; zeros for a polynomial σ)."""
+        if self.hermite_series is not None:
+            return np.zeros(check_degree(max_degree, "max_degree") + 1)
+        return rounding_bound(self.function, max_degree, self.kinks)
+
+    def first_lost_degree(self, max_degree: int) -> int | None:
+        """The first ``k ≤ K`` whose ``μ_k`` is lost in rounding (its bound above
+        ``LOST_IN_ROUNDING``; 22 for tanh and relu), or None."""
+        lost = np.flatnonzero(self.hermite_rounding(max_degree) > LOST_IN_ROUNDING)
+        return int(lost[0]) if lost.size else None
 
     @classmethod
     def from_callable(

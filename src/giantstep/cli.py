@@ -266,30 +266,19 @@ def _activation(spec: str, allow_python: bool):
         _fail(_naming_activation(spec, err))
 
 
-#: Largest rounding bound (hermite.rounding_bound) of a μ_k the theory commands print.
-HERMITE_ROUNDING = 1e-6
-
-
 def _hermite_coefficients(spec: str, max_degree: int, allow_python: bool):
     """μ_0..μ_K of an activation named on the command line; exit 2 naming it if unknown, or
     naming --max-degree if a μ_k (of a non-polynomial σ, by quadrature) is lost in rounding."""
-    import numpy as np
-
-    from giantstep.hermite import rounding_bound
-
     activation = _activation(spec, allow_python)
     try:
         mu = activation.hermite_coefficients(max_degree)
-        if activation.hermite_series is None:
-            lost = np.flatnonzero(
-                rounding_bound(activation.function, max_degree, activation.kinks) > HERMITE_ROUNDING
+        lost = activation.first_lost_degree(max_degree)
+        if lost is not None:
+            _fail(
+                f"--max-degree {max_degree}: μ_k of {spec} is lost in rounding from "
+                f"k = {lost} on (quadrature in double precision; He_k grows like "
+                f"sqrt(k!)): at most --max-degree {lost - 1}"
             )
-            if lost.size:
-                _fail(
-                    f"--max-degree {max_degree}: μ_k of {spec} is lost in rounding from "
-                    f"k = {lost[0]} on (quadrature in double precision; He_k grows like "
-                    f"sqrt(k!)): at most --max-degree {lost[0] - 1}"
-                )
         return mu
     except ValueError as err:
         _fail(_naming_activation(spec, err))

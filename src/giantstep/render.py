@@ -100,13 +100,20 @@ def alignment_table(result: Any) -> Table:
     return table
 
 
+def _band_rule(s: Any) -> str:
+    """The band rule's count, or why there is none at band ℓ (its μ_k are not resolved)."""
+    if s.predicted_spikes is None and s.band is not None:
+        return f"nothing at ℓ = {s.band} (needs μ_k, k ≤ ℓ, past those computed exactly)"
+    return str(s.predicted_spikes)
+
+
 def spectrum_summary(s: Any) -> str:
     """Bulk edge, mean spike, learned spikes against the band rule, ‖F − F_ℓ‖."""
     mean = "none" if s.mean_spike is None else f"{s.mean_spike:.4g} (reported apart)"
     spikes = ", ".join(f"{a.value:.4g} ({a.kind})" for a in s.spike_alignment) or "none"
     lines = [
         f"spectrum of F/√n: bulk edge of F₀ {s.bulk_edge:.4g} · mean spike {mean}",
-        f"learned spikes: {s.spikes} — {spikes} — band rule predicts {s.predicted_spikes}",
+        f"learned spikes: {s.spikes} — {spikes} — band rule predicts {_band_rule(s)}",
     ]
     if s.approximation_error:
         norms = ", ".join(f"ℓ={k + 1}: {v:.3f}" for k, v in enumerate(s.approximation_error))

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from giantstep import kernels
 from giantstep.activations import Activation
 from giantstep.data import RIDGE, TEST, TRAIN, Block, SampleStream
+from giantstep.hermite import MAX_DEGREE as HERMITE_MAX_DEGREE
 from giantstep.hermite import hermite
 from giantstep.linalg import symmetric_eigh
 from giantstep.model import TwoLayerNetwork
@@ -398,7 +399,8 @@ class SpectrumResult(BaseModel):
     excluded); target_spikes / network_spikes: how many of them are the target's / along
     ``X̃W_0ᵀa`` (the rest are unexplained). mean_spike: its value (None if ``μ_0(σ) = 0``),
     mean_spike_cos2 its alignment with 1. predicted_spikes: the band rule at ``α`` (None
-    unless one step with ``0 ≤ α < 1/2``).
+    unless one step with ``0 ≤ α < 1/2``, and None with ``band`` set when band ``ℓ`` needs
+    ``μ_k`` that are not computed exactly here: k above 128, or lost in rounding).
     approximation_error: ``‖F − F_ℓ‖_op/sqrt(n)`` for ℓ = 1..K; approximation_singular_values:
     top values of ``F_ℓ/sqrt(n)`` for ℓ = 1..K. approximation_ridge_errors: ridge errors on
     ``F_ℓ``, ℓ = 0..K (0 is ``F_0``), fitted and tested on ``F_ℓ`` of the ridge and test sets.
@@ -691,10 +693,7 @@ def measure(
     predicted = None
     # The band rule is a statement about one step with η = c·n^α.
     if config.train.steps == 1 and step_size and 0 <= alpha < 0.5:
-        ell, boundary = band_index(alpha)
-        # The band may need more coefficients than the probes' degree K (α near 1/2).
-        band_mu = network.activation.hermite_coefficients(ell) if ell >= len(mu) else mu
-        predicted = (predicted_spikes(alpha, band_mu), ell, boundary)
+        predicted = _band_rule(alpha, network.activation)
     result = analyse(
         ridge, probes.names, float(mu[0]), spec.top, max_degree, predicted,
         triplet.value if triplet is not None else 0.0,
@@ -706,6 +705,17 @@ def measure(
         ridge, test, probes, config.readout.ridge, teacher, max_degree
     )
     return SpectrumMeasurement(result, ridge, test, probes)
+
+
+def _band_rule(alpha: float, activation: Activation) -> tuple[int | None, int, bool]:
+    """(spikes, ℓ, on_boundary) of the band rule at ``α``; spikes None when band ``ℓ`` needs
+    ``μ_k`` past what is computed here — above ``MAX_DEGREE`` (α near 1/2), or lost in
+    rounding (tanh, relu: from k = 22, α ≥ 21/44): which of them are zero decides the count."""
+    ell, boundary = band_index(alpha)
+    if ell > HERMITE_MAX_DEGREE or activation.first_lost_degree(ell) is not None:
+        return None, ell, boundary
+    mu = activation.hermite_coefficients(ell)
+    return predicted_spikes(alpha, mu, activation.hermite_rounding(ell)), ell, boundary
 
 
 def _approximation_errors(ridge, test, ridges, max_degree) -> list[ApproximationErrors]:

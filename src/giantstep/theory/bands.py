@@ -16,8 +16,12 @@ import numpy as np
 
 from giantstep.linalg import top_singular_triplet
 
-#: Below this a Hermite coefficient is zero (the quadrature is accurate to ~1e-12).
+#: Below this a Hermite coefficient is zero (the quadrature is accurate to ~1e-12) — or below
+#: ``ROUNDING_FACTOR`` times its rounding bound, when one is given: from ``k ≈ 20`` the
+#: rounding of a zero ``μ_k`` (tanh's even ones, relu's odd ones) exceeds 1e-9, and they
+#: counted as spiking degrees (39 spikes for 25 at α = 0.49).
 ZERO_COEFFICIENT = 1e-9
+ROUNDING_FACTOR = 100.0
 
 
 def separation_threshold(k: int) -> Fraction:
@@ -40,13 +44,19 @@ class Band:
         return len(self.degrees)
 
 
-def spiking_degrees(ell: int, mu: np.ndarray) -> tuple[int, ...]:
-    """Degrees ``k ≤ ℓ`` with ``μ_k(σ) ≠ 0``; none at all if ``μ_1(σ) = 0`` (no update)."""
+def spiking_degrees(
+    ell: int, mu: np.ndarray, rounding: np.ndarray | None = None
+) -> tuple[int, ...]:
+    """Degrees ``k ≤ ℓ`` with ``μ_k(σ) ≠ 0``; none at all if ``μ_1(σ) = 0`` (no update).
+    ``rounding``: (K + 1,) bounds on the rounding of ``mu`` (``Activation.hermite_rounding``)."""
     if len(mu) <= ell:
         raise ValueError(f"need μ_0..μ_{ell}, got {len(mu)} coefficients")
-    if abs(mu[1]) < ZERO_COEFFICIENT:
+    zero = np.full(len(mu), ZERO_COEFFICIENT)
+    if rounding is not None:
+        zero = np.maximum(zero, ROUNDING_FACTOR * np.asarray(rounding))
+    if abs(mu[1]) < zero[1]:
         return ()
-    return tuple(k for k in range(1, ell + 1) if abs(mu[k]) >= ZERO_COEFFICIENT)
+    return tuple(k for k in range(1, ell + 1) if abs(mu[k]) >= zero[k])
 
 
 def bands(mu: np.ndarray) -> list[Band]:
@@ -104,7 +114,9 @@ def band_index(alpha: float) -> tuple[int, bool]:
     """
     if not 0 <= alpha < 0.5:
         raise ValueError(f"the band rule needs 0 ≤ α < 1/2 (got α = {alpha})")
-    ell = 0
+    # (k−1)/(2k) < α iff k < 1/(1 − 2α): start a few terms below, not at 0 — near 1/2, ℓ is in
+    # the millions (α = 1/2 − 1e-9 looped for minutes). The loop settles a boundary.
+    ell = max(0, math.floor(1 / (1 - 2 * alpha)) - 2)
     on_boundary = False
     while True:
         threshold = float(separation_threshold(ell + 1))
@@ -117,7 +129,7 @@ def band_index(alpha: float) -> tuple[int, bool]:
     return ell, on_boundary
 
 
-def predicted_spikes(alpha: float, mu: np.ndarray) -> int:
+def predicted_spikes(alpha: float, mu: np.ndarray, rounding: np.ndarray | None = None) -> int:
     """Spikes the band rule predicts at ``α`` (degrees with ``μ_k(σ) = 0`` removed).
 
     Parameters
@@ -126,6 +138,8 @@ def predicted_spikes(alpha: float, mu: np.ndarray) -> int:
         ``α ∈ [0, 1/2)`` of ``η = c·n^α``.
     mu : numpy.ndarray
         (K + 1,) ``μ_0(σ) .. μ_K(σ)``, K at least the band's ``ℓ``.
+    rounding : numpy.ndarray, optional
+        (K + 1,) bounds on their rounding (:func:`spiking_degrees`).
 
     Returns
     -------
@@ -144,7 +158,7 @@ def predicted_spikes(alpha: float, mu: np.ndarray) -> int:
     [1, 2, 2, 3]
     """
     ell, _ = band_index(alpha)
-    return len(spiking_degrees(ell, mu)) if ell else 0
+    return len(spiking_degrees(ell, mu, rounding)) if ell else 0
 
 
 @dataclass(frozen=True)

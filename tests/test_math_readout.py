@@ -172,6 +172,45 @@ def test_ridge_is_finite_and_shrinks_at_a_ridge_as_small_as_rounding():
     assert negative >= 3  # the case under test: eigenvalues rounded below the PSD bound
 
 
+@pytest.mark.parametrize("rank_deficient", ["fewer rows", "dependent columns"])
+def test_ridge_at_a_tiny_ridge_is_the_minimum_norm_fit_without_rounding_blown_up(rank_deficient):
+    """With fewer rows than features, λ = 1e-60 gave ‖â‖ = 3e44 and a training error of
+    -2.8e72: the rounding that Fᵀy/m has along FᵀF's null space, divided by λ. It has no part
+    there; â is the dual solution Fᵀ(FFᵀ/m + λI)⁻¹y/m, and the errors are >= 0."""
+    rng = np.random.default_rng(1)
+    if rank_deficient == "fewer rows":
+        features = rng.standard_normal((10, 20))
+    else:
+        base = rng.standard_normal((40, 6))
+        features = np.hstack([base, base @ rng.standard_normal((6, 14))])  # rank 6 of 20
+    rows = len(features)
+    y = rng.standard_normal(rows)
+    stats = GramStatistics.zeros(20)
+    stats.add(features, y)
+    ridges = [1e-60, 1e-16, 1e-8, 1e-2]
+    path = ridge_path(stats, ridges)
+    for k, lam in enumerate(ridges):
+        u, s, vt = np.linalg.svd(features, full_matrices=False)
+        kept = s > 1e-12 * s[0]
+        u, s, vt = u[:, kept], s[kept], vt[kept]
+        dual = vt.T @ (s / (s**2 / rows + lam) * (u.T @ y)) / rows
+        np.testing.assert_allclose(path[:, k], dual, rtol=1e-9, atol=1e-12)
+    errors = stats.mean_squared_error(path)
+    assert np.all(errors >= 0)
+    np.testing.assert_allclose(errors, np.mean((y[:, None] - features @ path) ** 2, axis=0),
+                               atol=1e-12)  # fmt: skip
+
+
+@pytest.mark.parametrize("ridges", [[-0.1], [0.0], [float("nan")], [], 0.1, [[0.1]]])
+def test_ridge_values_must_be_a_list_of_positive_finite_numbers(ridges):
+    stats = GramStatistics.zeros(2)
+    stats.add(np.eye(2), np.ones(2))
+    with pytest.raises(ValueError, match="ridges: "):
+        ridge_path(stats, ridges)
+    with pytest.raises(ValueError, match="no rows"):
+        ridge_path(GramStatistics.zeros(2), [0.1])
+
+
 def test_label_noise_is_sigma_times_a_standard_normal():
     """y = g*(W* x) + σ_ε ε with ε ~ N(0, 1), independent of x, and σ_ε the configured value."""
     teacher = Teacher.draw(0, "z1 + z1*z2", 3, noise=0.7)

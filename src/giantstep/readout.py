@@ -58,7 +58,9 @@ class GramStatistics:
     def mean_squared_error(self, coefficients: np.ndarray) -> np.ndarray:
         """``(1/m)‖y − F a‖²`` for each column a of coefficients (N, L): (L,)."""
         fitted_sq = np.einsum("nl,nl->l", coefficients, self.gram @ coefficients)
-        return (self.sum_sq - 2 * (self.cross @ coefficients) + fitted_sq) / self.count
+        error = (self.sum_sq - 2 * (self.cross @ coefficients) + fitted_sq) / self.count
+        # A squared error: where the fit interpolates, the expansion's rounding dips below 0.
+        return np.maximum(error, 0.0)
 
 
 @dataclass(frozen=True)
@@ -177,8 +179,25 @@ def ridge_path(train: GramStatistics, ridges: Sequence[float]) -> np.ndarray:
     ...                                                  f.T @ [1.0, 2.0, 3.0] / 3))
     True
     """
+    ridges = check_ridges(ridges)
+    if train.count <= 0:
+        raise ValueError("ridge_path: the statistics hold no rows")
     eigenvalues, eigenvectors = symmetric_eigh(train.gram / train.count)
     eigenvalues = np.clip(eigenvalues, 0.0, None)  # FᵀF is PSD; rounding can dip below 0
     projected = eigenvectors.T @ (train.cross / train.count)
-    shrink = 1.0 / (eigenvalues[:, None] + np.asarray(ridges)[None, :])
+    # Fᵀy has no part along FᵀF's null space; what rounding puts there, divided by a tiny λ,
+    # swamped the coefficients (m < N, λ = 1e-60: ‖â‖ = 3e44, a negative training error).
+    null = eigenvalues <= len(eigenvalues) * np.finfo(float).eps * eigenvalues.max(initial=0.0)
+    projected[null] = 0.0
+    shrink = 1.0 / (eigenvalues[:, None] + ridges[None, :])
     return eigenvectors @ (projected[:, None] * shrink)
+
+
+def check_ridges(ridges: Sequence[float]) -> np.ndarray:
+    """(L,) float64: ``ridges``, ValueError unless a non-empty sequence of finite values > 0."""
+    values = np.asarray(ridges, dtype=float)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"ridges: a non-empty sequence of ridge values λ > 0, got {ridges!r}")
+    if not (np.isfinite(values).all() and (values > 0).all()):
+        raise ValueError(f"ridges: every λ must be finite and > 0, got {values.tolist()}")
+    return values

@@ -46,3 +46,19 @@ def test_a_wrong_executor_names_the_argument(tmp_path):
     sweep = parse_sweep({"base": config, "grid": {"seed": [0]}})
     with Store(tmp_path / "r.sqlite") as store, pytest.raises(ValueError, match="executor"):
         run_sweep(sweep, store, executor="processes")
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [("readout", "ridge", [-0.05], "readout.ridge.0: Input should be greater than 0"),
+     ("train", "steps", -1, "train.steps: Input should be greater than or equal to 0"),
+     ("compute", "block_size", 0, "compute.block_size: Input should be greater than 0")],
+)  # fmt: skip
+def test_a_config_changed_after_validation_is_checked_again_by_run(section, key, value, message):
+    """A ridge of -0.05 set on a validated config ran and was reported; steps = -1 ran as 0
+    steps; block_size = 0 raised ZeroDivisionError."""
+    config = giantstep.load_config(overrides=["dim=30", "width=20", "train.batch_size=512",
+                                              "readout.samples=512", "test.samples=256"])  # fmt: skip
+    setattr(getattr(config, section), key, value)
+    with pytest.raises(giantstep.ConfigError, match=message):
+        giantstep.run(config)

@@ -347,7 +347,8 @@ def run(
     Parameters
     ----------
     config : ExperimentConfig or dict
-        The experiment; a dict of config tables (as TOML gives them) is validated first.
+        The experiment: a dict of config tables (as TOML gives them) or a config, validated
+        first (a config's fields may have been assigned since it was made).
     executor : None or distributed.Client, optional
         Where every streamed sum (gradients, Gram matrices, spectrum sums) is computed: None
         here, or spread over a Dask cluster's workers with the same result (see
@@ -377,7 +378,12 @@ def run(
     [1.439]
     """
     check_executor(executor)
-    if not isinstance(config, ExperimentConfig):
+    if isinstance(config, ExperimentConfig):
+        # Validated when made, but its fields can be assigned since (ridge = [-0.05] ran, and
+        # block_size = 0 raised ZeroDivisionError): checked again, as a dict would be. Its
+        # activation passed the py: gate when it was made.
+        config = validate_config(config.model_dump(), allow_python=True)
+    else:
         config = validate_config(config)
     check_memory(config)
     local = executor is None

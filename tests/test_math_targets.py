@@ -704,16 +704,24 @@ def test_a_pole_where_y_squared_is_not_integrable_makes_the_second_moment_infini
 ):
     """The quadrature's nodes miss a pole: E[y²] of 1/z1 came out finite, and so did every
     prediction made from it."""
-    with pytest.raises(TargetMomentError, match=f"infinite: .* at its pole z1 = {pole} "):
+    with pytest.raises(TargetMomentError, match=f"pole at z1 = {pole} where y² is not integr"):
+        parse_target(expression).second_moment()
+
+
+@pytest.mark.parametrize("expression", ["abs(z1)**-0.25", "abs(z1)**-0.4", "abs(z1-0.5)**-0.3"])
+def test_an_integrable_pole_is_refused_as_beyond_the_quadrature(expression):
+    """E|z|^-0.5 = 1.72008 came out 1.70795 (0.7 % low), E|z|^-0.8 15 % low: the rule cannot
+    resolve the singularity, so these targets are refused rather than given wrong moments."""
+    with pytest.raises(TargetMomentError, match="moments are finite, but no quadrature rule"):
         parse_target(expression).second_moment()
 
 
 @pytest.mark.parametrize(
     "expression, exact",
     [("tanh(z1)/z1", None), ("z1/z1", 1.0), ("relu(z1)/abs(z1)", 0.5), ("1/(1+z1**2)", None),
-     ("abs(z1)**-0.25", None)],
+     ("z1**2/abs(z1)", 1.0)],
 )  # fmt: skip
-def test_removable_and_integrable_singularities_keep_their_second_moment(expression, exact):
+def test_removable_singularities_keep_their_second_moment(expression, exact):
     moment = parse_target(expression).second_moment()
     assert np.isfinite(moment)
     if exact is not None:

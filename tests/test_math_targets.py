@@ -726,3 +726,20 @@ def test_removable_singularities_keep_their_second_moment(expression, exact):
     assert np.isfinite(moment)
     if exact is not None:
         assert moment == pytest.approx(exact, rel=1e-9)
+
+
+def test_labels_of_integer_coordinates_are_not_truncated():
+    """z1/2 + 0.25 at z1 = 1, 3 gave [0, 1]: the labels took the inputs' integer type."""
+    labels = parse_target("z1/2 + 0.25")(np.array([[1], [3]]))
+    assert labels.dtype == np.float64
+    np.testing.assert_array_equal(labels, [0.75, 1.75])
+    assert parse_target("z1/2")(np.ones((2, 1), np.float32)).dtype == np.float32
+
+
+@pytest.mark.parametrize("directions", ["random", "coordinates"])
+def test_a_teacher_needs_as_many_dimensions_as_target_coordinates(directions):
+    """rank 3 in dim 2 gave W* (2, 2), or (3, 2) with a zero row (z3 ≡ 0), silently."""
+    with pytest.raises(ValueError, match="dim: the target 'z1\\*z2\\*z3' uses z3, .* dim = 3"):
+        Teacher.draw(0, "z1*z2*z3", 2, directions=directions)
+    with pytest.raises(ValueError, match="corruption: a fraction in \\[0, 1\\] \\(got True\\)"):
+        Teacher.draw(0, "z1", 5, corruption=True)

@@ -151,7 +151,9 @@ class Target:
         h = np.asarray(h)
         with np.errstate(all="ignore"):
             value = self.evaluate(h)
-        return np.array(np.broadcast_to(value, h.shape[:1]), dtype=h.dtype)
+        # Labels in the inputs' float type; integer inputs (z1/2 + 0.25 at z1 = 1 gave 0) in float64.
+        dtype = h.dtype if np.issubdtype(h.dtype, np.floating) else np.float64
+        return np.array(np.broadcast_to(value, h.shape[:1]), dtype=dtype)
 
     def values(self, h: np.ndarray) -> np.ndarray:
         """``self(h)`` computed ``_EVALUATION_ROWS`` rows at a time (the same numbers, bounded
@@ -719,8 +721,14 @@ class Teacher:
         target = parse_target(expression)
         if directions not in DIRECTIONS:
             raise ValueError(f"directions: unknown {directions!r}; one of {', '.join(DIRECTIONS)}")
-        if not 0 <= corruption <= 1:
+        is_number = isinstance(corruption, int | float | np.integer | np.floating)
+        if isinstance(corruption, bool) or not is_number or not 0 <= corruption <= 1:
             raise ValueError(f"corruption: a fraction in [0, 1] (got {corruption!r})")
+        if target.rank > dim:  # W* (r × d) cannot have r orthonormal rows
+            raise ValueError(
+                f"dim: the target '{_shorten(expression)}' uses z{target.rank}, so W* needs "
+                f"{target.rank} orthonormal directions: at least dim = {target.rank} (got {dim})"
+            )
         if directions == "coordinates":
             w_star = np.eye(target.rank, dim)
         else:

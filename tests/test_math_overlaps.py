@@ -95,3 +95,15 @@ def test_same_subspace_of_empty_lists_and_at_a_tolerance_of_one():
     e = np.eye(3)
     assert same_subspace(e[:1], e[:1], tolerance=0.999)
     assert not same_subspace(e[:1], e[:1], tolerance=1.0)
+
+
+def test_principal_cosines_and_same_subspace_count_the_span_not_the_rows():
+    """Dependent rows: [[1,0],[1,0]] against e2 gave cosine 1 (QR kept an arbitrary second
+    column), and span{e1} (two rows) was 'the same' as the plane; a zero row counted too."""
+    np.testing.assert_allclose(principal_cosines([[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0]]), [0.0])
+    assert principal_cosines([[0.0, 0.0]], [[1.0, 0.0]]).shape == (0,)
+    assert not same_subspace([[1.0, 0.0], [2.0, 0.0]], np.eye(2))
+    assert same_subspace([[1.0, 1.0], [2.0, 2.0]], [[3.0, 3.0]])
+    plane = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]])  # rank 2 in 3 rows
+    np.testing.assert_allclose(principal_cosines(plane, np.eye(3)), [1.0, 1.0], atol=1e-15)
+    assert same_subspace(plane, np.eye(3)[:2]) and not same_subspace(plane, np.eye(3))

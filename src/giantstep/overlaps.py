@@ -117,24 +117,32 @@ def learned_subspace(
     return LearnedSubspace(values, vectors, threshold, vectors[:, values > threshold].T.copy())
 
 
+def row_basis(a: np.ndarray) -> np.ndarray:
+    """(rank, r) orthonormal rows spanning the rows of a (k, r): from its SVD, keeping the
+    singular values above rounding (a QR kept k columns however many rows were dependent)."""
+    a = np.atleast_2d(np.asarray(a, dtype=float))
+    if a.size == 0:
+        return np.zeros((0, a.shape[-1]))
+    _, values, rows = np.linalg.svd(a, full_matrices=False)
+    rank = int(np.sum(values > max(a.shape) * np.finfo(float).eps * values.max(initial=0.0)))
+    return rows[:rank]
+
+
 def principal_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosines of the principal angles between the row spans of a (k, r) and b (l, r).
 
-    Rows need not be orthonormal; returns (min(k, l),) descending (empty if either is empty).
+    Rows need not be orthonormal nor independent; returns (min(rank a, rank b),) descending
+    (empty if either span is {0}).
     """
-    a, b = np.atleast_2d(a), np.atleast_2d(b)
-    if a.size == 0 or b.size == 0:
+    qa, qb = row_basis(a), row_basis(b)
+    if len(qa) == 0 or len(qb) == 0:
         return np.zeros(0)
-    qa, _ = np.linalg.qr(a.T)
-    qb, _ = np.linalg.qr(b.T)
-    return np.clip(np.linalg.svd(qa.T @ qb, compute_uv=False), 0.0, 1.0)
+    return np.clip(np.linalg.svd(qa @ qb.T, compute_uv=False), 0.0, 1.0)
 
 
 def same_subspace(a: np.ndarray, b: np.ndarray, tolerance: float = 0.9) -> bool:
     """Whether the spans of the rows of a and b have the same dimension and every principal
-    cosine above ``tolerance`` (two empty spans are the same)."""
-    a = np.zeros((0, 1)) if len(a) == 0 else np.atleast_2d(a)
-    b = np.zeros((0, 1)) if len(b) == 0 else np.atleast_2d(b)
-    if a.shape[0] != b.shape[0]:
+    cosine above ``tolerance`` (two spans {0} are the same)."""
+    if len(row_basis(a)) != len(row_basis(b)):
         return False
-    return a.shape[0] == 0 or bool(np.all(principal_cosines(a, b) > tolerance))
+    return bool(np.all(principal_cosines(a, b) > tolerance))

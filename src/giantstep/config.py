@@ -301,6 +301,14 @@ class ExperimentConfig(_Section):
                 "spectrum.enabled: the spectrum and its band rule describe giant steps, not "
                 "train.mode = 'full'"
             )
+        if self.activation == "sign" and self.steps_taken():
+            # Its jump is all of its slope: σ' = 0 wherever it is defined, so the gradient is
+            # 0, while the theory's Stein constants (μ_1 = E[σ(g) g] = sqrt(2/π)) see a step.
+            raise ValueError(
+                "activation: sign has σ' = 0 wherever it is defined (its jump at 0 is its "
+                "only slope), so a gradient step leaves the first layer where it is and the "
+                "theory's step does not happen; use it without steps (train.steps = 0)"
+            )
         return self
 
     def stream(self, kind: int, index: int = 0) -> SampleStream:

@@ -1114,3 +1114,19 @@ def test_random_features_errors_hold_down_to_the_smallest_ridges():
     np.testing.assert_allclose(curve.train[0, 1:], curve.train[0, 0], rtol=1e-9)
     np.testing.assert_allclose(curve.test[0, 1:], curve.test[0, 0], rtol=1e-9)
     assert curve.train[0, 0] > 0.5
+
+
+@pytest.mark.parametrize(
+    "eigenvalues, projections, second, match",
+    [(np.ones(10), np.ones(1), 1.0, "two vectors of one length"),
+     (np.ones(10), np.ones((10, 1)), 1.0, "two vectors of one length"),
+     (np.full(10, np.nan), np.ones(10), 1.0, "must be finite"),
+     (np.ones(10), np.ones(10), -1.0, "second_moment")],
+)  # fmt: skip
+def test_spectral_ridge_errors_refuses_what_would_broadcast_into_other_numbers(
+    eigenvalues, projections, second, match
+):
+    """projections of length 1 or shape (10, 1) broadcast into other numbers (a (1, 10) test
+    error with negative entries); NaN eigenvalues gave NaN; E y² = -1 a negative error."""
+    with pytest.raises(ValueError, match=match):
+        errors.spectral_ridge_errors(eigenvalues, projections, second, 20, [0.1])

@@ -226,8 +226,18 @@ def spectral_ridge_errors(
     1.0
     """
     n, lam = _grid(samples, ridges)
-    e = np.clip(np.asarray(eigenvalues, dtype=float), 0.0, None)
+    e = np.asarray(eigenvalues, dtype=float)
     p2 = np.asarray(projections, dtype=float) ** 2
+    if e.ndim != 1 or p2.shape != e.shape:
+        raise ValueError(
+            f"eigenvalues and projections: two vectors of one length N, got shapes {e.shape} "
+            f"and {p2.shape} (they broadcast silently into other numbers)"
+        )
+    if not (np.isfinite(e).all() and np.isfinite(p2).all()):
+        raise ValueError("eigenvalues and projections must be finite")
+    if not (np.isfinite(second_moment) and second_moment >= 0):
+        raise ValueError(f"second_moment: E y² must be finite and >= 0, got {second_moment}")
+    e = np.clip(e, 0.0, None)
     kappa = ridge_kappa(e, n, lam)[..., None]
     explained = np.sum(p2 * (e + 2 * kappa) / (e + kappa) ** 2, axis=-1)
     df2 = np.sum(e**2 / (e + kappa) ** 2, axis=-1)

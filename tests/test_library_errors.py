@@ -75,3 +75,36 @@ def test_sign_is_refused_where_a_step_should_move_it():
     config = giantstep.load_config(overrides=["dim=20", "width=8", 'activation="sign"',
                                               "train.steps=0"])  # fmt: skip
     assert config.activation == "sign"  # random features: no step to take
+
+
+def test_small_library_calls_say_what_is_wrong_instead_of_failing_deep_inside():
+    """Each raised a TypeError, ZeroDivisionError or AttributeError from inside, returned
+    NaN, or left a sum half-added."""
+    import numpy as np
+
+    from giantstep.activations import get_activation
+    from giantstep.overlaps import learned_subspace
+    from giantstep.readout import GramStatistics
+    from giantstep.theory.learnable import predict
+    from giantstep.theory.spikes import direction_cosine
+
+    for kappa, steps in ((1.5, 1), (float("nan"), 1), (1, 2.0), (1, None)):
+        with pytest.raises(ValueError, match="must be an integer"):
+            predict("z1", kappa, steps)
+    with pytest.raises(ValueError, match="dim and n must be > 0"):
+        direction_cosine(1.0, 1.0, 10, 0)
+    assert direction_cosine(0.0, 0.0, 10, 5) == 0.0  # y ≡ 0: no direction
+    for name in ("relu", "erf", "gelu", "leaky_relu", "tanh", "poly(0.5, 1)", "abs"):
+        activation = get_activation(name)
+        assert float(activation.derivative(0.5)) == float(activation.derivative(np.array([0.5]))[0])
+        assert activation(np.array([1, 2])).dtype == np.float64
+        np.testing.assert_array_equal(activation(np.array([1, 2])), activation(np.array([1.0, 2.0])))
+    assert get_activation("tanh").value_and_derivative(np.float32(0.5))[1].dtype == np.float32
+    first_layer = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])  # a zero row: cosine 0, not NaN
+    np.testing.assert_allclose(learned_subspace(first_layer, np.eye(3)[:1]).eigenvalues, [0.5])
+    with pytest.raises(ValueError, match="finite and > 0, got nan"):
+        learned_subspace(first_layer, np.eye(3)[:1], float("nan"))
+    stats = GramStatistics.zeros(3)
+    with pytest.raises(ValueError, match=r"got \(4, 3\) and \(5,\)"):
+        stats.add(np.ones((4, 3)), np.ones(5))
+    assert not stats.gram.any() and stats.count == 0

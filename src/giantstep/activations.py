@@ -62,6 +62,16 @@ ACTIVATION_FORMS = (
 )
 
 
+def _floats(x) -> np.ndarray:
+    """``x`` as a float array: itself if it is one; Python numbers and numpy scalars as 0-d
+    arrays, integers as float64 (relu of a float raised AttributeError, poly of ints
+    UFuncTypeError, relu of ints returned ints)."""
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        return x
+    x = np.asarray(x)
+    return x if x.dtype.kind == "f" else x.astype(np.float64)
+
+
 #: A Hermite coefficient whose rounding bound (``hermite.rounding_bound``) is above this is lost:
 #: the quadrature, in double precision, cannot tell it from another value nearby — nor a zero
 #: ``μ_k`` from a small one.
@@ -84,14 +94,15 @@ class Activation:
     hermite_series: tuple[float, ...] | None = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.function(x)
+        return self.function(_floats(x))
 
     def derivative(self, x: np.ndarray) -> np.ndarray:
         """``σ'(x)``, a fresh array of x's shape and dtype."""
-        return self.derivative_function(x)
+        return self.derivative_function(_floats(x))
 
     def value_and_derivative(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(σ(x), σ'(x))``, two fresh arrays of x's shape and dtype."""
+        x = _floats(x)
         if self.fused is not None:
             return self.fused(x)
         return self.function(x), self.derivative_function(x)
@@ -218,8 +229,9 @@ def _central_difference(f: Function) -> Function:
 
 
 def _tanh_fused(x):
-    value = np.tanh(x)
-    slope = np.square(value)
+    # Explicit outputs: on a 0-d array a ufunc returns a scalar, which out= cannot take.
+    value = np.tanh(x, out=np.empty_like(x))
+    slope = np.square(value, out=np.empty_like(value))
     np.subtract(1, slope, out=slope)
     return value, slope
 

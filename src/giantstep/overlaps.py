@@ -25,6 +25,7 @@ the eigenvalues in units of ``1/d`` so that the widening gap is visible, not hid
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,9 @@ def overlaps(first_layer: np.ndarray, directions: np.ndarray) -> tuple[np.ndarra
 def normalized_overlaps(first_layer: np.ndarray, directions: np.ndarray) -> np.ndarray:
     """``M̂``: cosines of the rows of W (N, d) with the orthonormal rows of W* (r, d): (N, r)."""
     norms = np.linalg.norm(first_layer, axis=1, keepdims=True)
-    return (first_layer @ directions.T) / norms
+    overlaps = first_layer @ directions.T
+    # A zero row has no direction: cosine 0 with every W*_k, not 0/0 = NaN in every result.
+    return np.divide(overlaps, norms, out=np.zeros_like(overlaps), where=norms > 0)
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,10 @@ def learned_subspace(
     first_layer: np.ndarray, directions: np.ndarray, factor: float = LEARNED_THRESHOLD
 ) -> LearnedSubspace:
     """The learned subspace of W (N, d) in the coordinates of W* (r, d); threshold ``factor/d``."""
-    if factor <= 0:
-        raise ValueError(f"the learned-direction threshold factor must be > 0, got {factor}")
+    if not 0 < factor < math.inf:  # NaN too: it made the threshold NaN, and nothing learned
+        raise ValueError(
+            f"the learned-direction threshold factor must be finite and > 0, got {factor}"
+        )
     m_hat = normalized_overlaps(first_layer, directions)
     width, dim = first_layer.shape
     values, vectors = np.linalg.eigh(m_hat.T @ m_hat / width)

@@ -504,6 +504,9 @@ def predict(
     >>> [u.tolist() for u in predict("z1 + z1*z2", 1, 2, activation="tanh").subspaces]
     [[], [[1.0, 0.0]], [[1.0, 0.0]]]
     """
+    for name, value in (("the batch exponent κ", batch_exponent), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
     if batch_exponent < 1:
         raise ValueError(f"the batch exponent κ must be >= 1, got {batch_exponent}")
     if steps < 0:

@@ -31,5 +31,10 @@ def direction_cosine(linear_coefficient: float, second_moment: float, dim: int, 
     >>> round(direction_cosine(1.0, 1.5, 1000, 4000), 4)  # σ* = z + He2(z)/2, default run
     0.8528
     """
+    if not (dim > 0 and n > 0):
+        raise ValueError(f"dim and n must be > 0, got dim = {dim}, n = {n}")
+    if not (math.isfinite(second_moment) and second_moment >= 0):
+        raise ValueError(f"second_moment: E[y²] must be finite and >= 0, got {second_moment}")
     mu1 = linear_coefficient
-    return abs(mu1) / math.sqrt(mu1**2 + second_moment * dim / n)
+    denominator = math.sqrt(mu1**2 + second_moment * dim / n)
+    return abs(mu1) / denominator if denominator else 0.0  # y ≡ 0: no update, no direction

@@ -42,7 +42,7 @@ class GramStatistics:
 
     def add(self, features: np.ndarray, y: np.ndarray) -> None:
         """Add one block: features (rows, N), y (rows,)."""
-        if features.shape != (len(y), len(self.cross)) or np.ndim(y) != 1:
+        if np.ndim(y) != 1 or features.shape != (len(y), len(self.cross)):
             # Before any sum: a wrong y failed after FᵀF was added, leaving them inconsistent.
             raise ValueError(
                 f"features (rows, {len(self.cross)}) and y (rows,), got {features.shape} "

@@ -235,3 +235,11 @@ def test_the_degree_zero_tensor_is_the_mean():
     # C_0 = E[g*]: 3 for 3 + z1*z2 (E[z1 z2] = 0), 1 for z1**2 (E[g²] = 1).
     assert float(hermite_tensors("3 + z1*z2")[0]) == 3.0
     assert float(hermite_tensors("z1**2")[0]) == 1.0
+
+
+def test_a_target_without_a_direction_below_the_degrees_integrated_has_no_leap_index_there():
+    """He7(z1) + 0*tanh(z1), integrated numerically to degree 6, has no direction there: its
+    leap index was 0 (nothing to learn), as for a constant. It is above the degrees."""
+    assert learnable.leap_index("He7(z1) + 0*tanh(z1)") is None
+    assert learnable.leap_index("He7(z1)") == 7  # exact: all its degrees
+    assert learnable.leap_index("3 + 0*tanh(z1)") == 0 and learnable.leap_index("1 + 0*z2") == 0

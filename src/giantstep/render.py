@@ -244,7 +244,9 @@ def print_learnable(prediction: Any, support: list[bool]) -> None:
         if prediction.exact
         else f"numerical, degrees ≤ {prediction.max_degree}"
     )
-    click.echo(f"leap index {prediction.leap_index} · Hermite tensors {exact}")
+    leap = prediction.leap_index
+    leap = f"above {prediction.max_degree}" if leap is None else leap
+    click.echo(f"leap index {leap} · Hermite tensors {exact}")
     mu = ", ".join(
         f"μ{k}={m:.3g}" if support[k] else f"μ{k}=0"
         for k, m in enumerate(prediction.coefficients)

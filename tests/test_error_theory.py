@@ -30,10 +30,10 @@ from giantstep.theory.errors import (
     trained_layer_features,
 )
 from giantstep.theory.gaussian import (
-    panel_factors,
     activation_constants,
     gaussian_moments,
     neuron_constants,
+    panel_factors,
 )
 
 PHI0 = 1 / sqrt(2 * pi)

@@ -65,6 +65,14 @@ def test_a_diverging_training_says_its_epoch():
         giantstep.run({**full(optimizer="gd", learning_rate=1e3, epochs=200), "activation": "relu"})
 
 
+def test_adam_with_squared_gradients_past_overflow_diverges_instead_of_freezing():
+    """weight_decay = 1e160 overflowed Adam's second moment: its steps m/sqrt(v) were 0, the
+    weights froze, and the training reported converged."""
+    message = r"Adam's squared gradients are not finite \(lower train.full.weight_decay\)"
+    with pytest.raises(DivergenceError, match=message):
+        giantstep.run(full(optimizer="adam", weight_decay=[1e160], epochs=50))
+
+
 def test_the_split_falls_on_whole_chunks():
     assert split_rows(4000, 0.2) == (3072, 928)
     with pytest.raises(ValueError):

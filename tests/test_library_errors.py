@@ -57,8 +57,8 @@ def test_a_wrong_executor_names_the_argument(tmp_path):
 def test_a_config_changed_after_validation_is_checked_again_by_run(section, key, value, message):
     """A ridge of -0.05 set on a validated config ran and was reported; steps = -1 ran as 0
     steps; block_size = 0 raised ZeroDivisionError."""
-    config = giantstep.load_config(overrides=["dim=30", "width=20", "train.batch_size=512",
-                                              "readout.samples=512", "test.samples=256"])  # fmt: skip
+    sizes = ["dim=30", "width=20", "train.batch_size=512", "readout.samples=512", "test.samples=256"]
+    config = giantstep.load_config(overrides=sizes)
     setattr(getattr(config, section), key, value)
     with pytest.raises(giantstep.ConfigError, match=message):
         giantstep.run(config)
@@ -98,7 +98,9 @@ def test_small_library_calls_say_what_is_wrong_instead_of_failing_deep_inside():
         activation = get_activation(name)
         assert float(activation.derivative(0.5)) == float(activation.derivative(np.array([0.5]))[0])
         assert activation(np.array([1, 2])).dtype == np.float64
-        np.testing.assert_array_equal(activation(np.array([1, 2])), activation(np.array([1.0, 2.0])))
+        np.testing.assert_array_equal(
+            activation(np.array([1, 2])), activation(np.array([1.0, 2.0]))
+        )
     assert get_activation("tanh").value_and_derivative(np.float32(0.5))[1].dtype == np.float32
     first_layer = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])  # a zero row: cosine 0, not NaN
     np.testing.assert_allclose(learned_subspace(first_layer, np.eye(3)[:1]).eigenvalues, [0.5])

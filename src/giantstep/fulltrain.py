@@ -48,14 +48,14 @@ Progress = Callable[[int], object] | None
 class FullTrainingDivergence(DivergenceError):
     """Full training produced a non-finite loss or weights; ``epoch`` says where."""
 
-    def __init__(self, epoch: int, weight_decay: float, what: str):
+    def __init__(self, epoch: int, weight_decay: float, what: str, lower: str = "learning_rate"):
         self.epoch = epoch
         self.weight_decay = weight_decay
         super().__init__(
             1,
             what,
             f"the full training diverged at epoch {epoch} (weight decay {weight_decay:g}): "
-            f"{what} not finite (lower train.full.learning_rate)",
+            f"{what} not finite (lower train.full.{lower})",
         )
 
 
@@ -341,6 +341,11 @@ def _fit(
                     moments[i] += (1 - b1) * g
                     moments[i + 2] *= b2
                     moments[i + 2] += (1 - b2) * g * g
+                    if not np.isfinite(moments[i + 2]).all():
+                        # The step m/sqrt(v) would be 0: frozen weights, read as converged.
+                        raise FullTrainingDivergence(
+                            epoch + 1, weight_decay, "Adam's squared gradients are", "weight_decay"
+                        )
                 steps = [
                     (moments[i] / (1 - b1**t))
                     / (np.sqrt(moments[i + 2] / (1 - b2**t)) + ADAM_EPSILON)

@@ -151,7 +151,7 @@ class Target:
         h = np.asarray(h)
         with np.errstate(all="ignore"):
             value = self.evaluate(h)
-        # Labels in the inputs' float type; integer inputs (z1/2 + 0.25 at z1 = 1 gave 0) in float64.
+        # Labels in the inputs' float type; of integer inputs in float64 (z1/2 + 0.25 gave 0).
         dtype = h.dtype if np.issubdtype(h.dtype, np.floating) else np.float64
         return np.array(np.broadcast_to(value, h.shape[:1]), dtype=dtype)
 

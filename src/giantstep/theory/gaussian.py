@@ -8,8 +8,8 @@ Gaussian density, with the interval **split at each kink** ``g* = (kink − m)/c
 moves with ``(m, c)``, so the fixed kinks of ``giantstep.hermite.gaussian_rule`` do not apply.
 On each smooth piece the rule converges geometrically (12 nodes on a panel of width ≤ 1 resolve
 the Gaussian to ~1e-16); the mass outside ±11 is ~4e-28. A wide scale ``c`` gets more panels
-(:func:`panel_factors`), so that they resolve f's own variation too. relu, the default activation, has closed
-forms and skips the quadrature.
+(:func:`panel_factors`), so that they resolve f's own variation too. relu, the default
+activation, has closed forms and skips the quadrature.
 
 The integrals over the spike coordinate ``s`` are over smooth functions (Gaussian convolutions),
 for which probabilists' Gauss–Hermite is the efficient rule (:func:`spike_rule`).

@@ -57,7 +57,8 @@ def test_a_wrong_executor_names_the_argument(tmp_path):
 def test_a_config_changed_after_validation_is_checked_again_by_run(section, key, value, message):
     """A ridge of -0.05 set on a validated config ran and was reported; steps = -1 ran as 0
     steps; block_size = 0 raised ZeroDivisionError."""
-    sizes = ["dim=30", "width=20", "train.batch_size=512", "readout.samples=512", "test.samples=256"]
+    sizes = ["dim=30", "width=20", "train.batch_size=512", "readout.samples=512"]
+    sizes.append("test.samples=256")
     config = giantstep.load_config(overrides=sizes)
     setattr(getattr(config, section), key, value)
     with pytest.raises(giantstep.ConfigError, match=message):

@@ -460,7 +460,8 @@ def test_the_grid_refuses_what_is_not_a_ridge_problem():
 
 def test_random_features_assemble_the_gaussian_equivalent_covariance():
     # §2 with per-neuron constants (relu at row norm ρ_j: mean ρ_jφ(0), E σ′ = 1/2,
-    # μ*² = ρ_j²(1/2 − 1/2π − 1/4)): Σ = μ0μ0ᵀ + D1WWᵀD1 + diag μ*², Φ = E[g*]μ0 + D1W W*ᵀC1,
+    # E σ″ = φ(0)/ρ_j, μ*² = ρ_j²(1/2 − 1/2π − 1/4)): Σ = μ0μ0ᵀ + D1WWᵀD1 + diag μ*² plus
+    # the second Mehler term ½ D2 (WWᵀ)^{∘2} D2 off the diagonal, Φ = E[g*]μ0 + D1W W*ᵀC1,
     # then the spectral formulas.
     rng = np.random.default_rng(16)
     width, dim = 40, 30
@@ -473,6 +474,9 @@ def test_random_features_assemble_the_gaussian_equivalent_covariance():
     nonlinear = norms**2 * (0.5 - 1 / (2 * math.pi) - 0.25)
     sigma = np.outer(mean, mean) + (slope[:, None] * w) @ (slope[:, None] * w).T
     sigma += np.diag(nonlinear)
+    curvature = PHI0 / norms
+    mehler = 0.5 * np.outer(curvature, curvature) * (w @ w.T) ** 2
+    sigma += mehler - np.diag(np.diag(mehler))
     target_mean, linear = PHI0, np.array([0.5, 0.5])  # E relu, E[g* z_i]
     second = 0.5 + 0.25 + 0.09  # E relu² + 0.5² E z2² + σ_ε²
     cross = target_mean * mean + slope * (w @ (directions.T @ linear))

@@ -597,3 +597,27 @@ def test_an_out_in_a_folder_that_takes_no_files_is_refused_before_the_work(tmp_p
     refused(giantstep("reproduce", "dandi-batch", "--quick", "--out", "/proc/x"),
             "--out /proc/x", "cannot write into /proc")  # fmt: skip
     assert time.monotonic() - started < 30  # before the runs
+
+
+def test_brackets_in_paths_and_repeated_columns(tmp_path):
+    """A store under 'd[/b]' raised rich's MarkupError (exit 1); --columns seed,seed crashed
+    the export; an array column named in a listing was 'no column'; an empty store with a
+    filter said 'no column seed'."""
+    folder = tmp_path / "d[/b]"  # two folders, and a closing tag to rich
+    folder.mkdir(parents=True)
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        "[base]\ndim = 12\nwidth = 8\ntrain.batch_size = 256\nreadout.samples = 256\n"
+        "test.samples = 256\n[grid]\nseed = [0]\n"
+    )
+    store = folder / "x.sqlite"
+    out = giantstep("sweep", str(sweep), "--store", str(store), "--executor", "inprocess")
+    assert out.returncode == 0, out.stderr
+    listing = giantstep("results", str(store))
+    assert listing.returncode == 0 and "d[/b]" in listing.stdout
+    csv = tmp_path / "x.csv"
+    out = giantstep("results", str(store), "--export", "csv", "--out", str(csv),
+                    "--columns", "seed,seed")  # fmt: skip
+    assert out.returncode == 0 and csv.read_text().splitlines()[0] == "seed"
+    refused(giantstep("results", str(store), "--columns", "alignment.1.direction_alignment"),
+            "holds arrays", "--export")  # fmt: skip

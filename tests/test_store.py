@@ -277,3 +277,37 @@ def test_store_rows_are_whole_for_a_concurrent_reader(tmp_path, result):
         arrays = reader.execute("SELECT COUNT(*) FROM arrays").fetchone()[0]
         assert runs == 1 and arrays == len(flatten_result(result.model_dump(exclude={"config"}))[1])
         reader.close()
+
+
+def test_an_export_onto_the_store_itself_is_refused_and_a_damaged_row_is_named(tmp_path):
+    """`results x.sqlite --export csv --out x.sqlite` replaced the store with the CSV (exit 0);
+    text SQLite cannot decode, or a damaged npy header, was an 'internal error' (exit 1)."""
+    store = tmp_path / "x.sqlite"
+    with Store(store) as s:
+        s.add_result(giantstep.run({"dim": 12, "width": 8, "train": {"batch_size": 256},
+                             "readout": {"samples": 256}, "test": {"samples": 256}}))  # fmt: skip
+    before = store.read_bytes()
+    for out in (store, tmp_path / "x.sqlite-wal"):
+        result = CliRunner().invoke(main, ["results", str(store), "--export", "csv", "--out",
+                                           str(out)])  # fmt: skip
+        assert result.exit_code == 2 and "is the results store" in result.output
+    assert store.read_bytes() == before
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(before)
+    with sqlite3.connect(damaged) as conn:
+        conn.execute("UPDATE runs SET metrics = CAST(x'7bff7d' AS TEXT)")
+    result = CliRunner().invoke(main, ["results", str(damaged)])
+    assert result.exit_code == 2 and "the results store is corrupted" in result.output
+    with sqlite3.connect(damaged) as conn:
+        key, name, data = conn.execute(
+            "SELECT key, name, data FROM arrays WHERE format = 'npy' LIMIT 1"
+        ).fetchone()
+        data = bytearray(data)
+        data[data.index(b"}")] = ord(" ")
+        conn.execute(
+            "UPDATE arrays SET data = ? WHERE key = ? AND name = ?", (bytes(data), key, name)
+        )
+        conn.execute("UPDATE runs SET metrics = '{}'")
+    result = CliRunner().invoke(main, ["results", str(damaged), "--export", "csv", "--out",
+                                       str(tmp_path / "d.csv")])  # fmt: skip
+    assert result.exit_code == 2 and f"its {name} cannot be read" in result.output

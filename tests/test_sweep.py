@@ -268,6 +268,60 @@ def test_kill_9_loses_no_finished_run_and_a_rerun_finishes(tmp_path):
     assert numbers(tmp_path / "whole.sqlite") == after
 
 
+KILLER = """
+import os, signal
+import numpy as np
+
+def act(x):
+    # A call in a worker kills it, as the OOM killer would: once per marker, or always.
+    marker = os.environ["KILL_MARKER"]
+    if os.getpid() != int(os.environ["SWEEP_PID"]) and not os.path.exists(marker):
+        if marker != "always":
+            open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return np.tanh(x)
+"""
+
+
+@pytest.mark.parametrize("kills", ["once", "always"])
+def test_a_lost_worker_process_does_not_stop_the_sweep(tmp_path, kills):
+    """A worker killed mid-run broke the process pool: its runs were marked failed, then the
+    next submission raised BrokenProcessPool and the sweep stopped ('internal error', exit 1).
+    Now the pool is renewed and each run it held gets a second chance; a run that kills its
+    worker every time is recorded as failed, and the sweep finishes."""
+    (tmp_path / "killer.py").write_text(KILLER)
+    sweep_file = write(tmp_path, """
+        [base]
+        dim = 16
+        width = 8
+        activation = "py:killer:act"
+        theory.errors = false
+        train.batch_size = 512
+        readout.samples = 256
+        test.samples = 256
+        [grid]
+        seed = [0, 1, 2, 3]
+        """)  # fmt: skip
+    store = tmp_path / "r.sqlite"
+    marker = tmp_path / "marker"
+    env = giantstep_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    env["KILL_MARKER"] = str(marker) if kills == "once" else "always"
+    command = [sys.executable, "-c", "import os; os.environ['SWEEP_PID'] = str(os.getpid()); "
+               "from giantstep.cli import command_line; command_line()",
+               "sweep", str(sweep_file), "--store", str(store), "--workers", "2",
+               "--allow-python"]  # fmt: skip
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    frame = load(store, arrays=False)
+    assert len(frame) == 4
+    if kills == "once":
+        assert marker.exists() and set(frame["status"]) == {OK}
+    else:
+        assert set(frame["status"]) == {FAILED}
+        assert frame["error"].str.contains("worker process died running it, twice").all()
+
+
 def test_a_table_on_one_axis_is_not_changed_by_a_key_inside_it_on_another():
     """``train = [{...}]`` beside ``"train.batch_size"``: the second axis set its value inside
     the first axis's own table, so every run's label showed the last value, 1024."""

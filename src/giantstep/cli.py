@@ -243,6 +243,15 @@ def _check_writable(folder: Path, given: Path | None = None) -> None:
         _fail(f"--out {shown}: cannot write into {existing} ({err.strerror or err})")
 
 
+def _check_not_the_store(out: Path, store_path: Path) -> None:
+    """Exit 2 if ``--out`` is the store itself or one of SQLite's files beside it: the export
+    replaced the store (exit 0)."""
+    store = os.path.realpath(store_path)
+    if os.path.realpath(out) in [store] + [store + end for end in ("-wal", "-shm", "-journal")]:
+        _fail(f"--out {out}: is the results store {store_path} (or its journal): write the "
+              "export elsewhere")  # fmt: skip
+
+
 def _check_out_file(path: Path, out: Path | None = None) -> None:
     """Exit 2 naming ``--out`` before any work if the file ``path`` (``--out`` itself, or a
     file inside the folder ``out``) cannot be written: it exists and is not a regular file (a
@@ -728,13 +737,22 @@ def results(
     if export_format is not None and out is not None:
         _check_out_file(out)
         _check_writable(out.parent, out)
+        _check_not_the_store(out, store_path)
     if out is not None and export_format is None:  # it was ignored: the runs were listed
         _fail("--out: writes an export; add --export csv or --export parquet")
     frame = load(store_path, arrays=export_format is not None, all_versions=all_versions)
     _say_hidden_versions(store_path, all_versions)
+    if frame.empty and export_format is None:  # no columns to filter on either
+        click.echo(f"{store_path}: no runs")
+        return
     frame = select(frame, filters)
-    chosen = columns.split(",") if columns else None
+    chosen = list(dict.fromkeys(columns.split(","))) if columns else None  # once each
     missing = [c for c in chosen or [] if c not in frame.columns]
+    if missing and export_format is None:
+        arrays = load(store_path, arrays=True, all_versions=all_versions).columns
+        if missing[0] in arrays:
+            _fail(f"--columns: {missing[0]!r} holds arrays, which a listing leaves out: "
+                  "export it (--export csv or parquet)")  # fmt: skip
     if missing:
         _fail(f"--columns: no column {missing[0]!r} in the store")
     if export_format is not None:

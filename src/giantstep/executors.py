@@ -18,8 +18,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
 from giantstep.config import ConfigError
@@ -127,11 +128,13 @@ def local_processes(
     share = str(threads or max(1, cores() // workers))
     added = [v for v in BLAS_THREAD_VARIABLES if v not in os.environ]
     os.environ.update({v: share for v in added})
-    pool = _QuietProcessPool(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_watch_parent,
-        initargs=(os.getpid(),),
+    pool = RenewingPool(
+        lambda: _QuietProcessPool(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_watch_parent,
+            initargs=(os.getpid(),),
+        )
     )
     try:
         yield pool
@@ -173,6 +176,45 @@ class _QuietProcessPool(ProcessPoolExecutor):
     def submit(self, fn, /, *args, **kwargs):
         with ignoring_ctrl_c():
             return super().submit(_task, fn, *args, **kwargs)
+
+
+class RenewingPool(Executor):
+    """A process pool that outlives a lost worker (killed, out of memory).
+
+    A ``ProcessPoolExecutor`` whose worker dies is broken for good: every task it holds fails
+    with BrokenProcessPool, and so does every later ``submit`` — a sweep stopped there
+    (``internal error``). Here ``renew()`` replaces it with a fresh pool built the same way,
+    and ``submit`` on a broken one renews it first. ``giantstep.sweep`` gives each run a
+    broken pool failed a second chance on the new one.
+    """
+
+    def __init__(self, make: Callable[[], ProcessPoolExecutor]):
+        self._make = make
+        self._pool = make()
+
+    @property
+    def _max_workers(self) -> int:
+        return self._pool._max_workers
+
+    @property
+    def broken(self) -> bool:
+        """Whether the current pool lost a worker (and so every task it held)."""
+        return bool(self._pool._broken)
+
+    def renew(self) -> None:
+        """Replace the pool with a fresh one (its tasks are lost with the old one)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._make()
+
+    def submit(self, fn, /, *args, **kwargs):
+        try:
+            return self._pool.submit(fn, *args, **kwargs)
+        except BrokenProcessPool:
+            self.renew()
+            return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 #: How ``open_executor`` can place work.

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -276,7 +277,7 @@ def print_report(report: Any) -> None:
     console = Console()
     console.print(report.table())
     for figure in report.figures:
-        console.print(f"figure: {figure}")
+        console.print(f"figure: {figure}", markup=False)
     verdict = "all predictions hold" if report.ok else "a prediction FAILED"
     console.print(f"{report.seconds:.0f} s · {verdict}")
 
@@ -340,11 +341,12 @@ def cell(value: Any) -> str:
 
 def print_runs(frame: Any, columns: list[str], title: str) -> None:
     """The runs of a store (a DataFrame) as a table of ``columns``."""
-    table = Table(title=title)
+    # Escaped: a path or value with [...] was read as rich markup (MarkupError, exit 1).
+    table = Table(title=escape(title))
     for c in columns:
-        table.add_column(c, overflow="fold", no_wrap=c != "error")
+        table.add_column(escape(c), overflow="fold", no_wrap=c != "error")
     for _, row in frame.iterrows():
-        table.add_row(*(row[c][:12] if c == "key" else cell(row[c]) for c in columns))
+        table.add_row(*(escape(row[c][:12] if c == "key" else cell(row[c])) for c in columns))
     # Piped output is not cut to 80 columns: the table is read by tools and people alike.
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
@@ -356,8 +358,9 @@ def print_study(report: Any) -> None:
     for line in report.conclusions:
         console.print(f"• {line}", markup=False)
     for figure in report.figures:
-        console.print(f"figure: {figure}")
-    console.print(
-        f"{report.seconds:.0f} s · {report.runs} runs ({report.ran_now} run now, the rest from "
-        f"{report.store})"
-    )
+        console.print(f"figure: {figure}", markup=False)
+    if report.ran_now == report.runs:
+        where = f"all run now, stored in {report.store}"
+    else:
+        where = f"{report.ran_now} run now, the rest from {report.store}"
+    console.print(f"{report.seconds:.0f} s · {report.runs} runs ({where})", markup=False)

@@ -57,6 +57,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from importlib.metadata import version as _version
 from pathlib import Path
+from tokenize import TokenError
 from typing import Any
 from urllib.parse import quote
 
@@ -443,7 +444,7 @@ class Store:
     def runs(self, version: str | None = None) -> Iterator[StoredRun]:
         """The stored runs in the order they finished (only those of ``version`` if given)."""
         where, args = ("WHERE version = ? ", (version,)) if version is not None else ("", ())
-        rows = self._conn.execute(
+        rows = self._read(
             "SELECT key, status, error, config, version, sweep, finished, metrics FROM runs "
             f"{where}ORDER BY finished, key",
             args,
@@ -458,7 +459,8 @@ class Store:
         and ``what`` if the row holds something giantstep does not write (edited by hand)."""
         try:
             return _decode(fmt, data)
-        except (ValueError, TypeError, EOFError, OSError) as err:  # JSON, npy, encodings
+        # JSON, npy (its header is a Python literal: a damaged one raised TokenError), encodings
+        except (ValueError, TypeError, EOFError, OSError, SyntaxError, TokenError) as err:
             raise StoreError(
                 f"{self.path}: run {key}: its {what} cannot be read ({err}): the row was "
                 "changed outside giantstep"
@@ -479,9 +481,17 @@ class Store:
             query += " WHERE key IN (SELECT key FROM runs WHERE version = ?)"
             args = (version,)
         out: dict[str, dict[str, Any]] = {}
-        for key, name, fmt, data in self._conn.execute(query, args):
+        for key, name, fmt, data in self._read(query, args):
             out.setdefault(key, {})[name] = self._decoded(key, name, fmt, data)
         return out
+
+    def _read(self, query: str, args: tuple) -> Iterator[tuple]:
+        """The rows of ``query``; StoreError naming the file if SQLite cannot read them (a
+        damaged page, text that is not UTF-8: 'internal error' before)."""
+        try:
+            yield from self._conn.execute(query, args)
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path}: the results store is corrupted ({err})") from None
 
 
 class StoreError(ConfigError):

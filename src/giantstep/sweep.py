@@ -28,6 +28,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor
 from concurrent.futures import wait as futures_wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,6 +309,7 @@ def _outcomes(executor: Any, runs: Iterable[PlannedRun]) -> Iterator[tuple[Plann
     pending = iter(runs)
     window = 2 * _parallelism(executor)
     running: dict[Any, PlannedRun] = {}
+    second_chance: set[str] = set()
     while True:
         for planned in itertools.islice(pending, max(0, window - len(running))):
             running[submit(planned)] = planned
@@ -318,7 +320,20 @@ def _outcomes(executor: Any, runs: Iterable[PlannedRun]) -> Iterator[tuple[Plann
             planned = running.pop(future)
             try:
                 outcome = future.result()
-            except Exception as err:  # noqa: BLE001 - a dead worker process, KilledWorker...
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory) and took every task of its pool with
+                # it: each gets a fresh pool and a second chance; one that loses it too is
+                # recorded as failed (it may be what kills them).
+                if planned.key in second_chance or not hasattr(executor, "renew"):
+                    outcome = Outcome(error="the worker process died running it, twice "
+                                            "(killed, or out of memory?)")  # fmt: skip
+                else:
+                    second_chance.add(planned.key)
+                    if executor.broken:
+                        executor.renew()
+                    running[submit(planned)] = planned
+                    continue
+            except Exception as err:  # noqa: BLE001 - KilledWorker...
                 outcome = Outcome(error=f"the worker failed: {type(err).__name__}: {err}")
             if is_cluster(executor):
                 future.release()

@@ -203,6 +203,40 @@ def _base() -> dict:
     }
 
 
+@pytest.mark.parametrize("other", ["dies", "runs on", "finishes later"])
+def test_runs_another_sweep_holds_are_looked_at_again_at_the_end(tmp_path, other):
+    """A sweep skipped the runs another sweep on its store had claimed and called them
+    'already in'; when that sweep died, they were never run, and a study sharing the store
+    failed with a KeyError. Now they are looked at again once this sweep's own are done."""
+    import threading
+
+    runs = parse_sweep({"base": _base(), "grid": {"seed": [0, 1, 2]}}).expand()
+    with Store(tmp_path / "r.sqlite") as store:
+        assert store.claim(runs[1].key, owner="other sweep")  # live: this very process
+        if other == "dies":  # its claim is gone by the time the other runs are done
+
+            def callback(summary, planned, outcome):
+                if planned is not None:
+                    store.release(runs[1].key, owner="other sweep")
+        else:
+            callback = None
+        if other == "finishes later":  # from its own connection, as another process would
+
+            def finish():
+                with Store(tmp_path / "r.sqlite") as elsewhere:
+                    elsewhere.release(runs[1].key, owner="other sweep")
+
+            threading.Timer(1.5, finish).start()
+        summary = run_sweep(runs, store, callback=callback, wait_for_others=other != "runs on")
+        stored = store.status(p.key for p in runs)
+    if other == "runs on":
+        assert (summary.done, summary.held, summary.skipped) == (2, 1, 0)
+        assert runs[1].key not in stored
+    else:
+        assert (summary.done, summary.held, summary.skipped) == (3, 0, 0)
+        assert set(stored.values()) == {OK}
+
+
 KILL_SWEEP = """
 name = "kill"
 [base]

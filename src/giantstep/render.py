@@ -323,9 +323,14 @@ def print_dry_run(runs: list[Any], status: dict[str, str], store_path: Any) -> N
 
 def print_sweep_summary(summary: Any, store_path: Any) -> None:
     """One line: runs done, skipped, failed, and the time."""
+    held = (
+        f", {summary.held} still running in another sweep on it (rerun to finish them)"
+        if summary.held
+        else ""
+    )
     click.echo(
         f"{summary.total} runs: {summary.done} done, {summary.skipped} already in "
-        f"{store_path}, {summary.failed} failed · {summary.seconds:.1f} s"
+        f"{store_path}, {summary.failed} failed{held} · {summary.seconds:.1f} s"
     )
 
 

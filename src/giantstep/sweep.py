@@ -262,11 +262,18 @@ class SweepSummary:
     skipped: int = 0
     failed: int = 0
     seconds: float = 0.0
+    #: Runs another live sweep on the same store was running when this one ended: not stored
+    #: by it, not stored yet (rerun to finish them, or ``wait_for_others``).
+    held: int = 0
 
 
 #: Called by the parent once before the first run (run and outcome None) and after each stored
 #: run: (summary so far, the run, its outcome).
 Callback = Callable[[SweepSummary, PlannedRun | None, Outcome | None], object]
+
+
+#: Seconds between looks at the runs another live sweep holds, when waiting for them.
+HELD_POLL = 1.0
 
 
 def _parallelism(executor: Any) -> int:
@@ -348,6 +355,7 @@ def run_sweep(
     retry: bool = False,
     callback: Callback | None = None,
     name: str | None = None,
+    wait_for_others: bool = False,
 ) -> SweepSummary:
     """Run the sweep's runs not yet in ``store``; store each as it finishes.
 
@@ -366,6 +374,11 @@ def run_sweep(
         See ``Callback``.
     name : str, optional
         Recorded with each run (default: the sweep's own).
+    wait_for_others : bool
+        Runs that another sweep on the same store has claimed are skipped, then looked at
+        again once this sweep's own are done: those stored are done, those whose sweep has
+        died are run here; those still running elsewhere are counted as ``held`` — or, with
+        ``wait_for_others``, waited for (a study needs every run to analyse them).
 
     Returns
     -------
@@ -401,18 +414,21 @@ def run_sweep(
     if callback:
         callback(summary, None, None)
 
-    def claimed() -> Iterator[PlannedRun]:
+    held: list[PlannedRun] = []
+    renewed = time.monotonic()
+
+    def claimed(queue: list[PlannedRun]) -> Iterator[PlannedRun]:
         # Each run is claimed just before it starts: a second sweep on the same store (here or
         # on another machine) skips what this one runs or has stored, so no run runs twice.
-        for planned in todo:
+        for planned in queue:
             if store.claim(planned.key, skip=keep):
                 yield planned
             else:
-                summary.skipped += 1
+                held.append(planned)
 
-    try:
-        renewed = time.monotonic()
-        for planned, outcome in _outcomes(executor, claimed()):
+    def run_all(queue: list[PlannedRun]) -> None:
+        nonlocal renewed
+        for planned, outcome in _outcomes(executor, claimed(queue)):
             _store_outcome(store, planned, outcome, summary, name)
             store.release(planned.key)
             if time.monotonic() - renewed > CLAIM_TTL / 4:  # keep the claims in flight live
@@ -420,6 +436,23 @@ def run_sweep(
                 renewed = time.monotonic()
             if callback:
                 callback(summary, planned, outcome)
+
+    try:
+        queue, passes = todo, 0
+        while queue:
+            run_all(queue)
+            passes += 1
+            # Claimed elsewhere: stored since, or still to come. A sweep that died holds its
+            # runs until the next pass claims them (they were reported as 'already in').
+            status = store.status(p.key for p in held)
+            summary.skipped += sum(status.get(p.key) in keep for p in held)
+            queue = [p for p in held if status.get(p.key) not in keep]
+            held.clear()
+            if queue and passes >= 2 and not wait_for_others:
+                summary.held = len(queue)
+                break
+            if queue and passes >= 2:
+                time.sleep(HELD_POLL)
     finally:
         store.release_all()
     summary.seconds = time.perf_counter() - started

@@ -180,8 +180,9 @@ def run_study(
     keys = [run_key(validate_config(c)) for c in configs]
     with Store(store_path) as store:
         summary = run_sweep(
-            runs, store, executor=executor, callback=callback, name=f"study {study.name}"
-        )
+            runs, store, executor=executor, callback=callback, name=f"study {study.name}",
+            wait_for_others=True,  # the analysis needs them all (a KeyError before)
+        )  # fmt: skip
         stored = {r.key: r for r in store.runs()}
         rows = [
             Row(

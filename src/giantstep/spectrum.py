@@ -710,7 +710,7 @@ def measure(
 def _band_rule(alpha: float, activation: Activation) -> tuple[int | None, int, bool]:
     """(spikes, ℓ, on_boundary) of the band rule at ``α``; spikes None when band ``ℓ`` needs
     ``μ_k`` past what is computed here — above ``MAX_DEGREE`` (α near 1/2), or lost in
-    rounding (tanh, relu: from k = 22, α ≥ 21/44): which of them are zero decides the count."""
+    rounding (tanh: from k = 17, α ≥ 8/17): which of them are zero decides the count."""
     ell, boundary = band_index(alpha)
     if ell > HERMITE_MAX_DEGREE or activation.first_lost_degree(ell) is not None:
         return None, ell, boundary

@@ -621,3 +621,23 @@ def test_brackets_in_paths_and_repeated_columns(tmp_path):
     assert out.returncode == 0 and csv.read_text().splitlines()[0] == "seed"
     refused(giantstep("results", str(store), "--columns", "alignment.1.direction_alignment"),
             "holds arrays", "--export")  # fmt: skip
+
+
+def test_plot_messages_name_the_filter_and_the_categorical_axis_and_long_names_fit(tmp_path):
+    """A filter matching nothing said 'the store has no runs to plot'; --logx on an activation
+    axis counted its runs as '≤ 0'; a store named near the 255-byte limit failed with 'File
+    name too long', its temporary name being longer."""
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        "[base]\ndim = 12\nwidth = 8\ntrain.batch_size = 256\nreadout.samples = 256\n"
+        "test.samples = 256\n[grid]\nseed = [0]\n"
+    )
+    store = tmp_path / ("a" * 243 + ".sqlite")  # 250 bytes: a legal name
+    out = giantstep("sweep", str(sweep), "--store", str(store), "--executor", "inprocess")
+    assert out.returncode == 0, out.stderr
+    figure = str(tmp_path / "f.png")
+    refused(giantstep("plot", str(store), "--x", "seed", "--y", "step_size", "seed=6",
+                      "--out", figure), "seed=6: no run of", "matches")  # fmt: skip
+    out = giantstep("plot", str(store), "--x", "activation", "--y", "step_size", "--logx",
+                    "--out", figure)  # fmt: skip
+    refused(out, "--logx: activation takes values that are not numbers")

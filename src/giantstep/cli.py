@@ -813,7 +813,11 @@ def plot(
 
     _check_out_file(out)
     _check_writable(out.parent, out)
-    frame = select(load(store_path, arrays=False, all_versions=all_versions), filters)
+    frame = load(store_path, arrays=False, all_versions=all_versions)
+    if not frame.empty and filters:
+        frame = select(frame, filters)
+        if frame.empty:  # it said 'the store has no runs to plot'
+            _fail(f"{' '.join(filters)}: no run of {store_path} matches")
     _say_hidden_versions(store_path, all_versions)
     written = plot_frame(frame, x, y, hue=hue, out=out, theory=list(theory), logx=logx, logy=logy)
     click.echo(f"figure: {written}")

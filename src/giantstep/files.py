@@ -148,7 +148,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = output_path(given)
     try:
         make_folders(given.parent)  # a new file's (a link's: output_path)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+        # A short prefix: a name near the 255-byte limit would overflow it (File name too long).
+        fd, name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name[:64]}.", suffix=path.suffix[:16]
+        )
     except OSError as err:
         raise _naming(err, None, given) from err
     os.close(fd)

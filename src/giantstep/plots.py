@@ -113,6 +113,8 @@ def plot_frame(
     numeric_x = pd.to_numeric(data[x], errors="coerce")
     categories: list | None = None
     if numeric_x.isna().any():  # a categorical x (an activation, a preset): evenly spaced
+        if logx:
+            raise ConfigError(f"--logx: {x} takes values that are not numbers: no log axis")
         categories = sorted(data[x].astype(str).unique())
         numeric_x = data[x].astype(str).map({c: i for i, c in enumerate(categories)})
     data = data.assign(_x=numeric_x.astype(float))

@@ -666,7 +666,7 @@ def _create_store(path: Path) -> int:
     second creator sees no store or a whole one, never a half-made file. If another process
     created the store meanwhile, that one is kept (and checked).
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".new")
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # what sqlite3 would have given a file it created

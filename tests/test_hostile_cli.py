@@ -641,3 +641,13 @@ def test_plot_messages_name_the_filter_and_the_categorical_axis_and_long_names_f
     out = giantstep("plot", str(store), "--x", "activation", "--y", "step_size", "--logx",
                     "--out", figure)  # fmt: skip
     refused(out, "--logx: activation takes values that are not numbers")
+
+
+def test_workers_with_an_executor_that_has_no_local_processes_is_refused(tmp_path):
+    """--executor inprocess --workers 3 ignored --workers silently."""
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text("[base]\ndim = 12\nwidth = 8\n[grid]\nseed = [0]\n")
+    out = giantstep("sweep", str(sweep), "--executor", "inprocess", "--workers", "3",
+                    "--store", str(tmp_path / "r.sqlite"))  # fmt: skip
+    refused(out, "--workers: sets the local processes; --executor inprocess")
+    assert not (tmp_path / "r.sqlite").exists()

@@ -620,6 +620,9 @@ def sweep(
             f"--connect-timeout: must be a number of seconds above 0 and at most "
             f"{MAX_CONNECT_TIMEOUT:g} (a day), got {connect_timeout}"
         )
+    kind = executor or ("dask" if scheduler else "processes")
+    if workers is not None and kind != "processes":  # it was ignored
+        _fail(f"--workers: sets the local processes; --executor {kind} has none of its own")
     plan = load_sweep(sweep_file)
     runs = plan.expand(allow_python=allow_python)  # every config validated before any run
     if dry_run:
@@ -629,7 +632,7 @@ def sweep(
                 status = store.status(p.key for p in runs)
         render.print_dry_run(runs, status, store_path)
         return
-    if (executor or ("dask" if scheduler else "processes")) == "processes":
+    if kind == "processes":
         workers = _workers_that_fit(workers, [planned.config for planned in runs])
     progress, callback = render.sweep_progress()
     with (

@@ -111,3 +111,13 @@ def test_small_library_calls_say_what_is_wrong_instead_of_failing_deep_inside():
     with pytest.raises(ValueError, match=r"got \(4, 3\) and \(5,\)"):
         stats.add(np.ones((4, 3)), np.ones(5))
     assert not stats.gram.any() and stats.count == 0
+
+
+def test_an_activation_written_with_spaces_is_the_same_experiment():
+    """' relu' was kept as written: another run key, so a sweep reran the same experiment."""
+    from giantstep.config import validate_config
+    from giantstep.store import run_key
+
+    spaced = validate_config({"activation": " relu ", "dim": 12, "width": 8})
+    plain = validate_config({"activation": "relu", "dim": 12, "width": 8})
+    assert spaced.activation == "relu" and run_key(spaced) == run_key(plain)

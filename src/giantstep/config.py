@@ -288,8 +288,8 @@ class ExperimentConfig(_Section):
 
         # Syntax only, never an import: a py: spec runs user code, so it needs the opt-in
         # allow_python (validation context); raises ValueError naming the accepted activations.
-        check_activation(value, allow_python=bool((info.context or {}).get("allow_python")))
-        return value
+        # Stripped: " relu" was kept as written, another run key for the same experiment.
+        return check_activation(value, allow_python=bool((info.context or {}).get("allow_python")))
 
     @model_validator(mode="after")
     def _rank_fits_dim(self) -> ExperimentConfig:

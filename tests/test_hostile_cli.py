@@ -651,3 +651,7 @@ def test_workers_with_an_executor_that_has_no_local_processes_is_refused(tmp_pat
                     "--store", str(tmp_path / "r.sqlite"))  # fmt: skip
     refused(out, "--workers: sets the local processes; --executor inprocess")
     assert not (tmp_path / "r.sqlite").exists()
+    # --store DIR/x/ made a file DIR/x: the slash, which names a folder, was dropped.
+    out = giantstep("sweep", str(sweep), "--store", f"{tmp_path}/x/", "--executor", "inprocess")
+    refused(out, "--store", "ends in '/', a folder")
+    assert not (tmp_path / "x").exists()

@@ -243,6 +243,16 @@ def _check_writable(folder: Path, given: Path | None = None) -> None:
         _fail(f"--out {shown}: cannot write into {existing} ({err.strerror or err})")
 
 
+def _file_path(value: str | None, option: str) -> Path | None:
+    """``value`` as a Path; exit 2 naming ``option`` if it ends in a slash, which names a folder
+    (``Path`` drops it: --store out/x/ made a file out/x)."""
+    if value is not None and value.endswith(("/", os.sep)):
+        _fail(
+            f"{option} {value}: ends in '/', a folder: name the store's file (e.g. {value}r.sqlite)"
+        )
+    return None if value is None else Path(value)
+
+
 def _check_not_the_store(out: Path, store_path: Path) -> None:
     """Exit 2 if ``--out`` is the store itself or one of SQLite's files beside it: the export
     replaced the store (exit 0)."""
@@ -562,7 +572,8 @@ def reproduce(name: str | None, quick: bool, out: Path, as_json: bool) -> None:
     "store_path",
     default="results.sqlite",
     show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False),
+    callback=lambda ctx, param, value: _file_path(value, "--store"),
     help="The SQLite results store; runs already in it are skipped.",
 )
 @click.option(
@@ -839,7 +850,8 @@ def plot(
 @click.option(
     "--store",
     "store_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False),
+    callback=lambda ctx, param, value: _file_path(value, "--store"),
     default=None,
     help="The results store (default OUT/NAME.sqlite); runs already in it are skipped.",
 )

@@ -257,20 +257,28 @@ class SampleStream:
     def _fill_chunk(self, chunk: int, x: np.ndarray, noise: np.ndarray) -> None:
         """Write chunk ``chunk`` into ``x`` (CHUNK_ROWS, dim) and ``noise`` (CHUNK_ROWS,): the
         numbers of ``generator(seed, DATA, *key, chunk)`` — its normals drawn by
-        ``giantstep.normals`` (numpy's bits, faster), its other draws by numpy."""
+        ``giantstep.normals`` (numpy's bits, faster), its other draws by numpy — in float64,
+        rounded once into float32 blocks: a seed is the same samples in either dtype (float32
+        blocks drew numpy's float32 normals, another ziggurat: other samples)."""
         key = (self.seed, DATA, *self.key, chunk)
+        wide = x if x.dtype == np.float64 else _float64_scratch(x.shape)
         if self.distribution == "rademacher":
             rng = generator(*key)
             x[...] = rng.integers(0, 2, size=x.shape, dtype=np.int8)
             x *= 2
             x -= 1
-            rng.standard_normal(out=noise, dtype=self.dtype)
+            noise[...] = rng.standard_normal(len(noise))
             return
         state = normals.philox_state(philox_key(*key))
-        normals.fill(*state, x)
+        normals.fill(*state, wide)
         if self.distribution == "sphere":
-            x *= np.sqrt(self.dim, dtype=self.dtype) / np.linalg.norm(x, axis=1, keepdims=True)
-        normals.fill(*state, noise)
+            wide *= np.sqrt(self.dim) / np.linalg.norm(wide, axis=1, keepdims=True)
+        if wide is not x:
+            x[...] = wide
+        if noise.dtype == np.float64:
+            normals.fill(*state, noise)
+        else:
+            noise[...] = _filled(state, len(noise))
 
     def rows(self, start: int, stop: int, buffers: Block | None = None) -> Block:
         """Rows ``start .. stop`` (``start`` a multiple of ``CHUNK_ROWS``).
@@ -338,6 +346,26 @@ class SampleStream:
                 pending = self._begin(following, rows, previous, ahead_threads)
             previous = buffers
             yield current
+
+
+_scratch = threading.local()
+
+
+def _float64_scratch(shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 array of ``shape`` this thread reuses: the chunk of a float32 block is drawn
+    in float64 there first (a chunk's fresh 2 MB would cost its page faults every time)."""
+    size = math.prod(shape)
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = _scratch.buffer = np.empty(size)
+    return buffer[:size].reshape(shape)
+
+
+def _filled(state: tuple[np.ndarray, np.ndarray], count: int) -> np.ndarray:
+    """(count,) float64 standard normals, the next of ``state``."""
+    out = np.empty(count)
+    normals.fill(*state, out)
+    return out
 
 
 def check_block_size(block_size: int) -> None:

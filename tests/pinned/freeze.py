@@ -1,7 +1,9 @@
 """Freeze the full JSON results of a few configs into results.json.
 
-Run `python tests/pinned/freeze.py tests/pinned/results.json` only for a change that is meant to
-change results (and say so in the commit and the README); test_pinned_results.py checks the rest.
+Run `python tests/pinned/freeze.py tests/pinned/results.json [NAME ...]` only for a change that
+is meant to change results (and say so in the commit and the README); with NAMEs, only those
+configs are frozen again and the others are kept as they are. test_pinned_results.py checks the
+rest.
 """
 
 import json
@@ -87,8 +89,10 @@ CONFIGS = {
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])
-    frozen = {}
-    for name, cfg in CONFIGS.items():
+    names = sys.argv[2:] or list(CONFIGS)
+    frozen = json.loads(out.read_text()) if sys.argv[2:] else {}
+    for name in names:
+        cfg = CONFIGS[name]
         result = giantstep.run(cfg).model_dump(mode="json")
         for key in ("seconds", "peak_memory_bytes", "version"):
             result.pop(key)

@@ -107,3 +107,11 @@ def test_principal_cosines_and_same_subspace_count_the_span_not_the_rows():
     plane = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]])  # rank 2 in 3 rows
     np.testing.assert_allclose(principal_cosines(plane, np.eye(3)), [1.0, 1.0], atol=1e-15)
     assert same_subspace(plane, np.eye(3)[:2]) and not same_subspace(plane, np.eye(3))
+
+
+def test_row_spans_do_not_depend_on_the_rows_scale():
+    """The rank's tolerance is relative to the largest singular value: rows of size 1e-20
+    still span their line, and 1e20 times dependent rows still span one line."""
+    np.testing.assert_allclose(principal_cosines(1e-20 * np.eye(2)[:1], np.eye(2)[:1]), [1.0])
+    assert same_subspace(1e20 * np.array([[1.0, 2.0], [2.0, 4.0]]), [[1.0, 2.0]])
+    assert same_subspace(1e-20 * np.eye(3)[:2], np.eye(3)[:2])

@@ -332,3 +332,21 @@ def test_the_small_networks_are_those_below_one_thread_weights():
         assert small_network(weights) is small
         one_thread = not isinstance(blas_threads_for(weights), contextlib.nullcontext)
         assert one_thread is small
+
+
+def test_ridge_of_one_row_and_of_tiny_features():
+    """One row is a ridge set (rank 1); features of size 1e-12 keep their directions: the
+    null-space tolerance is relative to FᵀF's largest eigenvalue."""
+    stats = GramStatistics.zeros(2)
+    stats.add(np.array([[1.0, 2.0]]), np.array([3.0]))
+    a = ridge_path(stats, [0.5])[:, 0]
+    f = np.array([[1.0, 2.0]])
+    np.testing.assert_allclose(a, f.T @ np.linalg.solve(f @ f.T + 0.5, [3.0]), rtol=1e-12)
+    tiny = GramStatistics.zeros(2)
+    features = 1e-12 * np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    tiny.add(features, np.array([1.0, 2.0, 3.0]) * 1e-12)
+    lam = 1e-30
+    want = np.linalg.solve(
+        features.T @ features / 3 + lam * np.eye(2), features.T @ [1e-12, 2e-12, 3e-12] / 3
+    )
+    np.testing.assert_allclose(ridge_path(tiny, [lam])[:, 0], want, rtol=1e-9)

@@ -276,3 +276,10 @@ def test_a_band_past_the_computed_coefficients_predicts_nothing_but_the_run_goes
     assert result.spectrum.predicted_spikes is None
     assert result.spectrum.band == ell
     assert f"band rule predicts nothing at ℓ = {ell}" in spectrum_summary(result.spectrum)
+
+
+def test_a_polynomial_activation_has_zero_rounding_at_every_degree():
+    act = get_activation("He3")
+    np.testing.assert_array_equal(act.hermite_rounding(5), np.zeros(6))
+    assert act.first_lost_degree(128) is None
+    assert spiking_degrees(5, act.hermite_coefficients(5), act.hermite_rounding(5)) == ()

@@ -53,6 +53,9 @@ EDGE_TOLERANCE = 1e-10
 #: number for ``1/z1``.
 POLE_PROBE = (1e-3, 1e-9)
 POLE_RATIO = 0.9
+#: A local minimum of a divisor's ``|f|`` is a zero when a search brings it below this times
+#: the median of ``|f|`` on the grid (``(z1 − 0.3)**2`` reaches ~1e-30, ``abs(z1 − 0.3)`` 1e-14).
+TOUCHING_ZERO = 1e-12
 #: ``|y|`` growing by more than this from ``ε = 1e-3`` to ``1e-9`` is unbounded at the pole: its
 #: moments, even when finite, are out of the quadrature's reach (measured 0.7 % low for
 #: ``abs(z1)**-0.25``, whose ``|y|`` grows 32-fold). A removable singularity stays put.
@@ -259,7 +262,11 @@ class Target:
         if self.polynomial is not None:
             moment = (self.polynomial * self.polynomial).expectation()
         else:
-            moment = self._finite(self.expectation(lambda h: self.values(h)), "E[y²]")
+            try:
+                moment = self._finite(self.expectation(lambda h: self.values(h)), "E[y²]")
+            except TargetMomentError:
+                self.check_poles()  # a pole, if there is one, says better what went wrong
+                raise
             self.check_poles()  # the rule's nodes miss a pole: its moment is finite, and wrong
         return self._finite(moment + noise**2, "E[y²]")
 
@@ -653,7 +660,11 @@ def _zeros(functions: tuple[Evaluator, ...], touching: bool = False) -> set[floa
 
         with np.errstate(all="ignore"):
             values = np.broadcast_to(function(grid[:, None]), grid.shape)
-            found.update(grid[values == 0])
+            exact = values == 0
+            if touching:  # a pole is a point: a divisor zero on an interval (relu) is not one
+                padded = np.pad(exact, 1)
+                exact = exact & ~(padded[:-2] | padded[2:])
+            found.update(grid[exact])
             # Signs, not the product of neighbours: that overflows (1e200·z) or underflows
             # to 0 (1e-200·z) and then misses the change of sign.
             signs = np.sign(values)
@@ -663,12 +674,15 @@ def _zeros(functions: tuple[Evaluator, ...], touching: bool = False) -> set[floa
                 continue
             size = np.abs(values)
             low = np.flatnonzero((size[1:-1] < size[:-2]) & (size[1:-1] < size[2:])) + 1
+            # Zero to rounding, on f's own scale: |z1 − 0.3| comes down to ~1e-14, not 0.
+            finite = size[np.isfinite(size)]
+            zero = TOUCHING_ZERO * (float(np.median(finite)) if finite.size else 1.0)
             for i in low:
                 best = optimize.minimize_scalar(
                     lambda t, f=at: abs(f(t)), bounds=(grid[i - 1], grid[i + 1]),
                     method="bounded", options={"xatol": 1e-14},
                 )  # fmt: skip
-                if abs(best.fun) <= 1e-20:
+                if abs(best.fun) <= zero:
                     found.add(float(best.x))
     return found
 

@@ -207,6 +207,7 @@ class RenewingPool(Executor):
         self._pool = self._make()
 
     def submit(self, fn, /, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on the pool, renewed first if a worker was lost."""
         try:
             return self._pool.submit(fn, *args, **kwargs)
         except BrokenProcessPool:
@@ -214,6 +215,7 @@ class RenewingPool(Executor):
             return self._pool.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Shut the current pool down (``ProcessPoolExecutor.shutdown``)."""
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 

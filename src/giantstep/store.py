@@ -485,11 +485,12 @@ class Store:
             out.setdefault(key, {})[name] = self._decoded(key, name, fmt, data)
         return out
 
-    def _read(self, query: str, args: tuple) -> Iterator[tuple]:
+    def _read(self, query: str, args: tuple) -> list[tuple]:
         """The rows of ``query``; StoreError naming the file if SQLite cannot read them (a
-        damaged page, text that is not UTF-8: 'internal error' before)."""
+        damaged page, text that is not UTF-8: 'internal error' before). All at once: a
+        generator left half-read was closed after the store, and raised there."""
         try:
-            yield from self._conn.execute(query, args)
+            return self._conn.execute(query, args).fetchall()
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path}: the results store is corrupted ({err})") from None
 

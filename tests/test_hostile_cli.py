@@ -143,7 +143,8 @@ def test_ctrl_c_exits_130_quietly_workers_included(tmp_path, executor):
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "giantstep", "sweep", str(sweep), "--store",
-         str(tmp_path / "r.sqlite"), "--executor", executor, "--workers", "2"],
+         str(tmp_path / "r.sqlite"), "--executor", executor,
+         *(["--workers", "2"] if executor == "processes" else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

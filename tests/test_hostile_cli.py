@@ -37,6 +37,17 @@ def giantstep(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
     return out
 
 
+def swept(tmp_path: Path, store: Path, seeds: str = "0") -> None:
+    """Make ``store`` with tiny runs (one per seed) by the sweep command."""
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        "[base]\ndim = 12\nwidth = 8\ntrain.batch_size = 256\nreadout.samples = 256\n"
+        f"test.samples = 256\n[grid]\nseed = [{seeds}]\n"
+    )
+    out = giantstep("sweep", str(sweep), "--store", str(store), "--executor", "inprocess")
+    assert out.returncode == 0, out.stderr
+
+
 def refused(out: subprocess.CompletedProcess, *words: str) -> None:
     assert out.returncode == 2, (out.returncode, out.stderr)
     assert out.stderr.startswith("giantstep: error: "), out.stderr
@@ -114,15 +125,7 @@ def test_an_unwritable_out_folder_is_refused_before_the_run(tmp_path):
 
 def test_a_figure_that_cannot_be_written_leaves_nothing_behind(tmp_path):
     store = tmp_path / "r.sqlite"
-    sweep = tmp_path / "sweep.toml"
-    sweep.write_text(
-        "[base]\ndim = 12\nwidth = 8\ntrain.batch_size = 256\nreadout.samples = 256\n"
-        "test.samples = 256\n[grid]\nseed = [0, 1]\n"
-    )
-    assert (
-        giantstep("sweep", str(sweep), "--store", str(store), "--executor", "inprocess").returncode
-        == 0
-    )
+    swept(tmp_path, store, seeds="0, 1")
     blocker = tmp_path / "file"
     blocker.write_text("x")
     out = giantstep("plot", str(store), "--x", "seed", "--y", "step_size", "--out",
@@ -606,14 +609,8 @@ def test_brackets_in_paths_and_repeated_columns(tmp_path):
     filter said 'no column seed'."""
     folder = tmp_path / "d[/b]"  # two folders, and a closing tag to rich
     folder.mkdir(parents=True)
-    sweep = tmp_path / "sweep.toml"
-    sweep.write_text(
-        "[base]\ndim = 12\nwidth = 8\ntrain.batch_size = 256\nreadout.samples = 256\n"
-        "test.samples = 256\n[grid]\nseed = [0]\n"
-    )
     store = folder / "x.sqlite"
-    out = giantstep("sweep", str(sweep), "--store", str(store), "--executor", "inprocess")
-    assert out.returncode == 0, out.stderr
+    swept(tmp_path, store)
     listing = giantstep("results", str(store))
     assert listing.returncode == 0 and "d[/b]" in listing.stdout
     csv = tmp_path / "x.csv"
@@ -628,14 +625,8 @@ def test_plot_messages_name_the_filter_and_the_categorical_axis_and_long_names_f
     """A filter matching nothing said 'the store has no runs to plot'; --logx on an activation
     axis counted its runs as '≤ 0'; a store named near the 255-byte limit failed with 'File
     name too long', its temporary name being longer."""
-    sweep = tmp_path / "sweep.toml"
-    sweep.write_text(
-        "[base]\ndim = 12\nwidth = 8\ntrain.batch_size = 256\nreadout.samples = 256\n"
-        "test.samples = 256\n[grid]\nseed = [0]\n"
-    )
     store = tmp_path / ("a" * 243 + ".sqlite")  # 250 bytes: a legal name
-    out = giantstep("sweep", str(sweep), "--store", str(store), "--executor", "inprocess")
-    assert out.returncode == 0, out.stderr
+    swept(tmp_path, store)
     figure = str(tmp_path / "f.png")
     refused(giantstep("plot", str(store), "--x", "seed", "--y", "step_size", "seed=6",
                       "--out", figure), "seed=6: no run of", "matches")  # fmt: skip

@@ -105,8 +105,9 @@ def test_small_library_calls_say_what_is_wrong_instead_of_failing_deep_inside():
     assert get_activation("tanh").value_and_derivative(np.float32(0.5))[1].dtype == np.float32
     first_layer = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])  # a zero row: cosine 0, not NaN
     np.testing.assert_allclose(learned_subspace(first_layer, np.eye(3)[:1]).eigenvalues, [0.5])
-    with pytest.raises(ValueError, match="finite and > 0, got nan"):
-        learned_subspace(first_layer, np.eye(3)[:1], float("nan"))
+    for factor in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"finite and > 0, got {factor}"):
+            learned_subspace(first_layer, np.eye(3)[:1], factor)
     stats = GramStatistics.zeros(3)
     with pytest.raises(ValueError, match=r"got \(4, 3\) and \(5,\)"):
         stats.add(np.ones((4, 3)), np.ones(5))

@@ -261,7 +261,6 @@ class SampleStream:
         rounded once into float32 blocks: a seed is the same samples in either dtype (float32
         blocks drew numpy's float32 normals, another ziggurat: other samples)."""
         key = (self.seed, DATA, *self.key, chunk)
-        wide = x if x.dtype == np.float64 else _float64_scratch(x.shape)
         if self.distribution == "rademacher":
             rng = generator(*key)
             x[...] = rng.integers(0, 2, size=x.shape, dtype=np.int8)
@@ -270,15 +269,8 @@ class SampleStream:
             noise[...] = rng.standard_normal(len(noise))
             return
         state = normals.philox_state(philox_key(*key))
-        normals.fill(*state, wide)
-        if self.distribution == "sphere":
-            wide *= np.sqrt(self.dim) / np.linalg.norm(wide, axis=1, keepdims=True)
-        if wide is not x:
-            x[...] = wide
-        if noise.dtype == np.float64:
-            normals.fill(*state, noise)
-        else:
-            noise[...] = _filled(state, len(noise))
+        _draw(state, x, on_sphere=self.distribution == "sphere")
+        _draw(state, noise)
 
     def rows(self, start: int, stop: int, buffers: Block | None = None) -> Block:
         """Rows ``start .. stop`` (``start`` a multiple of ``CHUNK_ROWS``).
@@ -361,11 +353,16 @@ def _float64_scratch(shape: tuple[int, ...]) -> np.ndarray:
     return buffer[:size].reshape(shape)
 
 
-def _filled(state: tuple[np.ndarray, np.ndarray], count: int) -> np.ndarray:
-    """(count,) float64 standard normals, the next of ``state``."""
-    out = np.empty(count)
-    normals.fill(*state, out)
-    return out
+def _draw(state: tuple[np.ndarray, np.ndarray], out: np.ndarray, on_sphere: bool = False) -> None:
+    """Fill ``out`` with the next standard normals of ``state``, drawn in float64 and rounded
+    once into a float32 ``out``; ``on_sphere``: each row (2-d ``out``) scaled to norm
+    ``sqrt(dim)``."""
+    wide = out if out.dtype == np.float64 else _float64_scratch(out.shape)
+    normals.fill(*state, wide)
+    if on_sphere:
+        wide *= np.sqrt(wide.shape[1]) / np.linalg.norm(wide, axis=1, keepdims=True)
+    if wide is not out:
+        out[...] = wide
 
 
 def check_block_size(block_size: int) -> None:

@@ -332,7 +332,8 @@ def _outcomes(executor: Any, runs: Iterable[PlannedRun]) -> Iterator[tuple[Plann
                 # it: each gets a fresh pool and a second chance; one that loses it too is
                 # recorded as failed (it may be what kills them).
                 if planned.key in second_chance or not hasattr(executor, "renew"):
-                    outcome = Outcome(error="the worker process died running it, twice "
+                    twice = ", twice" if planned.key in second_chance else ""
+                    outcome = Outcome(error=f"the worker process died running it{twice} "
                                             "(killed, or out of memory?)")  # fmt: skip
                 else:
                     second_chance.add(planned.key)

@@ -1,7 +1,9 @@
-"""Numbers are a contract: the full JSON results of six configs, frozen before a refactor, are
+"""Numbers are a contract: the full JSON results of seven configs, frozen before a refactor, are
 reproduced (float64 to 1e-12 relative; float32 to 1e-4, where a fused kernel may move last bits).
 
 New keys in a result or a config are allowed; every frozen key must be there with its value.
+The predicted errors hold to 1e-9 (``THEORY_RTOL``): their solvers iterate to a tolerance, and
+a machine whose BLAS rounds otherwise may take one more iteration.
 """
 
 import json
@@ -13,6 +15,7 @@ import pytest
 import giantstep
 
 FROZEN = json.loads((Path(__file__).parent / "pinned" / "results.json").read_text())
+THEORY_RTOL = 1e-9
 
 
 def assert_contains(frozen, actual, rtol, path="result"):
@@ -20,7 +23,8 @@ def assert_contains(frozen, actual, rtol, path="result"):
         assert isinstance(actual, dict), path
         for key, value in frozen.items():
             assert key in actual, f"{path}.{key} is missing"
-            assert_contains(value, actual[key], rtol, f"{path}.{key}")
+            tolerance = max(rtol, THEORY_RTOL) if key == "predicted_errors" else rtol
+            assert_contains(value, actual[key], tolerance, f"{path}.{key}")
     elif isinstance(frozen, list):
         assert isinstance(actual, list) and len(actual) == len(frozen), path
         for i, (f, a) in enumerate(zip(frozen, actual, strict=True)):

@@ -85,6 +85,22 @@ CONFIGS = {
         "readout": {"samples": 500, "ridge": [0.01, 1.0]},
         "test": {"samples": 300},
     },
+    "cui_theory_errors": {
+        "dim": 80,
+        "width": 60,
+        "seed": 7,
+        "preset": "dandi",
+        "model": {"second_layer": "ones"},
+        "target": {"expression": "tanh(z1) + 3", "noise": 0.1},
+        "train": {
+            "batch_size": 320,
+            "residual": "y",
+            "step_size": {"scale": 1.0, "width_exponent": 1.0},
+        },
+        "readout": {"samples": 240, "ridge": [0.01, 0.1]},
+        "test": {"samples": 256},
+        "theory": {"errors": True},
+    },
 }
 
 if __name__ == "__main__":
@@ -94,7 +110,7 @@ if __name__ == "__main__":
     for name in names:
         cfg = CONFIGS[name]
         result = giantstep.run(cfg).model_dump(mode="json")
-        for key in ("seconds", "peak_memory_bytes", "version"):
+        for key in ("seconds", "peak_memory_bytes", "version", "theory_seconds"):
             result.pop(key)
         frozen[name] = {"input": cfg, "result": result}
     out.write_text(json.dumps(frozen, indent=1, sort_keys=True))

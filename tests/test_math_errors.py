@@ -949,10 +949,14 @@ def test_node_functions_are_the_conditional_gaussian_moments():
         mean = r * s * special.ndtr(a) + c * pdf(a)
         second = (r * r * s * s + c * c) * special.ndtr(a) + r * s * c * pdf(a)
         rows = 1 if homogeneous else 60
-        assert f.mean.shape == f.slope.shape == f.residual.shape == (rows, 15)
+        assert f.mean.shape == f.slope.shape == f.residual.shape == f.radial.shape == (rows, 15)
         np.testing.assert_allclose(f.mean, np.broadcast_to(mean, (rows, 15)), rtol=1e-12)
         np.testing.assert_allclose(f.slope, np.broadcast_to(special.ndtr(a), (rows, 15)))
-        residual = second - mean**2 - c * c * special.ndtr(a) ** 2
+        # The shared He₂ part: ν = E[relu(rs + cg) He₂(g)] √(κ/2) = c φ(a) √(κ/2).
+        radial = c * pdf(a) * math.sqrt(layer.coherence / 2)
+        assert 0.5 / 50 < layer.coherence < 2 / 50  # about 1/d
+        np.testing.assert_allclose(f.radial, np.broadcast_to(radial, (rows, 15)), rtol=1e-12)
+        residual = second - mean**2 - c * c * special.ndtr(a) ** 2 - radial**2
         np.testing.assert_allclose(f.residual[0], residual, rtol=1e-10, atol=1e-14)
         gamma, rho = 0.8, 0.6
         h = gamma * s + gamma**2 * (s * s - 1) / 2
@@ -1136,19 +1140,20 @@ def test_spectral_ridge_errors_refuses_what_would_broadcast_into_other_numbers(
         errors.spectral_ridge_errors(eigenvalues, projections, second, 20, [0.1])
 
 
-def test_one_step_variants_warn_when_the_target_is_mostly_its_mean():
-    """The conditional solver lacks level 1's second Mehler term: tanh(z1) + 3 after one step
-    ran 7-8 % low (relu, d = N = 300) with no warning."""
-    from giantstep import run
-
-    def warnings(expression):
-        result = run({"dim": 60, "width": 60, "activation": "relu",
-                      "target": {"expression": expression},
-                      "train": {"batch_size": 240, "residual": "y"},
-                      "readout": {"samples": 240}, "test": {"samples": 256},
-                      "theory": {"errors": True}})  # fmt: skip
-        return [result.predicted_errors.spiked.warning or "",
-                result.predicted_errors.trained_layer.warning or ""]  # fmt: skip
-
-    assert all("the target has a mean" in w for w in warnings("tanh(z1) + 3"))
-    assert not any("the target has a mean" in w for w in warnings("relu(z1)"))
+def test_coherence_is_the_mean_squared_normalised_off_diagonal_of_the_bulk_gram():
+    """κ of :class:`SpikedFeatures`: mean over i ≠ j of ``Ω_ij² / (c_i² c_j²)``; ≈ 1/d for
+    random rows; 0 for one neuron; a zero scale counts as no coherence, not 0/0."""
+    gram = np.array([[4.0, 1.0, 0.0], [1.0, 1.0, 0.5], [0.0, 0.5, 0.0]])
+    layer = errors.SpikedFeatures(
+        spike=np.zeros(3), bulk_gram=gram, bulk_scale=np.array([2.0, 1.0, 0.0]),
+        bulk_along_spike=np.zeros(3), bulk_along_target=np.zeros(3), cosine=1.0,
+    )  # fmt: skip
+    assert layer.coherence == pytest.approx(2 * (1.0 / 4) / 6)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((300, 500))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    beta = np.eye(500)[0]
+    random_rows = errors.SpikedFeatures.from_layer(w, np.zeros(300), beta, beta)
+    assert random_rows.coherence == pytest.approx(1 / 500, rel=0.02)
+    one = errors.SpikedFeatures.from_layer(w[:1], np.zeros(1), beta, beta)
+    assert one.coherence == 0.0

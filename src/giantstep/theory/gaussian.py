@@ -17,6 +17,7 @@ for which probabilists' Gauss–Hermite is the efficient rule (:func:`spike_rule
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,11 +43,13 @@ Function = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class GaussianMoments:
-    """``E f(m + c g)``, ``E[f(m + c g) g]`` and ``E f(m + c g)²``, each of the shape of m and c."""
+    """``E f(m + c g)``, ``E[f(m + c g) g]``, ``E f(m + c g)²`` and ``E[f(m + c g) He₂(g)]``
+    (``He₂(g) = g² − 1``; ``= c² E f″(m + c g)`` for smooth f), each of the shape of m and c."""
 
     mean: np.ndarray
     cross: np.ndarray
     second: np.ndarray
+    quadratic: np.ndarray
 
 
 def _legendre_reference() -> tuple[np.ndarray, np.ndarray]:
@@ -80,16 +83,16 @@ def panel_factors(scale: np.ndarray) -> np.ndarray:
 def _quadrature_moments(
     function: Function, kinks: tuple[float, ...], shift: np.ndarray, scale: np.ndarray
 ) -> GaussianMoments:
-    """The three moments for flat arrays shift, scale (P,) with scale > 0, by split quadrature:
+    """The four moments for flat arrays shift, scale (P,) with scale > 0, by split quadrature:
     ``PANELS`` panels per piece, more for wide scales (:func:`panel_factors`)."""
-    count = len(shift)
-    mean, cross, second = np.empty(count), np.empty(count), np.empty(count)
+    moments = [np.empty(len(shift)) for _ in range(4)]
     factors = panel_factors(scale)
     for factor in np.unique(factors):
         group = np.flatnonzero(factors == factor)
-        moments = _moments_on_panels(function, kinks, shift[group], scale[group], PANELS * factor)
-        mean[group], cross[group], second[group] = moments.mean, moments.cross, moments.second
-    return GaussianMoments(mean, cross, second)
+        found = _moments_on_panels(function, kinks, shift[group], scale[group], PANELS * factor)
+        for whole, part in zip(moments, dataclasses.astuple(found), strict=True):
+            whole[group] = part
+    return GaussianMoments(*moments)
 
 
 def _moments_on_panels(
@@ -97,7 +100,7 @@ def _moments_on_panels(
 ) -> GaussianMoments:
     """:func:`_quadrature_moments` with ``panels`` panels on each piece."""
     count = len(shift)
-    mean, cross, second = np.empty(count), np.empty(count), np.empty(count)
+    moments = [np.empty(count) for _ in range(4)]
     pieces = len(kinks) + 1
     chunk = max(1, CHUNK_NODES // (pieces * panels * NODES))
     for start in range(0, count, chunk):
@@ -108,7 +111,7 @@ def _moments_on_panels(
         bounds = np.concatenate(
             [np.full((len(m), 1), -SPAN), breaks, np.full((len(m), 1), SPAN)], axis=1
         )
-        total = [np.zeros(len(m)) for _ in range(3)]
+        total = [np.zeros(len(m)) for _ in range(4)]
         for piece in range(pieces):
             g, w = _segment_rule(bounds[:, piece], bounds[:, piece + 1], panels)
             values = np.asarray(function(m[:, None] + c[:, None] * g), dtype=float)
@@ -116,13 +119,15 @@ def _moments_on_panels(
             total[0] += weighted.sum(axis=1)
             total[1] += (weighted * g).sum(axis=1)
             total[2] += (weighted * values).sum(axis=1)
-        mean[start : start + chunk], cross[start : start + chunk] = total[0], total[1]
-        second[start : start + chunk] = total[2]
-    return GaussianMoments(mean, cross, second)
+            total[3] += (weighted * (g * g - 1)).sum(axis=1)
+        for whole, part in zip(moments, total, strict=True):
+            whole[start : start + chunk] = part
+    return GaussianMoments(*moments)
 
 
 def _relu_moments(shift: np.ndarray, scale: np.ndarray) -> GaussianMoments:
-    """Closed forms with ``a = m/c``: ``mΦ(a) + cφ(a)``, ``cΦ(a)``, ``(m² + c²)Φ(a) + mcφ(a)``."""
+    """Closed forms with ``a = m/c``: ``mΦ(a) + cφ(a)``, ``cΦ(a)``, ``(m² + c²)Φ(a) + mcφ(a)``,
+    ``cφ(a)``."""
     a = shift / scale
     cdf = special.ndtr(a)
     pdf = np.exp(-a * a / 2) / np.sqrt(2 * np.pi)
@@ -130,6 +135,7 @@ def _relu_moments(shift: np.ndarray, scale: np.ndarray) -> GaussianMoments:
         shift * cdf + scale * pdf,
         scale * cdf,
         (shift * shift + scale * scale) * cdf + shift * scale * pdf,
+        scale * pdf,
     )
 
 
@@ -148,7 +154,7 @@ def gaussian_moments(
     function : callable
         f, numpy in and out, elementwise.
     shift, scale : array_like
-        m and c ≥ 0, broadcast to one shape S. ``c = 0`` gives ``f(m)``, 0 and ``f(m)²``.
+        m and c ≥ 0, broadcast to one shape S. ``c = 0`` gives ``f(m)``, 0, ``f(m)²`` and 0.
     kinks : tuple of float
         Points where f or its derivative jumps; the quadrature is split at ``(kink − m)/c``.
     closed_form : {"relu"} or None
@@ -157,7 +163,7 @@ def gaussian_moments(
     Returns
     -------
     GaussianMoments
-        mean, cross, second: arrays of shape S, accurate to ~1e-13 relative for smooth f
+        mean, cross, second, quadratic: arrays of shape S, accurate to ~1e-13 relative for smooth f
         whose variation the panels resolve: more of them above ``c = WIDE_SCALE``, up to
         ``c ≈ 128``; a function oscillating on a finer scale (sin at large c) is not.
 
@@ -174,6 +180,7 @@ def gaussian_moments(
     if np.any(c < 0) or not (np.isfinite(m).all() and np.isfinite(c).all()):
         raise ValueError("Gaussian moments need finite shifts and scales ≥ 0")
     mean, cross, second = np.empty(len(m)), np.zeros(len(m)), np.empty(len(m))
+    quadratic = np.zeros(len(m))
     degenerate = c == 0
     if degenerate.any():
         values = np.asarray(function(m[degenerate]), dtype=float)
@@ -187,7 +194,8 @@ def gaussian_moments(
         else:
             raise ValueError(f"no closed form for {closed_form!r}")
         mean[spread], cross[spread], second[spread] = moments.mean, moments.cross, moments.second
-    return GaussianMoments(mean.reshape(shape), cross.reshape(shape), second.reshape(shape))
+        quadratic[spread] = moments.quadratic
+    return GaussianMoments(*(x.reshape(shape) for x in (mean, cross, second, quadratic)))
 
 
 def activation_moments(

@@ -372,9 +372,9 @@ class SpikedFeatures:
     def coherence(self) -> float:
         """``κ``, the mean over neuron pairs ``i ≠ j`` of ``Ω_ij² / (c_i² c_j²)`` (``≈ 1/d`` for
         random rows): the strength of the He₂ part the neurons share (:func:`spiked_errors`)."""
-        scale = np.where(self.bulk_scale > 0, self.bulk_scale, np.inf)
         if self.width < 2:
             return 0.0
+        scale = np.where(self.bulk_scale > 0, self.bulk_scale, np.inf)
         normalised = self.bulk_gram / np.outer(scale, scale)
         off = np.sum(normalised * normalised) - np.sum(np.diag(normalised) ** 2)
         return float(off) / (self.width * (self.width - 1))
@@ -691,15 +691,15 @@ def _node_functions(
 
     given = gaussian_moments(labels, gamma * s, rho, kinks)
     return _NodeFunctions(
-        s,
-        w,
-        moments.mean,
-        slope,
-        residual,
-        radial,
-        given.mean,
-        given.cross,
-        given.second + noise**2,
+        nodes=s,
+        weights=w,
+        mean=moments.mean,
+        slope=slope,
+        residual=residual,
+        radial=radial,
+        target_mean=given.mean,
+        target_cross=given.cross,
+        target_second=given.second + noise**2,
     )
 
 

@@ -4,6 +4,8 @@ filters, exports and figures."""
 import json
 import math
 import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -311,3 +313,32 @@ def test_an_export_onto_the_store_itself_is_refused_and_a_damaged_row_is_named(t
     result = CliRunner().invoke(main, ["results", str(damaged), "--export", "csv", "--out",
                                        str(tmp_path / "d.csv")])  # fmt: skip
     assert result.exit_code == 2 and f"its {name} cannot be read" in result.output
+
+
+def test_a_second_store_in_the_process_keeps_the_writers_locks(tmp_path):
+    """A second Store in a process that writes one (a reader beside a sweep, the sweep's claim
+    renewer) read the file's header with open()/close(), which drops every POSIX lock the
+    process holds on it; another process's connection, closing, then took the WAL for unused
+    and deleted it, and the writer's next claims and runs went into a deleted file: seen by no
+    reader, lost if the writer was killed."""
+    path = tmp_path / "s.sqlite"
+    code = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        "print(c.execute('SELECT COUNT(*) FROM claims').fetchone()[0]); c.close()"
+    )
+
+    def seen_outside() -> int:
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        return int(out.stdout)
+
+    with Store(path, owner="writer") as writer:
+        with Store(path, readonly=True):
+            pass
+        Store(path, owner="second").close()
+        assert seen_outside() == 0
+        writer.claim("a")
+        writer.claim("b")
+        assert seen_outside() == 2
+    with Store(path, readonly=True) as reader:  # closed and reopened: checked again
+        assert len(reader.claims()) == 2

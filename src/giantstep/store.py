@@ -49,6 +49,7 @@ import socket
 import sqlite3
 import stat
 import tempfile
+import threading
 import time
 import tomllib
 import uuid
@@ -78,6 +79,15 @@ SCHEMA_VERSION = 1
 #: Seconds after which a claim that was not renewed is stale (see Store.claim).
 CLAIM_TTL = 3600.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+#: (device, inode) of each file this process has open as a Store, and how many times. POSIX
+#: locks belong to the process, and closing any descriptor of a file drops all of them: the
+#: header of a store was read with open()/close() while this process held it open (a second
+#: Store, a reader beside a sweep), and so SQLite's locks went; another process's connection,
+#: closing, then found the WAL unused and deleted it, and the writer's later transactions went
+#: into a deleted file — unseen by every reader, lost if the writer was killed. A file open
+#: here was checked when it was opened, so its header is not read again.
+_open_here: dict[tuple[int, int], int] = {}
+_open_here_lock = threading.Lock()
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS runs (
@@ -250,6 +260,7 @@ class Store:
             except BaseException:
                 self._conn.close()
                 raise
+            self._file = _count_open(_file_id(self.path), +1)
             return
         if self.path.exists() or self.path.is_symlink():
             # Checked read-only first: a file that is not a store is never written to.
@@ -271,10 +282,12 @@ class Store:
                 self._conn.close()
                 raise
         self.schema_version = SCHEMA_VERSION
+        self._file = _count_open(_file_id(self.path), +1)
 
     def close(self) -> None:
         """Close the file."""
         self._conn.close()
+        _count_open(self._file, -1)
 
     def __enter__(self) -> Store:
         return self
@@ -552,15 +565,40 @@ def _connect_readonly(path: Path, query: str) -> sqlite3.Connection:
     return conn
 
 
-def _check_header(path: Path) -> bytes:
-    """The 100-byte SQLite header of ``path``; StoreError if the file cannot be one."""
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, or None if it cannot be seen."""
     try:
-        mode = os.stat(path).st_mode
+        info = os.stat(path)
     except OSError:
-        mode = None  # open() says why
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _count_open(file: tuple[int, int] | None, change: int) -> tuple[int, int] | None:
+    """Count one more (or one fewer) Store of this process on ``file``; returns ``file``."""
+    if file is not None:
+        with _open_here_lock:
+            count = _open_here.get(file, 0) + change
+            if count > 0:
+                _open_here[file] = count
+            else:
+                _open_here.pop(file, None)
+    return file
+
+
+def _check_header(path: Path) -> bytes | None:
+    """The 100-byte SQLite header of ``path`` (None: a file this process has open as a Store,
+    checked then, not read again: :data:`_open_here`); StoreError if the file cannot be one."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        info = None  # open() says why
+    mode = None if info is None else info.st_mode
     if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         # Opening a FIFO waits for a writer: refused before (`results FIFO` hung for ever).
         raise StoreError(f"{path}: is {kind_of(mode)}, not a giantstep results store")
+    if info is not None and (info.st_dev, info.st_ino) in _open_here:
+        return None
     try:
         with open(path, "rb") as f:
             header = f.read(100)
@@ -586,7 +624,10 @@ def _check_header(path: Path) -> bytes:
 
 
 def _ours_by_header(path: Path) -> bool:
-    """Whether the header (bytes 68..71: application_id) carries giantstep's mark."""
+    """Whether the header (bytes 68..71: application_id) carries giantstep's mark (a file open
+    here as a Store is: it was checked, and reading it would drop this process's locks)."""
+    if _file_id(path) in _open_here:
+        return True
     try:
         with open(path, "rb") as f:
             header = f.read(100)

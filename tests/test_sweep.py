@@ -436,3 +436,30 @@ def test_ctrl_c_stops_the_runs_in_flight_not_after_them(tmp_path):
     assert process.returncode == 130, stderr
     assert time.monotonic() - started < 8, "the command waited for the runs in flight"
     assert "Traceback" not in stdout + stderr and "Warning" not in stderr, stderr
+
+
+def test_a_sweeps_claims_are_renewed_while_its_runs_are_in_flight(tmp_path):
+    """Claims were renewed only as outcomes arrived: a run longer than CLAIM_TTL (an hour)
+    looked abandoned, and a second sweep on the store took it over and ran it again. Now a
+    thread of the sweep renews them on its own connection; it stops with the sweep."""
+    import threading
+
+    from giantstep.sweep import claims_kept_live
+
+    path = tmp_path / "s.sqlite"
+    with Store(path, owner="sweep") as store, Store(path, owner="other") as other:
+        assert store.claim("long run")
+
+        def renewed() -> float:
+            with sqlite3.connect(path) as conn:
+                return conn.execute("SELECT renewed FROM claims").fetchone()[0]
+
+        with sqlite3.connect(path) as conn:  # as if claimed two hours ago
+            conn.execute("UPDATE claims SET renewed = renewed - 7200")
+        with claims_kept_live(store, interval=0.01):
+            deadline = time.monotonic() + 30
+            while time.time() - renewed() > 60 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert time.time() - renewed() < 60
+            assert not other.claim("long run")  # live: not taken over
+        assert not any(t.name == "giantstep-claims" for t in threading.enumerate())

@@ -23,12 +23,16 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
+import sqlite3
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor
 from concurrent.futures import wait as futures_wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,7 @@ from giantstep.config import (
 )
 from giantstep.experiment import check_memory
 from giantstep.reduction import is_cluster
-from giantstep.store import CLAIM_TTL, FINAL, OK, Store, library_version, run_key
+from giantstep.store import CLAIM_TTL, FINAL, OK, Store, StoreError, library_version, run_key
 from giantstep.targets import NonFiniteLabelsError
 from giantstep.train import DivergenceError
 
@@ -274,6 +278,57 @@ Callback = Callable[[SweepSummary, PlannedRun | None, Outcome | None], object]
 
 #: Seconds between looks at the runs another live sweep holds, when waiting for them.
 HELD_POLL = 1.0
+#: Seconds between renewals of a sweep's claims (well within ``store.CLAIM_TTL``).
+RENEW_INTERVAL = CLAIM_TTL / 4
+
+
+#: Held while the claim renewer is inside SQLite. A process forked meanwhile (a sweep given a
+#: fork-based ProcessPoolExecutor starts its workers as it goes) would inherit its locks held,
+#: and hang at the first use: forks wait for it.
+_no_fork_meanwhile = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_no_fork_meanwhile.acquire,
+        after_in_parent=_no_fork_meanwhile.release,
+        after_in_child=_no_fork_meanwhile.release,
+    )
+
+
+@contextmanager
+def claims_kept_live(store: Store, interval: float | None = None) -> Iterator[None]:
+    """Renew ``store.owner``'s claims every ``interval`` seconds (default ``RENEW_INTERVAL``)
+    from a thread of its own, on a connection of its own, for as long as the context lasts.
+
+    Renewing between outcomes left a run longer than ``CLAIM_TTL`` (an hour) looking abandoned:
+    a second sweep on the store took it over and ran it again. The connection is opened at the
+    first renewal (a sweep shorter than ``interval`` never opens it); a store that is busy at
+    one renewal is tried again at the next.
+    """
+    stop = threading.Event()
+
+    def renew() -> None:
+        own = None
+        try:
+            while not stop.wait(RENEW_INTERVAL if interval is None else interval):
+                with _no_fork_meanwhile:
+                    try:
+                        own = own or Store(store.path, owner=store.owner)
+                        own.renew()
+                    except sqlite3.OperationalError:  # locked for longer than its timeout
+                        pass
+                    except StoreError:  # the file went away: nothing to keep live
+                        return
+        finally:
+            if own is not None:
+                own.close()
+
+    thread = threading.Thread(target=renew, name="giantstep-claims", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _parallelism(executor: Any) -> int:
@@ -416,7 +471,6 @@ def run_sweep(
         callback(summary, None, None)
 
     held: list[PlannedRun] = []
-    renewed = time.monotonic()
 
     def claimed(queue: list[PlannedRun]) -> Iterator[PlannedRun]:
         # Each run is claimed just before it starts: a second sweep on the same store (here or
@@ -428,32 +482,29 @@ def run_sweep(
                 held.append(planned)
 
     def run_all(queue: list[PlannedRun]) -> None:
-        nonlocal renewed
         for planned, outcome in _outcomes(executor, claimed(queue)):
             _store_outcome(store, planned, outcome, summary, name)
             store.release(planned.key)
-            if time.monotonic() - renewed > CLAIM_TTL / 4:  # keep the claims in flight live
-                store.renew()
-                renewed = time.monotonic()
             if callback:
                 callback(summary, planned, outcome)
 
     try:
-        queue, passes = todo, 0
-        while queue:
-            run_all(queue)
-            passes += 1
-            # Claimed elsewhere: stored since, or still to come. A sweep that died holds its
-            # runs until the next pass claims them (they were reported as 'already in').
-            status = store.status(p.key for p in held)
-            summary.skipped += sum(status.get(p.key) in keep for p in held)
-            queue = [p for p in held if status.get(p.key) not in keep]
-            held.clear()
-            if queue and passes >= 2 and not wait_for_others:
-                summary.held = len(queue)
-                break
-            if queue and passes >= 2:
-                time.sleep(HELD_POLL)
+        with claims_kept_live(store):
+            queue, passes = todo, 0
+            while queue:
+                run_all(queue)
+                passes += 1
+                # Claimed elsewhere: stored since, or still to come. A sweep that died holds its
+                # runs until the next pass claims them (they were reported as 'already in').
+                status = store.status(p.key for p in held)
+                summary.skipped += sum(status.get(p.key) in keep for p in held)
+                queue = [p for p in held if status.get(p.key) not in keep]
+                held.clear()
+                if queue and passes >= 2 and not wait_for_others:
+                    summary.held = len(queue)
+                    break
+                if queue and passes >= 2:
+                    time.sleep(HELD_POLL)
     finally:
         store.release_all()
     summary.seconds = time.perf_counter() - started

@@ -93,8 +93,11 @@ def test_kink_split_quadrature_matches_relu_closed_forms():
     np.testing.assert_allclose(
         exact.mean, m * special.ndtr(a) + c * np.exp(-a * a / 2) * PHI0, rtol=1e-14, atol=1e-15
     )
-    # E[relu(m + c g) He₂(g)] = c² E[δ(m + c g)] = c φ(m/c).
+    # E[relu(m + c g) He₂(g)] = c² E[δ(m + c g)] = c φ(m/c); |x| has twice the kink, and is
+    # not zero on either side of it (each piece's part counts).
     np.testing.assert_allclose(exact.quadratic, c * np.exp(-a * a / 2) * PHI0, rtol=1e-14)
+    absolute = gaussian_moments(np.abs, m, c, (0.0,))
+    np.testing.assert_allclose(absolute.quadratic, 2 * exact.quadratic, rtol=1e-12, atol=1e-13)
     for got, want in [
         (quadrature.mean, exact.mean),
         (quadrature.cross, exact.cross),

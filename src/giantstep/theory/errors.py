@@ -986,7 +986,8 @@ def spiked_errors(
     ``tanh(z1) + 3`` ran 7–8 % low after one step (relu, d = N = 300), and with no spike the
     solver was 9 % below level 1 (N = 200). u enters the fixed point through its two moments
     only (the averages over u = ±1): ``M`` gains ``Σ_q w̃_q ν_q ν_qᵀ`` and each ``e_q`` the
-    term ``(ν_qᵀŵ)²``; the self-energies do not change.
+    term ``(ν_qᵀŵ)²``; the self-energies gain no term in u (they move only
+    through the smaller ``μ2_j(s)²``).
 
     Equal neurons (``ones`` preset, the predicted layer; odd σ
     with ``signs``) take the homogeneous path: one eigendecomposition of Ω for every n and λ,

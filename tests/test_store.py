@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import giantstep
 from giantstep.cli import main
 from giantstep.config import ConfigError, validate_config
-from giantstep.plots import plot_frame, theory_columns
+from giantstep.plots import averaged_keys, plot_frame, theory_columns
 from giantstep.store import (
     DIVERGED,
     FAILED,
@@ -258,6 +258,12 @@ def test_plot_mean_spread_and_theory_overlay(tmp_path):
     # A categorical x (here the seed as text would do; the activation is the usual one).
     labelled = frame.assign(activation=frame["seed"].map({0: "relu", 1: "tanh", 2: "erf"}))
     assert plot_frame(labelled, "activation", "errors.0.test_error", out=tmp_path / "c.svg")
+    # What a point's mean is over, named in the title: the seeds; with the activation varied
+    # but not plotted, the activations too (it was averaged silently).
+    assert averaged_keys(frame, "train.batch_size") == ["seed"]
+    assert averaged_keys(frame, "train.batch_size", hue="seed") == []
+    assert averaged_keys(labelled, "train.batch_size") == ["seed", "activation"]
+    assert averaged_keys(labelled, "activation") == []  # one seed per activation here
     out = CliRunner().invoke(
         main, ["plot", str(path), "--x", "train.batch_size", "--y", "nosuch.metric"]
     )

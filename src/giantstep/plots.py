@@ -2,9 +2,10 @@
 
 ``plot_store(path, x="train.batch_size", y="alignment.1.update_cosine", hue="activation")``
 groups the finished runs by ``(hue, x)``; every other varied key (typically ``seed``) is averaged
-over: the line is the mean, the band ``± one standard deviation``, the points the runs. Where
-the runs carry a prediction for the metric (``predicted_<name>`` at the metric's level or above,
-e.g. ``predicted_update_cosine`` for ``alignment.1.update_cosine``), it is drawn dashed beside.
+over, and the title names those keys: the line is the mean, the band ``± one standard
+deviation``, the points the runs. Where the runs carry a prediction for the metric
+(``predicted_<name>`` at the metric's level or above, e.g. ``predicted_update_cosine`` for
+``alignment.1.update_cosine``), it is drawn dashed beside.
 """
 
 from __future__ import annotations
@@ -160,10 +161,23 @@ def plot_frame(
             set_scale("log")
             axis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
     n_runs = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
-    ax.set_title(title or f"{y} vs {x}\nmean ± sd over {n_runs} runs per point", fontsize=10)
+    over = ", ".join(averaged_keys(runs, x, hue))
+    default = f"{y} vs {x}\nmean ± sd over {n_runs} runs per point" + (f" ({over})" if over else "")
+    ax.set_title(title or default, fontsize=10)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return _write(fig, out)
+
+
+def averaged_keys(frame, x: str, hue: str | None = None) -> list[str]:
+    """The config keys that take several values among the runs of one ``(hue, x)`` point: what
+    its mean is over (typically ``seed``; named in the figure's title, since a key varied by the
+    sweep but not plotted is averaged too)."""
+    from giantstep.store import varying_config_columns
+
+    keys = [c for c in varying_config_columns(frame) if c not in (x, hue)]
+    points = frame.groupby([c for c in (hue, x) if c is not None], dropna=False)
+    return [c for c in keys if (points[c].agg(lambda v: v.astype(str).nunique()) > 1).any()]
 
 
 def _write(fig, out: Path) -> Path:

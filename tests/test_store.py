@@ -263,7 +263,7 @@ def test_plot_mean_spread_and_theory_overlay(tmp_path):
     assert averaged_keys(frame, "train.batch_size") == ["seed"]
     assert averaged_keys(frame, "train.batch_size", hue="seed") == []
     assert averaged_keys(labelled, "train.batch_size") == ["seed", "activation"]
-    assert averaged_keys(labelled, "activation") == []  # one seed per activation here
+    assert averaged_keys(labelled, "activation") == ["train.batch_size"]  # one seed each
     out = CliRunner().invoke(
         main, ["plot", str(path), "--x", "train.batch_size", "--y", "nosuch.metric"]
     )

@@ -339,9 +339,10 @@ def test_a_second_store_in_the_process_keeps_the_writers_locks(tmp_path):
         return int(out.stdout)
 
     with Store(path, owner="writer") as writer:
-        with Store(path, readonly=True):
-            pass
+        with Store(path, readonly=True) as reader:
+            reader.close()  # closed twice (here and by the with): uncounted once
         Store(path, owner="second").close()
+        Store(path, readonly=True)  # collected unclosed
         assert seen_outside() == 0
         writer.claim("a")
         writer.claim("b")

@@ -53,6 +53,7 @@ import threading
 import time
 import tomllib
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
@@ -260,7 +261,7 @@ class Store:
             except BaseException:
                 self._conn.close()
                 raise
-            self._file = _count_open(_file_id(self.path), +1)
+            self._forget = _opened_here(self)
             return
         if self.path.exists() or self.path.is_symlink():
             # Checked read-only first: a file that is not a store is never written to.
@@ -282,12 +283,12 @@ class Store:
                 self._conn.close()
                 raise
         self.schema_version = SCHEMA_VERSION
-        self._file = _count_open(_file_id(self.path), +1)
+        self._forget = _opened_here(self)
 
     def close(self) -> None:
         """Close the file."""
         self._conn.close()
-        _count_open(self._file, -1)
+        self._forget()
 
     def __enter__(self) -> Store:
         return self
@@ -574,8 +575,8 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _count_open(file: tuple[int, int] | None, change: int) -> tuple[int, int] | None:
-    """Count one more (or one fewer) Store of this process on ``file``; returns ``file``."""
+def _count_open(file: tuple[int, int] | None, change: int) -> None:
+    """Count one more (or one fewer) Store of this process on ``file``."""
     if file is not None:
         with _open_here_lock:
             count = _open_here.get(file, 0) + change
@@ -583,7 +584,15 @@ def _count_open(file: tuple[int, int] | None, change: int) -> tuple[int, int] | 
                 _open_here[file] = count
             else:
                 _open_here.pop(file, None)
-    return file
+
+
+def _opened_here(store: Store) -> weakref.finalize:
+    """Count ``store`` as open in this process until the returned finalizer runs: at its
+    ``close()``, or when it is collected unclosed — once either way (a store closed twice, by
+    ``close()`` and its ``with``, is uncounted once)."""
+    file = _file_id(store.path)
+    _count_open(file, +1)
+    return weakref.finalize(store, _count_open, file, -1)
 
 
 def _check_header(path: Path) -> bytes | None:

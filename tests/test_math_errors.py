@@ -1157,3 +1157,10 @@ def test_coherence_is_the_mean_squared_normalised_off_diagonal_of_the_bulk_gram(
     assert random_rows.coherence == pytest.approx(1 / 500, rel=0.02)
     one = errors.SpikedFeatures.from_layer(w[:1], np.zeros(1), beta, beta)
     assert one.coherence == 0.0
+
+
+def test_spectral_ridge_errors_of_a_zero_target_are_zero():
+    """E y² = 0 (a zero target without noise) is a target like any other, not refused: the
+    ridge fits nothing and errs by nothing."""
+    curve = errors.spectral_ridge_errors(np.linspace(0.1, 2, 10), np.zeros(10), 0.0, 20, [0.1])
+    assert curve.test.tolist() == [[0.0]] and curve.train.tolist() == [[0.0]]

@@ -320,7 +320,8 @@ def claims_kept_live(store: Store, interval: float | None = None) -> Iterator[No
                         return
         finally:
             if own is not None:
-                own.close()
+                with _no_fork_meanwhile:
+                    own.close()
 
     thread = threading.Thread(target=renew, name="giantstep-claims", daemon=True)
     thread.start()

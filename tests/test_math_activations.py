@@ -222,3 +222,15 @@ def test_a_user_function_that_calls_sys_exit_is_named_not_obeyed():
 
     with pytest.raises(UserFunctionError, match="raised SystemExit .*: 5"):
         Activation.from_callable(lambda x: sys.exit(5), name="quits")
+
+
+@pytest.mark.parametrize("name", ["He2", "relu", "tanh"])
+def test_a_bad_max_degree_is_named_by_the_coefficients_and_their_rounding(name):
+    """Both methods name the argument the caller passed, for a polynomial σ (exact
+    coefficients, zero rounding) as for the others."""
+    activation = get_activation(name)
+    for method in (activation.hermite_coefficients, activation.hermite_rounding):
+        with pytest.raises(ValueError, match=r"^max_degree must be >= 0, got -1$"):
+            method(-1)
+        with pytest.raises(ValueError, match=r"^max_degree must be an integer"):
+            method(2.5)

@@ -792,6 +792,8 @@ class _HeterogeneousSolver:
         )
         self.cross = functions.slope * features.bulk_along_target[:, None]
         self.radial = functions.radial
+        # M = G⁻¹ + Σ_q w̃_q (μ_q μ_qᵀ + ν_q ν_qᵀ): the means at u = ±1 averaged.
+        self.low_rank = np.hstack([self.means, self.radial])  # (N, 2Q)
         self.width = len(features.spike)
 
     def covariance_sum(self, weights: np.ndarray) -> np.ndarray:
@@ -826,10 +828,8 @@ class _HeterogeneousSolver:
         weights = f.weights / (1 + v)
         squared = f.weights / (1 + v) ** 2
         resolvent = _symmetric_from_lower(resolvent)
-        # M = G⁻¹ + Σ_q w̃_q (μ_q μ_qᵀ + ν_q ν_qᵀ): the means at u = ±1 averaged.
-        means = np.hstack([self.means, self.radial])
-        projected = resolvent @ means
-        core = _low_rank_core(np.concatenate([weights, weights]), means.T @ projected)
+        projected = resolvent @ self.low_rank
+        core = _low_rank_core(np.concatenate([weights, weights]), self.low_rank.T @ projected)
         mean_inverse = resolvent - projected @ core @ projected.T  # M⁻¹
         rhs = self.means @ (weights * f.target_mean) + self.cross @ (weights * f.target_cross)
         estimate = mean_inverse @ rhs

@@ -349,3 +349,19 @@ def test_a_second_store_in_the_process_keeps_the_writers_locks(tmp_path):
         assert seen_outside() == 2
     with Store(path, readonly=True) as reader:  # closed and reopened: checked again
         assert len(reader.claims()) == 2
+
+
+def test_an_empty_store_loads_with_its_columns_and_exports_a_header(tmp_path):
+    path = tmp_path / "empty.sqlite"
+    Store(path).close()
+    frame = load(path)
+    assert frame.empty
+    assert list(frame.columns[:6]) == ["key", "status", "error", "version", "sweep", "finished"]
+    assert {"seed", "train.batch_size", "readout.ridge"} <= set(frame.columns)
+    assert select(frame, ["seed=0"]).empty  # a config key is a column: nothing matches
+    out = CliRunner().invoke(
+        main, ["results", str(path), "seed=0", "--export", "csv", "--out", str(tmp_path / "e.csv")]
+    )
+    assert out.exit_code == 0, out.output
+    back = pd.read_csv(tmp_path / "e.csv")
+    assert back.empty and "train.batch_size" in back.columns

@@ -838,6 +838,10 @@ def _restore_float(value: Any) -> Any:
     return value
 
 
+#: The columns of a run's own fields, first in :func:`load`'s frame.
+_RUN_COLUMNS = ("key", "status", "error", "version", "sweep", "finished")
+
+
 def load(path: str | Path, arrays: bool = True, all_versions: bool = False):
     """The store as a pandas DataFrame, one row per run — of this library version only,
     unless ``all_versions`` (runs of two versions are not the same experiment: their keys
@@ -897,14 +901,7 @@ def load(path: str | Path, arrays: bool = True, all_versions: bool = False):
                         f"{path}: run {run.key}: its {what} is not a table but "
                         f"{type(table).__name__} (the row was changed outside giantstep)"
                     )
-            row: dict[str, Any] = {
-                "key": run.key,
-                "status": run.status,
-                "error": run.error,
-                "version": run.version,
-                "sweep": run.sweep,
-                "finished": run.finished,
-            }
+            row: dict[str, Any] = {name: getattr(run, name) for name in _RUN_COLUMNS}
             for name, value in flatten_config(run.config).items():
                 row[name] = tuple(value) if isinstance(value, list) else value
             for name, value in run.metrics.items():
@@ -912,7 +909,13 @@ def load(path: str | Path, arrays: bool = True, all_versions: bool = False):
             for name, value in blobs.get(run.key, {}).items():
                 row.setdefault(name, value)
             rows.append(row)
-    return pd.DataFrame(rows)
+    if rows:
+        return pd.DataFrame(rows)
+    # No runs: still the columns every run has (an export of it gets a header, a filter on a
+    # config key selects nothing instead of naming no column).
+    from giantstep.config import ExperimentConfig
+
+    return pd.DataFrame(columns=[*_RUN_COLUMNS, *flatten_config(ExperimentConfig().model_dump())])
 
 
 def _matches(value: Any, wanted: Any) -> bool:
@@ -941,7 +944,8 @@ def select(frame, filters: Iterable[str]):
             wanted = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             wanted = raw.strip()
-        frame = frame[frame[key].map(lambda v, w=wanted: _matches(v, w))]
+        matches = frame[key].map(lambda v, w=wanted: _matches(v, w)).astype(bool)
+        frame = frame.loc[matches]  # (an empty object-typed mask would select no columns)
     return frame
 
 

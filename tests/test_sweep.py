@@ -121,6 +121,9 @@ def test_base_file_and_duplicates(tmp_path):
         ("[[zip]]\ndim = [1, 2]\nwidth = [3]", "zip[0]"),
         ("[grid]\nseed = [1\n", "sweep.toml"),
         ("base_file = 'absent.toml'\n[grid]\nseed = [1]", "absent.toml"),
+        # A quoted dotted key in [base] is refused, as in a config file (TOML keeps it apart
+        # from the dotted key, and one of the two values would be dropped).
+        ("[grid]\nseed = [1]\n[base.model]\n'output_scale.x' = 2", 'base: "output_scale.x"'),
     ],
 )
 def test_bad_sweep_files_name_the_problem(tmp_path, text, named):

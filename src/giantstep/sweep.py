@@ -206,9 +206,17 @@ def parse_sweep(data: dict[str, Any], base_dir: Path | None = None) -> Sweep:
 
 
 def _flatten_base(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``[base]``'s values by dotted key. A quoted key holding a dot (``"a.b" = 1``, the
+    grid's spelling) is refused as in a config file: TOML keeps it apart from ``a.b = 2``, so
+    one of the two would be dropped without a word."""
     out: dict[str, Any] = {}
     for k, v in table.items():
         name = f"{prefix}.{k}" if prefix else k
+        if "." in k or not k:
+            raise ConfigError(
+                f'base: "{k}": a quoted key (write a dotted key unquoted in [base], '
+                f"{name} = ...; only [grid] and [[zip]] quote their keys)"
+            )
         if isinstance(v, dict):
             out.update(_flatten_base(v, name))
         else:

@@ -77,6 +77,10 @@ def test_the_split_falls_on_whole_chunks():
     assert split_rows(4000, 0.2) == (3072, 928)
     with pytest.raises(ValueError):
         split_rows(300, 0.2)
+    # The fraction as written: (1 - 0.34) * 12800 is 33 chunks exactly, 32.99... in floats.
+    assert split_rows(12800, 0.34) == (8448, 4352)
+    assert split_rows(19200, 0.32) == (13056, 6144)
+    assert split_rows(2560, 0.5) == (1280, 1280)  # an exact half stays exact
 
 
 @pytest.mark.parametrize(

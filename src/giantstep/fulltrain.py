@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -68,12 +69,15 @@ def split_rows(n_samples: int, validation_fraction: float) -> tuple[int, int]:
 
     Examples
     --------
-    >>> split_rows(4000, 0.2), split_rows(4000, 0.0)
-    ((3072, 928), (4000, 0))
+    >>> split_rows(4000, 0.2), split_rows(4000, 0.0), split_rows(12800, 0.34)
+    ((3072, 928), (4000, 0), (8448, 4352))
     """
     if validation_fraction == 0:
         return n_samples, 0
-    n_train = CHUNK_ROWS * math.floor((1 - validation_fraction) * n_samples / CHUNK_ROWS)
+    # The fraction as written (its shortest decimal), in exact arithmetic: in floats,
+    # (1 - 0.34) * 12800 / 256 is 32.99..., one chunk short of the 33 asked for.
+    kept = (1 - Fraction(repr(float(validation_fraction)))) * n_samples
+    n_train = CHUNK_ROWS * math.floor(kept / CHUNK_ROWS)
     if n_train < CHUNK_ROWS or n_train >= n_samples:
         raise ValueError(
             f"train.full.validation_fraction: {validation_fraction} of a batch of {n_samples} "

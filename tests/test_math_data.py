@@ -213,6 +213,33 @@ def test_a_block_drawn_ahead_is_taken_by_its_stream_only(monkeypatch, threads):
     assert getattr(data._settings, "ahead", None) is None
 
 
+def test_draw_ahead_in_a_thread_that_never_set_prefetching_does_nothing():
+    """A thread without a prefetch setting of its own (a user's, a worker's) is outside
+    ``prefetching(0)``: nothing begun, no error."""
+    stream = SampleStream(SEED, KEY, DIM)
+    pending = []
+
+    def call():
+        data.draw_ahead(stream, 2000, 512)
+        pending.append(getattr(data._settings, "ahead", None))
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join()
+    assert pending == [None]
+
+
+def test_the_blocks_of_a_float32_stream_hold_float32_rows_and_noise():
+    """The label noise is rounded once to the stream's dtype, as the rows are (a float64 noise
+    buffer would carry unrounded noise into float32 labels)."""
+    stream = SampleStream(SEED, KEY, DIM, dtype=np.float32)
+    x, noise = reference(4, "gaussian", np.float32)
+    block = next(stream.blocks(1000, 1024))
+    assert block.x.dtype == np.float32 and block.noise.dtype == np.float32
+    np.testing.assert_array_equal(block.x, x[:1000])
+    np.testing.assert_array_equal(block.noise, noise[:1000])
+
+
 @pytest.mark.parametrize("shape", [(64, 800), (1, 1), (0, 5), (3,)])
 def test_standard_normals_are_numpys(shape):
     """``standard_normals`` gives the numbers of the key's numpy generator, bit for bit."""

@@ -9,6 +9,7 @@ from math import comb
 import numpy as np
 import pytest
 
+from giantstep import targets
 from giantstep.data import TEACHER, Block, generator
 from giantstep.errors import ConfigError
 from giantstep.targets import (
@@ -701,6 +702,9 @@ def test_folding_a_constant_that_overflows_warns_nothing():
      ("1/abs(z1-0.3)", "0.3"),  # off the grid, V-shaped: a search brings |f| to ~1e-14
      # Off the grid where the bounded Brent search stopped 2e-9 short (blamed on the range):
      ("1/abs(z1-1.234567)", "1.23457"), ("1/abs(z1-2.71828)**0.7", "2.71828"),
+     ("1/abs((z1-0.3)*(z1+2.4567891))", "-2.45679"),  # two touching zeros, the first named
+     ("1/z1**20", "0"),  # y at the probe 1e180: its square overflows
+     ("1/z1**40", "0"),  # z1**40 underflows at the probe: y = 1/0; and flat, yet at 0
      ("0.01*abs(z1)**-0.5", "0")],  # small, yet not integrable
 )  # fmt: skip
 def test_a_pole_where_y_squared_is_not_integrable_makes_the_second_moment_infinite(
@@ -732,10 +736,30 @@ def test_an_integrable_pole_is_refused_as_beyond_the_quadrature(expression):
         parse_target(expression).second_moment()
 
 
+def test_a_peak_is_named_where_it_is_to_eight_decimals():
+    """The dip of z1² + 1e-7 is found at -2.6e-12 (a smooth minimum is known to ~1e-8): the
+    message says 0, not -2.6e-12 or -0."""
+    message = (
+        "'1/\\(z1\\*\\*2 \\+ 1e-7\\)' has a pole at z1 = 0 \\(or a peak as sharp\\): its moments "
+        ".* and by 47 % for the peak of 1/\\(z1\\*\\*2 \\+ 1e-7\\)\\)$"
+    )
+    with pytest.raises(TargetMomentError, match=message):
+        parse_target("1/(z1**2 + 1e-7)").second_moment()
+
+
+@pytest.mark.parametrize("center", [1.234567, -2.71828, 0.3, 13.3])
+def test_a_touching_zero_is_located_to_the_last_bits(center):
+    """Golden section brings a V-shaped |z1 − c| to its zero within a few ulps (the bounded
+    Brent search stopped 2e-9 away); the grid is only the net that brackets it."""
+    found = targets._zeros((lambda h: np.abs(h[:, 0] - center),), touching=True)
+    assert min(abs(z - center) for z in found) <= 4 * np.spacing(abs(center))
+
+
 @pytest.mark.parametrize(
     "expression, exact",
     [("tanh(z1)/z1", None), ("z1/z1", 1.0), ("relu(z1)/abs(z1)", 0.5), ("1/(1+z1**2)", None),
      ("1/(z1**2 + 1e-3)", 19807.054203178),  # a dip of the divisor, a peak the rule resolves
+     ("1/(1 + relu(-z1))", None),  # the divisor's lowest grid point is a plateau's edge
      ("z1**2/abs(z1)", 1.0), ("5*tanh(z1)/z1", None),  # |y| near the pole well above 2
      ("z2/(1 + z1**2)", 0.5)],  # rank 2: its poles are not looked for
 )  # fmt: skip
@@ -757,6 +781,8 @@ def test_labels_of_integer_coordinates_are_not_truncated():
     labels = parse_target("z1/2 + 0.25")(np.array([[1], [3]]))
     assert labels.dtype == np.float64
     np.testing.assert_array_equal(labels, [0.75, 1.75])
+    for text in ("z1", "z1*z1 - 1", "2*z1 + 3"):  # integer arithmetic all the way: float64
+        assert parse_target(text)(np.array([[1], [3]])).dtype == np.float64
     assert parse_target("z1/2")(np.ones((2, 1), np.float32)).dtype == np.float32
 
 
@@ -765,5 +791,7 @@ def test_a_teacher_needs_as_many_dimensions_as_target_coordinates(directions):
     """rank 3 in dim 2 gave W* (2, 2), or (3, 2) with a zero row (z3 ≡ 0), silently."""
     with pytest.raises(ValueError, match="dim: the target 'z1\\*z2\\*z3' uses z3, .* dim = 3"):
         Teacher.draw(0, "z1*z2*z3", 2, directions=directions)
+    square = Teacher.draw(0, "z1*z2", 2, directions=directions).directions  # r = d: allowed
+    np.testing.assert_allclose(square @ square.T, np.eye(2), atol=1e-15)
     with pytest.raises(ValueError, match="corruption: a fraction in \\[0, 1\\] \\(got True\\)"):
         Teacher.draw(0, "z1", 5, corruption=True)

@@ -676,6 +676,7 @@ def _zeros(functions: tuple[Evaluator, ...], touching: bool = False) -> set[floa
                 continue
             size = np.abs(values)
             low = np.flatnonzero((size[1:-1] < size[:-2]) & (size[1:-1] < size[2:])) + 1
+            low = low[size[low] > 0]  # a zero on the grid is found already (exact)
             # Every minimum, not only those a search brings to "zero": |f| at the last bit
             # is 1e-16 for abs(z1 − 1.2), 1e-11 for abs(z1 − 1.2)**0.7 and 1e-7 for
             # z1**2 + 1e-7, whose 1/f peaks too sharply for the quadrature all the same (its

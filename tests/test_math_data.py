@@ -5,6 +5,7 @@ that one sequence of rows, whatever the block size, the start, the threads or th
 The reference draws each chunk here with numpy alone."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -287,6 +288,27 @@ def test_a_failing_chunk_is_raised_in_the_caller(monkeypatch):
     with pytest.raises(RuntimeError, match="chunk 2 failed"):
         list(stream.blocks(1024, 256))
     np.testing.assert_array_equal(stream.rows(0, 512).x, reference(2)[0])
+
+
+@pytest.mark.parametrize("chunks", [1, 2])
+def test_the_caller_waits_for_a_chunk_another_thread_is_drawing(monkeypatch, chunks):
+    """A block whose every chunk a helper thread claimed first: the caller's wait() returns
+    only once they are drawn (a block of one chunk counted as done from the start was read
+    half drawn)."""
+    fill = SampleStream._fill_chunk
+
+    def slow(self, chunk, x, noise):
+        time.sleep(0.2)
+        fill(self, chunk, x, noise)
+
+    monkeypatch.setattr(SampleStream, "_fill_chunk", slow)
+    stream = SampleStream(SEED, KEY, DIM)
+    x = np.zeros((chunks * CHUNK_ROWS, DIM))
+    noise = np.zeros(chunks * CHUNK_ROWS)
+    block = data._BlockFill(stream, 0, x, noise).start(chunks)
+    time.sleep(0.05)  # the helpers claim every chunk before the caller asks
+    block.wait()
+    np.testing.assert_array_equal(x, reference(chunks)[0])
 
 
 @pytest.mark.parametrize(

@@ -913,9 +913,7 @@ def load(path: str | Path, arrays: bool = True, all_versions: bool = False):
         return pd.DataFrame(rows)
     # No runs: still the columns every run has (an export of it gets a header, a filter on a
     # config key selects nothing instead of naming no column).
-    from giantstep.config import ExperimentConfig
-
-    return pd.DataFrame(columns=[*_RUN_COLUMNS, *flatten_config(ExperimentConfig().model_dump())])
+    return pd.DataFrame(columns=[*_RUN_COLUMNS, *config_columns()])
 
 
 def _matches(value: Any, wanted: Any) -> bool:
@@ -953,11 +951,16 @@ def select(frame, filters: Iterable[str]):
 _HEADLINE = ("update_cosine", "test_error", "predicted_update_cosine")
 
 
-def varying_config_columns(frame) -> list[str]:
-    """The config columns whose value differs between the runs of ``frame``."""
+def config_columns() -> list[str]:
+    """Every config key, as the dotted column :func:`load` gives it, in the config's order."""
     from giantstep.config import ExperimentConfig
 
-    config_keys = [c for c in flatten_config(ExperimentConfig().model_dump()) if c in frame]
+    return list(flatten_config(ExperimentConfig().model_dump()))
+
+
+def varying_config_columns(frame) -> list[str]:
+    """The config columns whose value differs between the runs of ``frame``."""
+    config_keys = [c for c in config_columns() if c in frame]
     return [c for c in config_keys if frame[c].astype(str).nunique() > 1]
 
 

@@ -747,6 +747,25 @@ def test_a_peak_is_named_where_it_is_to_eight_decimals():
         parse_target("1/(z1**2 + 1e-7)").second_moment()
 
 
+@pytest.mark.parametrize(
+    "eps, low", [(1e-7, (0.46, 0.48)), (1e-5, (0.0025, 0.0027)), (1e-3, (-1e-11, 1e-11))]
+)
+def test_the_rule_misses_a_sharp_peak_by_what_the_messages_say(eps, low):
+    """The numbers in the refusal and the README: the rule alone gives E[y²] of
+    1/(z1² + ε) 47 % low at ε = 1e-7 (refused), 0.26 % at 1e-5 (still accepted) and right
+    at 1e-3 — against an adaptive integral of the same density."""
+    from scipy import integrate
+
+    target = parse_target(f"1/(z1**2 + {eps})")
+    rule = target.expectation(lambda h: target.values(h))  # no pole check: the rule alone
+    root = np.sqrt(eps)
+    exact = 2 * integrate.quad(
+        lambda z: np.exp(-z * z / 2) / np.sqrt(2 * np.pi) / (z * z + eps) ** 2,
+        0, 14, points=[root, 10 * root], limit=500, epsabs=0, epsrel=1e-12,
+    )[0]  # fmt: skip
+    assert low[0] < 1 - rule / exact < low[1]
+
+
 @pytest.mark.parametrize("center", [1.234567, -2.71828, 0.3, 13.3])
 def test_a_touching_zero_is_located_to_the_last_bits(center):
     """Golden section brings a V-shaped |z1 − c| to its zero within a few ulps (the bounded

@@ -2,6 +2,7 @@
 
 import multiprocessing
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from giantstep import kernels
 from giantstep.activations import Activation, get_activation
 from giantstep.experiment import run
+from giantstep.scratch import scratch
 
 WITH_KERNEL = [
     "relu", "leaky_relu", "leaky_relu(0.2)", "tanh", "erf", "sigmoid", "softplus", "gelu",
@@ -165,14 +167,17 @@ def test_scale_is_the_numpy_product_on_every_path():
 
 def test_scratch_arrays_are_reused_per_name_and_dtype():
     name = f"test-{uuid.uuid4()}"  # not one an earlier call in this process (or its parent) made
-    a = kernels.scratch(name, (3, 4), np.float64)
-    b = kernels.scratch(name, (2, 5), np.float64)  # smaller: the same memory
+    a = scratch(name, (3, 4), np.float64)
+    b = scratch(name, (2, 5), np.float64)  # smaller: the same memory
     assert a.shape == (3, 4) and b.shape == (2, 5) and np.shares_memory(a, b)
-    assert np.shares_memory(kernels.scratch(name, (4, 3), np.float64), a)  # as large: too
-    c = kernels.scratch(name, (3, 4), np.float32)  # another dtype: its own array
+    assert np.shares_memory(scratch(name, (4, 3), np.float64), a)  # as large: too
+    c = scratch(name, (3, 4), np.float32)  # another dtype: its own array
     assert c.dtype == np.float32 and not np.shares_memory(a, c)
-    d = kernels.scratch(name, (5, 5), np.float64)  # larger: a new array
+    d = scratch(name, (5, 5), np.float64)  # larger: a new array
     assert d.shape == (5, 5) and d.dtype == np.float64 and not np.shares_memory(a, d)
+    with ThreadPoolExecutor(1) as pool:  # another thread: its own arrays
+        e = pool.submit(scratch, name, (5, 5), np.float64).result()
+    assert not np.shares_memory(d, e)
 
 
 def test_kernel_passes_overwrite_their_input_as_documented():

@@ -26,6 +26,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from giantstep import normals
+from giantstep.scratch import scratch
 
 #: Rows drawn from one counter-based generator; the unit that makes results independent of
 #: how the work is cut. A block size must be a multiple of it.
@@ -340,24 +341,12 @@ class SampleStream:
             yield current
 
 
-_scratch = threading.local()
-
-
-def _float64_scratch(shape: tuple[int, ...]) -> np.ndarray:
-    """A float64 array of ``shape`` this thread reuses: the chunk of a float32 block is drawn
-    in float64 there first (a chunk's fresh 2 MB would cost its page faults every time)."""
-    size = math.prod(shape)
-    buffer = getattr(_scratch, "buffer", None)
-    if buffer is None or buffer.size < size:
-        buffer = _scratch.buffer = np.empty(size)
-    return buffer[:size].reshape(shape)
-
-
 def _draw(state: tuple[np.ndarray, np.ndarray], out: np.ndarray, on_sphere: bool = False) -> None:
     """Fill ``out`` with the next standard normals of ``state``, drawn in float64 and rounded
     once into a float32 ``out``; ``on_sphere``: each row (2-d ``out``) scaled to norm
     ``sqrt(dim)``."""
-    wide = out if out.dtype == np.float64 else _float64_scratch(out.shape)
+    # (In a thread's own float64 array: a chunk's fresh 2 MB would cost its page faults.)
+    wide = out if out.dtype == np.float64 else scratch("draw", out.shape, np.float64)
     normals.fill(*state, wide)
     if on_sphere:
         wide *= np.sqrt(wide.shape[1]) / np.linalg.norm(wide, axis=1, keepdims=True)

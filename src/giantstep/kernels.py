@@ -517,22 +517,6 @@ def values(activation, pre: np.ndarray) -> np.ndarray:
     return pre
 
 
-_scratch = threading.local()
-
-
-def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An array of this shape and dtype that the calling thread reuses under ``name``: a fresh
-    32 MB array per block costs its page faults every block (~2,700 faults a block here).
-    Overwritten by the next call with the same name."""
-    arrays = _scratch.__dict__.setdefault("arrays", {})
-    key = (name, np.dtype(dtype).str)
-    size = math.prod(shape)
-    buffer = arrays.get(key)
-    if buffer is None or buffer.size < size:
-        buffer = arrays[key] = np.empty(size, dtype=dtype)
-    return buffer[:size].reshape(shape)
-
-
 def values_and_slopes(
     activation, pre: np.ndarray, value: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from giantstep.data import TRAIN, Block, SampleStream, draw_ahead
 from giantstep.linalg import small_network
 from giantstep.model import TwoLayerNetwork
 from giantstep.reduction import reduce_blocks
+from giantstep.scratch import scratch
 from giantstep.targets import Teacher
 
 #: The residual ``r`` of the update (the config's ``train.residual``): ``y − f(X)`` (the true
@@ -176,20 +177,20 @@ class GradientSum:
         """Add the block's ``Gᵀ X`` (N, d) into total."""
         rows, width = len(block.x), self.weights.shape[0]
         forward = self.weights if self.forward is None else self.forward
-        both = kernels.scratch("pre", (rows, len(forward)), block.x.dtype)
+        both = scratch("pre", (rows, len(forward)), block.x.dtype)
         both = np.matmul(block.x, forward.T, out=both)
         pre = both[:, :width]  # the whole of it, unless h is in the last r columns
         _, y = self.teacher.labels(block, None if self.forward is None else both[:, width:])
         shape = pre.shape
         # G = σ'(X Wᵀ) ⊙ (r aᵀ) overwrites the pre-activations: no (rows × N) temporaries.
         if self.residual == "y-f":
-            value = kernels.scratch("value", shape, y.dtype)
+            value = scratch("value", shape, y.dtype)
             value, slope = kernels.values_and_slopes(self.activation, pre, value)
             r = y - self.output_scale * (value @ self.second_layer)
             slope = kernels.scale(slope, r, self.second_layer)
         else:
             slope = kernels.scaled_slopes(self.activation, pre, y, self.second_layer)
-        product = kernels.scratch("gradient", self.weights.shape, y.dtype)
+        product = scratch("gradient", self.weights.shape, y.dtype)
         total += np.matmul(slope.T, block.x, out=product)
         return total
 

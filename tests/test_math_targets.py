@@ -4,6 +4,7 @@ defined for every Gaussian input, and what the refusals say (the offending text,
 the point where a label is not finite). The expected values are worked out by hand here."""
 
 import warnings
+from itertools import pairwise
 from math import comb
 
 import numpy as np
@@ -799,6 +800,42 @@ def test_a_moment_that_never_settles_is_refused():
     with pytest.raises(TargetMomentError, match="do not settle: with the quadrature's pieces "
                        "halved 8 times they still move by 4.[0-9]e-06 of their size"):  # fmt: skip
         parse_target("abs(z1)**-0.25").expectation()
+
+
+@pytest.mark.parametrize("eps, first", [(1e-4, 1), (3e-5, 1), (1e-5, 2)])
+def test_a_refined_moment_is_the_first_rule_its_refinement_confirms(eps, first):
+    """The rules with pieces 0.5 / 2^k, k = 0, 1, ...: the moment kept is the first one the next
+    rule confirms to SETTLED (here k = 1 or 2), not the next rule's (the numbers are a
+    contract)."""
+    target = parse_target(f"1/(z1**2 + {eps})")
+    moments, sizes = [], []
+    for level in range(first + 2):
+        nodes, weights = hermite.gaussian_rule(target.kinks(), 14.0, 0.5 / 2**level)
+        terms = weights * target.values(nodes[:, None]) ** 2
+        moments.append(float(terms.sum()))
+        sizes.append(float(np.abs(terms).sum()))
+    changes = [abs(b - a) / max(sizes[k : k + 2]) for k, (a, b) in enumerate(pairwise(moments))]
+    assert all(c > targets.SETTLED for c in changes[:first]) and changes[first] <= targets.SETTLED
+    assert target.second_moment() == pytest.approx(moments[first], rel=1e-14, abs=0)
+    assert abs(moments[first + 1] / moments[first] - 1) > 1e-13  # the next rule's is another
+
+
+def test_a_moment_whose_size_keeps_growing_is_refused():
+    """sign(z1)/|z1|^1.5 has no mean (E|y| is infinite), but its two sides cancel at every rule:
+    the moment "settles" at 0 while the sum of its terms' magnitudes grows 41 % a halving."""
+    with pytest.raises(TargetMomentError, match="still move by .* of their size, and the size "
+                       "by \\+41% \\(a peak or a singularity"):  # fmt: skip
+        parse_target("sign(z1)/abs(z1)**1.5").expectation()
+
+
+def test_a_target_overflowing_between_the_rules_nodes_is_refused_quietly():
+    """Finite at the first rule's nodes (the nearest 4e-4 from 0), ±inf at a finer rule's: named
+    as not finite, and numpy's inf − inf in the sum raises no warning (warnings are errors)."""
+    target = parse_target("sign(z1)*exp(0.01/abs(z1)) + exp(0.005/abs(z1))")
+    message = "are not finite on a finer quadrature rule: the target overflows"
+    with warnings.catch_warnings(), pytest.raises(TargetMomentError, match=message):
+        warnings.simplefilter("error")
+        target.expectation()
 
 
 def test_a_peak_between_the_rules_nodes_is_found_by_a_finer_rule():

@@ -32,14 +32,7 @@ from giantstep.corruption import corrupt
 from giantstep.data import TEACHER, Block, generator
 from giantstep.errors import ConfigError
 from giantstep.hermite import MAX_DEGREE as _HERMITE_MAX_DEGREE
-from giantstep.hermite import (
-    NODES_PER_PIECE,
-    PIECE_WIDTH,
-    RANGE,
-    gaussian_rule,
-    hermite,
-    product_rule,
-)
+from giantstep.hermite import PIECE_WIDTH, RANGE, gaussian_rule, hermite, product_rule
 from giantstep.polynomial import Polynomial, monomial_count
 
 #: Longest expression, in characters.
@@ -60,6 +53,8 @@ EDGE_TOLERANCE = 1e-10
 #: cusp needs finer pieces: the rule alone gave E[y²] of 1/(z1² + 1e-5) 0.26 % low (of
 #: 1/(z1² + 1e-7) 47 % low), E|z|^0.2 (of abs(z1)**0.1) 4e-6 off.
 SETTLED = 1e-6
+#: ... while the sum of the terms' absolute values grows by at most this fraction.
+SIZE_GROWTH = 1e-2
 REFINEMENTS = 8
 #: A rank-1 target is probed at each zero of a divisor (``1/z1``, ``z1**-2``) on ``|z| ≤ RANGE``:
 #: ``y² ~ |z − z0|^(−α)`` there is integrable iff ``α < 1``, i.e. iff ``y²·ε`` falls as ``ε → 0``.
@@ -259,24 +254,39 @@ class Target:
         return total
 
     def _settled(self, total: float, size: float, kinks: tuple[float, ...], weight) -> float:
-        """Rank 1: the first of the rules with pieces ``PIECE_WIDTH / 2^k`` (``total`` is k = 0)
-        that the next one confirms to ``SETTLED`` of ``size``; TargetMomentError if none does
-        up to k = ``REFINEMENTS``."""
+        """Rank 1: the first of the rules with pieces ``PIECE_WIDTH / 2^k`` (``total`` and its
+        ``size``, the sum of its terms' absolute values, are k = 0) that the next one confirms
+        to ``SETTLED`` with a size grown by at most ``SIZE_GROWTH``; TargetMomentError if none
+        does up to k = ``REFINEMENTS``, or if a finer rule overflows."""
         for level in range(1, REFINEMENTS + 1):
-            nodes, weights = gaussian_rule(kinks, RANGE, PIECE_WIDTH / 2**level, NODES_PER_PIECE)
+            nodes, weights = gaussian_rule(kinks, RANGE, PIECE_WIDTH / 2**level)
             values = self._integrand(nodes[:, None], weight)
             with np.errstate(all="ignore"):
                 finer = float(weights @ values)
-                # Of the larger size: a peak the coarser rule missed is seen by the finer one.
-                size = max(size, float(np.abs(weights) @ np.abs(values)))
-            change = abs(finer - total) / size if size else 0.0
-            if change <= SETTLED:
+                finer_size = float(np.abs(weights) @ np.abs(values))
+            if not np.isfinite(finer):
+                raise TargetMomentError(
+                    f"target.expression: the Gaussian moments of '{_shorten(self.expression)}' "
+                    "are not finite on a finer quadrature rule: the target overflows between "
+                    "the first rule's nodes"
+                )
+            # Of the larger size: a peak the coarser rule missed is seen by the finer one.
+            scale = max(size, finer_size)
+            change = abs(finer - total) / scale if scale else 0.0
+            # And the size must stop growing: where E|g w| is infinite, its growth dwarfs the
+            # change of a moment whose two sides cancel (sign(z1)/abs(z1)**1.5 settled at 0).
+            # Not to SETTLED: |g w| has kinks between the nodes (at the zeros of He_k),
+            # which move a smooth target's size by more than that.
+            growth = finer_size / size - 1 if size else 0.0
+            if change <= SETTLED and growth <= SIZE_GROWTH:
                 return total
-            total = finer
+            total, size = finer, finer_size
         raise TargetMomentError(
             f"target.expression: the Gaussian moments of '{_shorten(self.expression)}' do not "
             f"settle: with the quadrature's pieces halved {REFINEMENTS} times they still move by "
-            f"{change:.1e} of their size (a peak or a singularity too sharp for the rule)"
+            f"{change:.1e} of their size"
+            + (f", and the size by {growth:+.0%}" if growth > SIZE_GROWTH else "")
+            + " (a peak or a singularity too sharp for the rule)"
         )
 
     def _integrand(self, nodes: np.ndarray, weight) -> np.ndarray:

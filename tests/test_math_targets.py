@@ -3,6 +3,7 @@ docstring (degrees, terms, expansion work) at their edges, the powers that are a
 defined for every Gaussian input, and what the refusals say (the offending text, the number,
 the point where a label is not finite). The expected values are worked out by hand here."""
 
+import re
 import warnings
 from itertools import pairwise
 from math import comb
@@ -795,11 +796,18 @@ def test_a_cusp_moment_is_refined_to_its_closed_form(power):
 
 
 def test_a_moment_that_never_settles_is_refused():
-    """E|z|^-0.25 converges too slowly for eight halvings of the pieces: the expectation is
-    refused with the change that is left (second_moment names the pole instead, above)."""
+    """exp(-3e8 z1²), a peak 6e-5 wide, still moves by 2e-6 after eight halvings of the pieces:
+    refused with the change that is left (it has no divisor, so no pole to name instead)."""
     with pytest.raises(TargetMomentError, match="do not settle: with the quadrature's pieces "
-                       "halved 8 times they still move by 4.[0-9]e-06 of their size \\(a peak or a "
+                       "halved 8 times they still move by 2.[0-9]e-06 of their size \\(a peak or a "
                        "singularity too sharp for the rule\\)$"):  # fmt: skip
+        parse_target("exp(-3e8*z1**2)").expectation()
+
+
+def test_a_moment_that_does_not_settle_names_the_pole_it_meets():
+    """The mean of abs(z1)**-0.25 does not settle either; the pole says better why, from the
+    mean as from E[y²] (a config's mean is computed first)."""
+    with pytest.raises(TargetMomentError, match="has a pole at z1 = 0 \\(or a peak as sharp\\)"):
         parse_target("abs(z1)**-0.25").expectation()
 
 
@@ -823,20 +831,27 @@ def test_a_refined_moment_is_the_first_rule_its_refinement_confirms(eps, first):
 
 def test_a_moment_whose_size_keeps_growing_is_refused():
     """sign(z1)/|z1|^1.5 has no mean (E|y| is infinite), but its two sides cancel at every rule:
-    the moment "settles" at 0 while the sum of its terms' magnitudes grows 41 % a halving."""
+    the moment "settles" at 0 while the sum of its terms' magnitudes grows 41 % a halving. The
+    refinement says so; the mean, through it, names the pole."""
+    target = parse_target("sign(z1)/abs(z1)**1.5")
+    nodes, weights = hermite.product_rule(1, target.kinks())
+    terms = weights * target.values(nodes)
     with pytest.raises(TargetMomentError, match="still move by .* of their size, and the size "
                        "by \\+41% \\(a peak or a singularity"):  # fmt: skip
-        parse_target("sign(z1)/abs(z1)**1.5").expectation()
+        target._settled(float(terms.sum()), float(np.abs(terms).sum()), target.kinks(), None)
+    with pytest.raises(TargetMomentError, match="pole at z1 = 0 where y² is not integrable"):
+        target.expectation()
 
 
 def test_a_target_overflowing_between_the_rules_nodes_is_refused_quietly():
-    """Finite at the first rule's nodes (the nearest 4e-4 from 0), ±inf at a finer rule's: named
-    as not finite, and numpy's inf − inf in the sum raises no warning (warnings are errors)."""
-    target = parse_target("sign(z1)*exp(0.01/abs(z1)) + exp(0.005/abs(z1))")
+    """Finite at the first rule's nodes (the nearest 4e-4 from 0: e^120), ±inf at a finer rule's
+    (e^800): named as not finite, and numpy's inf − inf in the sum raises no warning (warnings
+    are errors). No divisor: no pole to name instead."""
+    expression = "sign(z1)*exp(800*exp(-1e7*z1**2)) + exp(400*exp(-1e7*z1**2))"
+    target = parse_target(expression)
     message = (
-        "^target.expression: the Gaussian moments of 'sign\\(z1\\)\\*exp\\(0.01/abs\\(z1\\)\\) \\+ "
-        "exp\\(0.005/abs\\(z1\\)\\)' are not finite on a finer quadrature rule: the target "
-        "overflows between the first rule's nodes$"
+        f"^target.expression: the Gaussian moments of '{re.escape(expression)}' are not finite "
+        "on a finer quadrature rule: the target overflows between the first rule's nodes$"
     )
     with warnings.catch_warnings(), pytest.raises(TargetMomentError, match=message):
         warnings.simplefilter("error")

@@ -250,7 +250,12 @@ class Target:
                     f"lie partly beyond |z| = {RANGE:g}: reaching |z| = {WIDE_RANGE:g} changes "
                     f"them by {lost:.1e} of their size; the target grows too fast for them"
                 )
-            total = self._settled(total, size, kinks, weight)
+            try:
+                total = self._settled(total, size, kinks, weight)
+            except TargetMomentError:
+                # From any moment (the config's mean comes first): a pole says better.
+                self.check_poles()
+                raise
         return total
 
     def _settled(self, total: float, size: float, kinks: tuple[float, ...], weight) -> float:
